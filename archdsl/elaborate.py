@@ -1,0 +1,500 @@
+"""Elaborate: syntax tree -> typed graph definitions.
+
+Loads a spec and the library files it imports, resolves every name (parameters, `let`s, layers,
+blocks, functions), binds each call to its signature, gives every node its module path, and
+reports whatever is wrong with a located error. Repetition, conditions and shapes are expanded for
+one setting of the parameters afterwards, in archdsl/shapes.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import os
+import re
+from pathlib import Path
+
+from . import graph as G
+from . import syntax as S
+from .errors import ArchError, Span
+from .layers import FUNCTIONS, LAYERS, SYMBOLS, LayerType
+from .parser import parse
+
+IN_ATTRS = ("channels", "height", "width")
+
+# Attributes of torch.nn.Module (and what generated code defines): a layer named like one of these
+# would shadow it, so such names get a trailing underscore in the module path.
+MODULE_ATTRS = frozenset("""
+T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
+dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule
+half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters
+parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict
+to to_empty train training type xpu zero_grad out_channels in_channels
+""".split())
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
+
+
+def safe_attr(name: str) -> str:
+    """A module attribute name that is a valid identifier and shadows nothing."""
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in MODULE_ATTRS or name.startswith("__"):
+        return name + "_"
+    return name
+
+
+class Loader:
+    """Reads a spec and, transitively, the files it imports; each file once."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.modules: dict[str, S.Module] = {}
+        self.blocks: dict[str, S.BlockDef] = {}
+
+    def load(self, path: str, imported_at: Span | None = None) -> S.Module:
+        key = os.path.normpath(os.path.abspath(path))
+        if key in self.modules:
+            return self.modules[key]
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise ArchError(f"cannot find '{path}'", imported_at) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArchError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", imported_at) from None
+        self.sources[path] = text
+        module = parse(text, path)
+        self.modules[key] = module
+        for block in module.blocks:
+            if block.name in self.blocks:
+                first = self.blocks[block.name]
+                raise ArchError(f"block '{block.name}' is defined twice", block.name_span,
+                                notes=[f"first defined at {first.name_span}"])
+            if block.name in LAYERS:
+                raise ArchError(f"block '{block.name}' has the name of a built-in layer", block.name_span)
+            self.blocks[block.name] = block
+        base = os.path.dirname(path)
+        for imp in module.imports:
+            self.load(os.path.join(base, imp.path), imp.span)
+        return module
+
+
+def elaborate(spec: str, text: str | None = None) -> G.Program:
+    """Load a spec (and its imports) and build its typed graph definitions."""
+    loader = Loader()
+    if text is not None:
+        loader.sources[spec] = text
+        module = parse(text, spec)
+        loader.modules[os.path.normpath(os.path.abspath(spec))] = module
+        for block in module.blocks:
+            if block.name in loader.blocks:
+                raise ArchError(f"block '{block.name}' is defined twice", block.name_span)
+            loader.blocks[block.name] = block
+        for imp in module.imports:
+            loader.load(os.path.join(os.path.dirname(spec), imp.path), imp.span)
+    else:
+        module = loader.load(spec)
+    if not module.networks:
+        lines = loader.sources[spec].splitlines() or [""]
+        raise ArchError("the spec defines no network; a spec needs one `network Name { ... }`",
+                        Span(spec, 1, 1, 1, max(2, len(lines[0]) + 1)))
+    if len(module.networks) > 1:
+        raise ArchError("a spec defines one network; this is a second one "
+                        "(put shared blocks in a library file and import it)", module.networks[1].name_span)
+    return _Elaborator(loader, spec).run(module.networks[0])
+
+
+class _Scope:
+    """Names visible at a point: parameters and `let`s, innermost last."""
+
+    def __init__(self, params: dict[str, Span], where: str) -> None:
+        self.frames: list[dict[str, str]] = [{p: "param" for p in params}]
+        self.where = where
+
+    def lookup(self, name: str) -> str | None:
+        for frame in reversed(self.frames):
+            if name in frame:
+                return frame[name]
+        return None
+
+    def names(self) -> set[str]:
+        return {n for f in self.frames for n in f}
+
+
+class _Elaborator:
+    def __init__(self, loader: Loader, spec: str) -> None:
+        self.loader = loader
+        self.spec = spec
+        self.done: dict[str, G.BlockDef] = {}
+        self.active: list[str] = []  # blocks being elaborated, to catch recursion
+
+    def run(self, net: S.NetworkDef) -> G.Program:
+        params = self._params(net.params, f"network {net.name}")
+        scope = _Scope({p.name: p.span for p in net.params}, f"network {net.name}")
+        self.uses_in: set[str] = set()
+        stmts = list(net.body.stmts)
+        if not stmts or not isinstance(stmts[0], S.Input):
+            span = stmts[0].span if stmts else net.body.span
+            raise ArchError("a network starts with its input shape, e.g. `input [3, 224, 224]`", span)
+        inp = stmts[0]
+        if len(inp.dims) not in (1, 3):
+            raise ArchError(f"input takes [channels, height, width] or [features], got {len(inp.dims)} sizes",
+                            inp.span)
+        dims = [None if isinstance(d, S.Unknown) else self._expr(d, scope) for d in inp.dims]
+        if dims[0] is None:
+            raise ArchError("the number of input channels must be given", inp.dims[0].span)
+        body = self._seq(S.Body(stmts[1:], net.body.span), scope, network=True)
+        outputs = [n for n in body.items if isinstance(n, G.Output)]
+        for n in body.items:  # outputs are only allowed at the top of the network
+            pass
+        _name_top(body, {}, set(), network=True)
+        network = G.NetworkDef(net.name, params, dims, inp.span, body, net.span, outputs)
+        if outputs:
+            last = max(i for i, n in enumerate(body.items) if isinstance(n, G.Output))
+            for n in body.items[last + 1:]:
+                if isinstance(n, G.Node):
+                    raise ArchError("this comes after the last output, so its result is never used; "
+                                    "end the network with an output (`output name`) or remove it", n.span)
+        ordered = {name: self.done[name] for name in self.done}
+        return G.Program(self.spec, self.loader.sources, ordered, network)
+
+    # definitions
+
+    def _params(self, params: list[S.Param], where: str) -> list[G.Param]:
+        seen: dict[str, Span] = {}
+        out = []
+        scope = _Scope({}, where)
+        for p in params:
+            if p.name in seen:
+                raise ArchError(f"parameter '{p.name}' is listed twice", p.span)
+            if p.name in FUNCTIONS or p.name in SYMBOLS:
+                raise ArchError(f"'{p.name}' is a built-in name and cannot be a parameter", p.span)
+            default = self._expr(p.default, scope) if p.default is not None else None
+            if out and out[-1].default is not None and default is None:
+                raise ArchError(f"parameter '{p.name}' needs a default: it follows one that has one", p.span)
+            out.append(G.Param(p.name, default, p.span))
+            seen[p.name] = p.span
+            scope.frames[0][p.name] = "param"
+        return out
+
+    def _block(self, name: str, called_at: Span) -> G.BlockDef:
+        if name in self.done:
+            return self.done[name]
+        if name in self.active:
+            raise ArchError(f"block '{name}' calls itself (through {' -> '.join(self.active)}); "
+                            "blocks cannot be recursive", called_at)
+        src = self.loader.blocks[name]
+        self.active.append(name)
+        saved = self.uses_in
+        self.uses_in = set()
+        params = self._params(src.params, f"block {name}")
+        scope = _Scope({p.name: p.span for p in src.params}, f"block {name}")
+        body = self._seq(src.body, scope, network=False)
+        _name_top(body, {}, set(), network=False)
+        block = G.BlockDef(name, params, body, src.span, self.uses_in)
+        self.uses_in = saved
+        self.active.pop()
+        self.done[name] = block
+        return block
+
+    # bodies and items
+
+    def _seq(self, body: S.Body, scope: _Scope, network: bool, top: bool = True) -> G.Seq:
+        scope.frames.append({})
+        items: list[G.Node | G.Let] = []
+        for stmt in body.stmts:
+            if isinstance(stmt, S.Let):
+                if stmt.name in FUNCTIONS or stmt.name in SYMBOLS:
+                    raise ArchError(f"'{stmt.name}' is a built-in name and cannot be bound by let", stmt.span)
+                value = self._expr(stmt.value, scope)
+                scope.frames[-1][stmt.name] = "let"
+                items.append(G.Let(stmt.span, stmt.name, value))
+            elif isinstance(stmt, S.Input):
+                raise ArchError("`input` comes once, first in the network", stmt.span)
+            elif isinstance(stmt, S.Output):
+                if not (network and top):
+                    raise ArchError("`output` is allowed only at the top level of a network", stmt.span)
+                out_body = None
+                if stmt.chain is not None:
+                    out_body = self._seq(S.Body([S.Chain(stmt.span, stmt.chain)], stmt.span), scope, network, False)
+                items.append(G.Output(stmt.span, stmt.name, out_body, label=stmt.name))
+            else:
+                for item in stmt.items:
+                    items.append(self._item(item, scope, network))
+        scope.frames.pop()
+        return G.Seq(body.span, "", items)
+
+    def _item(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
+        node = self._item_inner(item, scope, network)
+        node.label = item.label
+        if item.label is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item.label):
+            raise ArchError(f"'{item.label}' is not a valid name", item.label_span)  # pragma: no cover
+        return node
+
+    def _item_inner(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
+        sub = lambda b: self._seq(b, scope, network, top=False)  # noqa: E731
+        if isinstance(item, S.Call):
+            return self._call(item, scope)
+        if isinstance(item, S.Group):
+            return sub(item.body)
+        if isinstance(item, S.Concat):
+            if len(item.branches) < 2:
+                raise ArchError("concat needs at least two branches", item.span)
+            return G.Concat(item.span, "", [sub(b) for b in item.branches])
+        if isinstance(item, S.Residual):
+            drop = G.Const(item.span, 0.0)
+            for arg in item.args:
+                if arg.name != "drop_path" and not (arg.name is None and arg is item.args[0]):
+                    raise ArchError(f"residual has no argument '{arg.name}'; it takes: drop_path", arg.span)
+                drop = self._expr(arg.value, scope)
+            if len(item.args) > 1:
+                raise ArchError("residual takes one argument: drop_path", item.args[1].span)
+            cond = self._expr(item.shortcut_if, scope) if item.shortcut_if is not None else None
+            shortcut = sub(item.shortcut) if item.shortcut is not None else None
+            return G.Residual(item.span, "", sub(item.body), shortcut, cond, drop)
+        if isinstance(item, S.Scale):
+            return G.Scale(item.span, "", sub(item.body))
+        if isinstance(item, S.If):
+            otherwise = sub(item.otherwise) if item.otherwise is not None else G.Seq(item.span, "", [])
+            return G.Choice(item.span, "", self._expr(item.cond, scope), sub(item.then), otherwise)
+        if isinstance(item, S.Repeat):
+            body = self._item(item.item, scope, network)
+            return G.Repeat(item.span, "", body, self._expr(item.count, scope))
+        raise AssertionError(item)  # pragma: no cover
+
+    def _call(self, call: S.Call, scope: _Scope) -> G.Node:
+        if call.name in LAYERS:
+            ltype = LAYERS[call.name]
+            args = self._bind([(p.name, p.default) for p in ltype.params], call, scope, f"{call.name}")
+            return G.Layer(call.span, "", ltype, args)
+        if call.name in self.loader.blocks:
+            block = self._block(call.name, call.name_span)
+            args = self._bind([(p.name, p.default) for p in block.params], call, scope, f"block {call.name}",
+                              fill=False)
+            return G.BlockCall(call.span, "", call.name, args)
+        known = set(LAYERS) | set(self.loader.blocks)
+        raise ArchError(f"unknown layer or block '{call.name}'{_suggest(call.name, known)}", call.name_span)
+
+    def _bind(self, sig: list[tuple[str, object]], call: S.Call, scope: _Scope, what: str,
+              fill: bool = True) -> dict[str, G.Expr]:
+        from .layers import REQUIRED
+
+        names = [n for n, _ in sig]
+        bound: dict[str, G.Expr] = {}
+        seen_keyword = False
+        for i, arg in enumerate(call.args):
+            if arg.name is None:
+                if seen_keyword:
+                    raise ArchError("a positional argument cannot follow a keyword argument", arg.span)
+                if i >= len(names):
+                    takes = ", ".join(names) if names else "no arguments"
+                    raise ArchError(f"{what} takes {len(names)} argument{'s' * (len(names) != 1)} "
+                                    f"({takes}), got {len(call.args)}", arg.span)
+                key = names[i]
+            else:
+                seen_keyword = True
+                key = arg.name
+                if key not in names:
+                    takes = ", ".join(names) if names else "no arguments"
+                    raise ArchError(f"{what} has no argument '{key}'{_suggest(key, names)} (it takes: {takes})",
+                                    arg.span)
+                if key in bound:
+                    raise ArchError(f"argument '{key}' of {what} is given twice", arg.span)
+            bound[key] = self._expr(arg.value, scope)
+        for name, default in sig:
+            if name in bound:
+                continue
+            if default is REQUIRED or default is None and not fill:
+                if not fill and default is not None:
+                    continue
+                raise ArchError(f"{what} needs its argument '{name}'", call.span)
+            if fill:
+                bound[name] = G.Const(call.span, default)  # type: ignore[arg-type]
+        return {n: bound[n] for n in names if n in bound}
+
+    # expressions
+
+    def _expr(self, e: S.Expr, scope: _Scope) -> G.Expr:
+        if isinstance(e, S.Num):
+            return G.Const(e.span, e.value)
+        if isinstance(e, S.Bool):
+            return G.Const(e.span, e.value)
+        if isinstance(e, S.Name):
+            kind = scope.lookup(e.id)
+            if kind is not None:
+                return G.Ref(e.span, e.id, kind)
+            if e.id in SYMBOLS:
+                return G.Const(e.span, SYMBOLS[e.id])
+            options = scope.names() | set(SYMBOLS)
+            raise ArchError(f"unknown name '{e.id}' in {scope.where}{_suggest(e.id, options)}", e.span)
+        if isinstance(e, S.InAttr):
+            if e.attr not in IN_ATTRS:
+                raise ArchError(f"'in' has no attribute '{e.attr}' (it has: {', '.join(IN_ATTRS)})", e.span)
+            self.uses_in.add(e.attr)
+            return G.InShape(e.span, e.attr)
+        if isinstance(e, S.FunCall):
+            if e.func not in FUNCTIONS:
+                raise ArchError(f"unknown function '{e.func}'{_suggest(e.func, FUNCTIONS)}"
+                                f" (functions: {', '.join(sorted(FUNCTIONS))})", e.span)
+            lo, hi = FUNCTIONS[e.func]
+            if not lo <= len(e.args) <= hi:
+                count = str(lo) if lo == hi else f"{lo} to {hi}"
+                raise ArchError(f"{e.func}() takes {count} argument{'s' * (hi != 1)}, got {len(e.args)}", e.span)
+            return G.Func(e.span, e.func, [self._expr(a, scope) for a in e.args])
+        if isinstance(e, S.ListExpr):
+            return G.ListE(e.span, [self._expr(a, scope) for a in e.items])
+        if isinstance(e, S.BinOp):
+            return G.Op(e.span, e.op, [self._expr(e.left, scope), self._expr(e.right, scope)])
+        if isinstance(e, S.UnaryOp):
+            op = {"-": "neg", "+": "pos"}.get(e.op, e.op)
+            return G.Op(e.span, op, [self._expr(e.operand, scope)])
+        if isinstance(e, S.Ternary):
+            return G.Cond(e.span, self._expr(e.cond, scope), self._expr(e.then, scope),
+                          self._expr(e.otherwise, scope))
+        if isinstance(e, S.Unknown):
+            raise ArchError("`?` stands only for a spatial size in `input`", e.span)
+        raise AssertionError(e)  # pragma: no cover
+
+
+# Naming ---------------------------------------------------------------------------------------
+#
+# Every node gets the path component it has in the generated PyTorch module (and, joined with
+# dots, the name of its layer in Keras). At the top of a block (and inside a residual body at the
+# top, which the generated forward() writes inline) a node is an attribute: its label, or its kind
+# and a counter (conv1, bn1, conv2, branch1, ...). Inside a group (a concat branch, a shortcut,
+# a repeated body) nodes are numbered like nn.Sequential's children, or keep their labels.
+
+def _kind(node: G.Node) -> str:
+    if isinstance(node, G.Layer):
+        return node.type.name
+    if isinstance(node, G.BlockCall):
+        return _snake(node.block)
+    if isinstance(node, G.Repeat):
+        return _kind(node.body)
+    if isinstance(node, G.Choice):
+        return "choice"
+    if isinstance(node, G.Seq):
+        return "group"
+    return type(node).__name__.lower()
+
+
+def _name_top(seq: G.Seq, counters: dict[str, int], taken: set[str], network: bool) -> None:
+    labels = _collect_labels(seq)
+    taken |= labels
+
+    def fresh(kind: str) -> str:
+        while True:
+            counters[kind] = counters.get(kind, 0) + 1
+            name = f"{kind}{counters[kind]}"
+            if name not in taken:
+                taken.add(name)
+                return name
+
+    def visit(s: G.Seq) -> None:
+        for node in s.nodes:
+            if isinstance(node, (G.Residual, G.Concat, G.Scale)):
+                node.inline = True
+            if isinstance(node, G.Residual):
+                node.name = safe_attr(node.label) if node.label else fresh("residual")
+                visit(node.body)
+                if node.shortcut is not None:
+                    node.shortcut.name = fresh("shortcut")
+                    _name_group(node.shortcut)
+            elif isinstance(node, G.Concat):
+                node.name = safe_attr(node.label) if node.label else fresh("concat")
+                for b in node.branches:
+                    b.name = fresh("branch")
+                    _name_group(b)
+            elif isinstance(node, G.Scale):
+                node.name = safe_attr(node.label) if node.label else fresh("scale")
+                node.body.name = node.name
+                _name_group(node.body)
+            elif isinstance(node, G.Output):
+                node.name = safe_attr(node.label)  # type: ignore[arg-type]
+                if node.body is not None:
+                    node.body.name = node.name
+                    _name_group(node.body)
+            else:
+                node.name = safe_attr(node.label) if node.label else fresh(_kind(node))
+                _name_inside(node)
+
+    visit(seq)
+
+
+def _collect_labels(seq: G.Seq) -> set[str]:
+    """Labels at the top of a scope (inlined residual bodies included); duplicates are an error."""
+    seen: dict[str, G.Node] = {}
+
+    def visit(s: G.Seq) -> None:
+        for node in s.nodes:
+            if node.label is not None:
+                name = safe_attr(node.label)
+                if name in seen:
+                    raise ArchError(f"the name '{node.label}' is used twice in the same block", node.span,
+                                    notes=[f"first used at {seen[name].span}"])
+                seen[name] = node
+            if isinstance(node, G.Residual):
+                visit(node.body)
+
+    visit(seq)
+    return set(seen)
+
+
+def _name_group(seq: G.Seq) -> None:
+    nodes = seq.nodes
+    if len(nodes) == 1 and nodes[0].label is None:
+        nodes[0].name = ""
+        _name_inside(nodes[0])
+        return
+    seen: set[str] = set()
+    for i, node in enumerate(nodes):
+        if node.label is not None:
+            name = safe_attr(node.label)
+            if name in seen:
+                raise ArchError(f"the name '{node.label}' is used twice in the same group", node.span)
+            seen.add(name)
+            node.name = name
+        else:
+            node.name = str(i)
+        _name_inside(node)
+
+
+def _name_inside(node: G.Node) -> None:
+    """Names below a node that is a module of its own inside a group."""
+    if isinstance(node, G.Seq):
+        _name_group(node)
+    elif isinstance(node, G.Concat):
+        for j, b in enumerate(node.branches):
+            b.name = f"branches.{j}"
+            _name_group(b)
+    elif isinstance(node, G.Residual):
+        node.body.name = "body"
+        _name_group(node.body)
+        if node.shortcut is not None:
+            node.shortcut.name = "shortcut"
+            _name_group(node.shortcut)
+    elif isinstance(node, G.Scale):
+        node.body.name = "body"
+        _name_group(node.body)
+    elif isinstance(node, G.Choice):
+        node.then.name = node.otherwise.name = ""
+        _name_group(node.then)
+        _name_group(node.otherwise)
+    elif isinstance(node, G.Repeat):
+        node.body.name = ""
+        _name_inside(node.body)
+
+
+def load_text(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")

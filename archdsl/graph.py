@@ -1,0 +1,276 @@
+"""The typed graph: what elaboration makes of a spec, and what the backends read.
+
+Two levels live here. *Definitions* (BlockDef, NetworkDef and their nodes) keep the structure of
+the spec with every name resolved, every layer bound to its signature (defaults filled in) and
+every node given its module path; expressions stay symbolic, so a block becomes one reusable class
+or function. *Instances* (Inst) are the expansion for one setting of the network's parameters:
+every repetition unrolled, every expression evaluated, every tensor's shape, parameters and
+multiply-accumulates known (archdsl/shapes.py builds them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+from .errors import Span
+
+if TYPE_CHECKING:
+    from .layers import LayerType
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare word that stands for itself as an argument value: `same`, `valid`, `global`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Value = Union[int, float, bool, Symbol, tuple, None]
+
+
+# Expressions ----------------------------------------------------------------------------------
+
+@dataclass
+class Expr:
+    span: Span
+
+
+@dataclass
+class Const(Expr):
+    value: Value
+
+
+@dataclass
+class Ref(Expr):
+    """A block/network parameter or a `let` binding."""
+
+    name: str
+    kind: str  # "param" or "let"
+
+
+@dataclass
+class InShape(Expr):
+    attr: str  # channels, height, width
+
+
+@dataclass
+class Func(Expr):
+    func: str
+    args: list[Expr]
+
+
+@dataclass
+class Op(Expr):
+    op: str  # unary: neg pos not; binary: + - * / // % ** == != < <= > >= and or
+    args: list[Expr]
+
+
+@dataclass
+class Cond(Expr):
+    cond: Expr
+    then: Expr
+    otherwise: Expr
+
+
+@dataclass
+class ListE(Expr):
+    items: list[Expr]
+
+
+# Definitions ----------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Node:
+    span: Span
+    name: str  # path component inside its parent (attribute name or index)
+    label: str | None = field(default=None, kw_only=True)  # the name the spec gave, if any
+    # a composite at the top of a block: generated forward() writes it inline, its parts are
+    # attributes of the block (paths relative to the block), not of a module of its own
+    inline: bool = field(default=False, kw_only=True)
+    instances: list[Inst] = field(default_factory=list, kw_only=True, repr=False)
+
+
+@dataclass(eq=False)
+class Layer(Node):
+    type: LayerType
+    args: dict[str, Expr]  # every parameter of the layer type, defaults filled in
+
+
+@dataclass(eq=False)
+class BlockCall(Node):
+    block: str
+    args: dict[str, Expr]  # only the arguments given; the rest take the block's defaults
+
+
+@dataclass(eq=False)
+class Let:
+    span: Span
+    name: str
+    value: Expr
+
+
+@dataclass(eq=False)
+class Seq(Node):
+    """A run of items. At the top of a block it is the block's body; nested, it is a group that
+    the PyTorch backend makes one module of (a single module, or an nn.Sequential)."""
+
+    items: list[Node | Let]
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [i for i in self.items if isinstance(i, Node)]
+
+
+@dataclass(eq=False)
+class Concat(Node):
+    branches: list[Seq]
+
+
+@dataclass(eq=False)
+class Residual(Node):
+    body: Seq
+    shortcut: Seq | None
+    condition: Expr | None  # the shortcut is used when this holds; identity otherwise
+    drop_path: Expr  # stochastic depth rate, 0 for none
+
+
+@dataclass(eq=False)
+class Scale(Node):
+    body: Seq
+
+
+@dataclass(eq=False)
+class Choice(Node):
+    """`if cond { ... } else { ... }`: one of two groups, chosen when the model is built."""
+
+    condition: Expr
+    then: Seq
+    otherwise: Seq
+
+
+@dataclass(eq=False)
+class Repeat(Node):
+    body: Node
+    count: Expr
+
+
+@dataclass(eq=False)
+class Output(Node):
+    """`output name = chain`: a named output that taps the main path; the main path goes on."""
+
+    body: Seq | None
+
+
+@dataclass
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(eq=False)
+class BlockDef:
+    name: str
+    params: list[Param]
+    body: Seq
+    span: Span
+    uses_in: set[str] = field(default_factory=set)  # which of in.channels/height/width it reads
+    instances: list[Inst] = field(default_factory=list, repr=False)
+
+
+@dataclass(eq=False)
+class NetworkDef:
+    name: str
+    params: list[Param]
+    input: list[Expr | None]  # None for an open size `?`
+    input_span: Span
+    body: Seq
+    span: Span
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Program:
+    spec: str  # the spec file as given on the command line
+    sources: dict[str, str]  # file -> text, for error messages
+    blocks: dict[str, BlockDef]  # definitions in dependency order (callees first)
+    network: NetworkDef
+
+
+# Shapes and instances -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    """(channels, height, width) with a symbolic batch, or (features,) after flatten/dense.
+    A spatial size may be None: left open by the input (`?`)."""
+
+    dims: tuple[int | None, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.dims)
+
+    @property
+    def channels(self) -> int:
+        return self.dims[0]  # type: ignore[return-value]
+
+    @property
+    def height(self) -> int | None:
+        return self.dims[1] if self.rank == 3 else None
+
+    @property
+    def width(self) -> int | None:
+        return self.dims[2] if self.rank == 3 else None
+
+    def numel(self) -> int | None:
+        n = 1
+        for d in self.dims:
+            if d is None:
+                return None
+            n *= d
+        return n
+
+    def __str__(self) -> str:
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
+
+
+@dataclass(eq=False)
+class Inst:
+    """One node of the expanded network for one setting of its parameters."""
+
+    node: Node | None  # the definition node it comes from (None for the network itself)
+    path: str  # module path, e.g. "layer2.0.conv1"
+    kind: str  # layer type name, block name, or composite kind
+    in_shape: Shape
+    out_shape: Shape
+    args: dict[str, Value] = field(default_factory=dict)  # evaluated layer/block arguments
+    params: int = 0  # trainable parameters of this node alone (children not included)
+    macs: int = 0  # multiply-accumulates of this node alone
+    children: list[Inst] = field(default_factory=list)
+    block: BlockDef | None = None  # for a block call: its definition
+    rf: tuple[int, int] | None = None  # receptive field size and jump (stride product) at output
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def total_params(self) -> int:
+        return sum(i.params for i in self.walk())
+
+    def total_macs(self) -> int:
+        return sum(i.macs for i in self.walk())
+
+
+@dataclass(eq=False)
+class Elaborated:
+    """A program expanded for one setting of the network parameters."""
+
+    program: Program
+    args: dict[str, Value]  # the network parameters in force
+    root: Inst
+    outputs: list[tuple[str, Inst]]  # (name, the instance whose output it is)

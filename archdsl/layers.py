@@ -1,0 +1,431 @@
+"""The layer catalog: each layer's signature, argument kinds, output shape, parameters and MACs.
+
+The signatures are the language's: elaboration binds calls against them, shape inference runs
+their rules, and the backends map each layer type to framework code. No framework is imported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .graph import Shape, Symbol, Value
+
+REQUIRED = object()
+
+SAME = Symbol("same")
+VALID = Symbol("valid")
+GLOBAL = Symbol("global")
+SYMBOLS = {s.name: s for s in (SAME, VALID, GLOBAL)}
+
+
+class ArgError(Exception):
+    """A bad argument value; shape inference turns it into a located ArchError."""
+
+    def __init__(self, message: str, arg: str | None = None) -> None:
+        super().__init__(message)
+        self.arg = arg
+
+
+# Argument kinds: each checks a value and returns its normal form -------------------------------
+
+def _is_int(v: Value) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_int(v: Value) -> int | None:
+    if _is_int(v):
+        return v  # type: ignore[return-value]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def _describe(v: Value) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_describe(x) for x in v) + "]"
+    if v is None:
+        return "nothing"
+    return str(v)
+
+
+def k_int(v: Value, minimum: int = 1) -> int:
+    i = _as_int(v)
+    if i is None:
+        raise ArgError(f"expects an integer, got {_describe(v)}")
+    if i < minimum:
+        raise ArgError(f"must be at least {minimum}, got {i}")
+    return i
+
+
+def k_int0(v: Value) -> int:
+    return k_int(v, 0)
+
+
+def k_float(v: Value) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ArgError(f"expects a number, got {_describe(v)}")
+    return float(v)
+
+
+def k_rate(v: Value) -> float:
+    f = k_float(v)
+    if not 0.0 <= f < 1.0:
+        raise ArgError(f"must be in [0, 1), got {_describe(v)}")
+    return f
+
+
+def k_bool(v: Value) -> bool:
+    if not isinstance(v, bool):
+        raise ArgError(f"expects true or false, got {_describe(v)}")
+    return v
+
+
+def _pair(v: Value, minimum: int) -> tuple[int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise ArgError(f"expects an integer or a pair [height, width], got {_describe(v)}")
+        return (k_int(v[0], minimum), k_int(v[1], minimum))
+    i = _as_int(v)
+    if i is None:
+        raise ArgError(f"expects an integer or a pair [height, width], got {_describe(v)}")
+    if i < minimum:
+        raise ArgError(f"must be at least {minimum}, got {i}")
+    return (i, i)
+
+
+def k_int2(v: Value) -> tuple[int, int]:
+    return _pair(v, 1)
+
+
+def k_stride(v: Value) -> tuple[int, int] | None:
+    return None if v is None else _pair(v, 1)
+
+
+def k_pad(v: Value) -> tuple[int, int] | Symbol:
+    if isinstance(v, Symbol):
+        if v not in (SAME, VALID):
+            raise ArgError(f"expects an integer, a pair, same or valid, got {v}")
+        return v
+    return _pair(v, 0)
+
+
+def k_pool(v: Value) -> tuple[int, int] | Symbol:
+    if isinstance(v, Symbol):
+        if v != GLOBAL:
+            raise ArgError(f"expects a window size or global, got {v}")
+        return v
+    return _pair(v, 1)
+
+
+def k_zpad(v: Value) -> tuple[int, int, int, int]:
+    """Zero padding as (top, bottom, left, right); written as p, [ph, pw] or [top, bottom, left, right]."""
+    if isinstance(v, tuple) and len(v) == 4:
+        t, b, le, r = (k_int0(x) for x in v)
+        return (t, b, le, r)
+    ph, pw = _pair(v, 0)
+    return (ph, ph, pw, pw)
+
+
+# Layer types ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class P:
+    name: str
+    kind: Callable[[Value], object]
+    default: object = REQUIRED
+    doc: str = ""
+
+
+@dataclass
+class Result:
+    shape: Shape
+    params: int = 0
+    macs: int = 0
+    window: tuple[int, int] | None = None  # (effective kernel, stride) along height, for the receptive field
+
+
+@dataclass(frozen=True)
+class LayerType:
+    name: str
+    params: tuple[P, ...]
+    infer: Callable[[dict, Shape], Result]
+    category: str
+    doc: str
+    weights: bool = False  # has trainable parameters
+
+    def param(self, name: str) -> P | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+
+def _need_map(shape: Shape, what: str) -> None:
+    if shape.rank != 3:
+        raise ArgError(f"{what} needs a feature map [channels, height, width], got {shape}; "
+                       "it cannot follow flatten or dense")
+
+
+def out_size(n: int | None, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int | None:
+    """Output length of a convolution or pooling window over n (PyTorch's formula)."""
+    if n is None:
+        return None
+    eff = d * (k - 1) + 1
+    span = n + 2 * p - eff
+    if ceil:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + p:  # the last window must start inside the input or left padding
+            out -= 1
+    else:
+        out = span // s + 1
+    return out
+
+
+def same_pads(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow's `same` padding along one axis: (before, after); the odd pixel goes after."""
+    eff = d * (k - 1) + 1
+    out = -(-n // s)
+    total = max((out - 1) * s + eff - n, 0)
+    return total // 2, total - total // 2
+
+
+def _spatial(shape: Shape, kernel, stride, pad, dilation, ceil: bool = False) -> tuple:
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    sizes = []
+    for n, k, s, d, axis in ((shape.height, kh, sh, dh, 0), (shape.width, kw, sw, dw, 1)):
+        if pad == SAME:
+            size = None if n is None else -(-n // s)
+        else:
+            p = 0 if pad == VALID else pad[axis]
+            size = out_size(n, k, s, p, d, ceil)
+        if size is not None and size < 1:
+            raise ArgError(f"the output would be {size} pixels {('high', 'wide')[axis]}: "
+                           f"window {d * (k - 1) + 1} over an input of {n}"
+                           f"{'' if pad in (SAME, VALID) else f' padded by {pad[axis]}'}")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def _conv(a: dict, x: Shape) -> Result:
+    _need_map(x, "conv")
+    cin, groups = x.channels, a["groups"]
+    if cin % groups or a["filters"] % groups:
+        raise ArgError(f"groups={groups} must divide both the input channels ({cin}) and the "
+                       f"filters ({a['filters']})", "groups")
+    h, w = _spatial(x, a["kernel"], a["stride"], a["pad"], a["dilation"])
+    kh, kw = a["kernel"]
+    weights = a["filters"] * (cin // groups) * kh * kw
+    out = Shape((a["filters"], h, w))
+    return Result(out, weights + (a["filters"] if a["bias"] else 0), weights * (h or 0) * (w or 0),
+                  (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
+
+
+def _dwconv(a: dict, x: Shape) -> Result:
+    _need_map(x, "dwconv")
+    c = x.channels * a["multiplier"]
+    h, w = _spatial(x, a["kernel"], a["stride"], a["pad"], a["dilation"])
+    kh, kw = a["kernel"]
+    weights = c * kh * kw
+    return Result(Shape((c, h, w)), weights + (c if a["bias"] else 0), weights * (h or 0) * (w or 0),
+                  (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
+
+
+def _sepconv(a: dict, x: Shape) -> Result:
+    _need_map(x, "sepconv")
+    mid = x.channels * a["multiplier"]
+    h, w = _spatial(x, a["kernel"], a["stride"], a["pad"], a["dilation"])
+    kh, kw = a["kernel"]
+    dw, pw = mid * kh * kw, mid * a["filters"]
+    hw = (h or 0) * (w or 0)
+    return Result(Shape((a["filters"], h, w)), dw + pw + (a["filters"] if a["bias"] else 0),
+                  (dw + pw) * hw, (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
+
+
+def _pool(name: str):
+    def infer(a: dict, x: Shape) -> Result:
+        _need_map(x, name)
+        if a["kernel"] == GLOBAL:
+            return Result(Shape((x.channels, 1, 1)), window=(x.height or 1, 1))
+        stride = a["stride"] or a["kernel"]
+        if a["pad"] not in (SAME, VALID):
+            for axis in (0, 1):
+                if a["pad"][axis] * 2 > a["kernel"][axis]:
+                    raise ArgError(f"padding {a['pad'][axis]} is more than half the window "
+                                   f"{a['kernel'][axis]}", "pad")
+        h, w = _spatial(x, a["kernel"], stride, a["pad"], (1, 1), a["ceil"])
+        return Result(Shape((x.channels, h, w)), window=(a["kernel"][0], stride[0]))
+    return infer
+
+
+def _adaptive(a: dict, x: Shape) -> Result:
+    _need_map(x, "adaptive_avgpool")
+    oh, ow = a["size"]
+    if x.height is not None and (x.height < oh or x.width < ow):
+        raise ArgError(f"cannot pool {x.height}x{x.width} up to {oh}x{ow}", "size")
+    window = -(-(x.height or oh) // oh)
+    return Result(Shape((x.channels, oh, ow)), window=(window, max(1, (x.height or oh) // oh)))
+
+
+def _dense(a: dict, x: Shape) -> Result:
+    if x.rank != 1:
+        raise ArgError(f"dense needs a flat input [features], got the feature map {x}; "
+                       "put flatten (or avgpool(global) flatten) before it")
+    weights = x.dims[0] * a["units"]
+    return Result(Shape((a["units"],)), weights + (a["units"] if a["bias"] else 0), weights)
+
+
+def _bn(a: dict, x: Shape) -> Result:
+    return Result(x, 2 * x.channels)
+
+
+def _same_shape(name: str, needs_map: bool = False):
+    def infer(a: dict, x: Shape) -> Result:
+        if needs_map:
+            _need_map(x, name)
+        return Result(x)
+    return infer
+
+
+def _flatten(a: dict, x: Shape) -> Result:
+    n = x.numel()
+    if n is None:
+        raise ArgError(f"flatten of {x} needs every size known; give the input a size or pool "
+                       "to a fixed size first (avgpool(global) or adaptive_avgpool)")
+    return Result(Shape((n,)), window=(x.height or 1, 1) if x.rank == 3 else None)
+
+
+def _zeropad(a: dict, x: Shape) -> Result:
+    _need_map(x, "zeropad")
+    t, b, le, r = a["pad"]
+    h = None if x.height is None else x.height + t + b
+    w = None if x.width is None else x.width + le + r
+    return Result(Shape((x.channels, h, w)))
+
+
+_CONV_COMMON = (
+    P("stride", k_int2, 1, "step of the window: an integer or [height, width]"),
+    P("pad", k_pad, 0, "zero padding on each side: an integer, [height, width], same or valid"),
+    P("dilation", k_int2, 1, "spacing of the kernel taps"),
+)
+
+LAYERS: dict[str, LayerType] = {}
+
+
+def _add(t: LayerType, *aliases: str) -> None:
+    for name in (t.name, *aliases):
+        LAYERS[name] = t
+
+
+_add(LayerType("conv", (
+    P("filters", k_int, doc="output channels"),
+    P("kernel", k_int2, doc="kernel size: an integer or [height, width]"),
+    *_CONV_COMMON,
+    P("groups", k_int, 1, "grouped convolution: input and output channels split in this many groups"),
+    P("bias", k_bool, True, "add a learned bias"),
+), _conv, "conv", "2-D convolution", weights=True))
+_add(LayerType("dwconv", (
+    P("kernel", k_int2, doc="kernel size"),
+    *_CONV_COMMON,
+    P("multiplier", k_int, 1, "output channels per input channel"),
+    P("bias", k_bool, True, "add a learned bias"),
+), _dwconv, "conv", "depthwise convolution: one filter (or `multiplier` filters) per channel", weights=True))
+_add(LayerType("sepconv", (
+    P("filters", k_int, doc="output channels"),
+    P("kernel", k_int2, doc="kernel size of the depthwise part"),
+    *_CONV_COMMON,
+    P("multiplier", k_int, 1, "depthwise channel multiplier"),
+    P("bias", k_bool, True, "bias on the pointwise part"),
+), _sepconv, "conv", "separable convolution: depthwise, then a 1x1 pointwise convolution", weights=True))
+_add(LayerType("maxpool", (
+    P("kernel", k_pool, doc="window size, or global"),
+    P("stride", k_stride, None, "step; the window size when left out"),
+    P("pad", k_pad, 0, "implicit -inf padding on each side, or same/valid"),
+    P("ceil", k_bool, False, "round the output size up (PyTorch's ceil_mode)"),
+), _pool("maxpool"), "pool", "max pooling"))
+_add(LayerType("avgpool", (
+    P("kernel", k_pool, doc="window size, or global"),
+    P("stride", k_stride, None, "step; the window size when left out"),
+    P("pad", k_pad, 0, "zero padding on each side, or same/valid"),
+    P("ceil", k_bool, False, "round the output size up (PyTorch's ceil_mode)"),
+    P("count_pad", k_bool, True, "padded zeros count in the average (PyTorch's count_include_pad)"),
+), _pool("avgpool"), "pool", "average pooling"))
+_add(LayerType("adaptive_avgpool", (
+    P("size", k_int2, doc="output size: an integer or [height, width]"),
+), _adaptive, "pool", "average pooling to a fixed output size (PyTorch's AdaptiveAvgPool2d)"))
+_add(LayerType("dense", (
+    P("units", k_int, doc="output features"),
+    P("bias", k_bool, True, "add a learned bias"),
+), _dense, "dense", "fully connected layer on a flat input", weights=True), "linear")
+_add(LayerType("dropout", (P("rate", k_rate, 0.5, "probability of zeroing an element"),),
+               _same_shape("dropout"), "regularization", "dropout (active in training only)"))
+_add(LayerType("bn", (
+    P("eps", k_float, 1e-5, "added to the variance"),
+    P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
+), _bn, "norm", "batch normalization over channels", weights=True), "batchnorm")
+_add(LayerType("lrn", (
+    P("size", k_int, 5, "channels in the window"),
+    P("alpha", k_float, 1e-4, "scale (PyTorch's convention: divided by size)"),
+    P("beta", k_float, 0.75, "exponent"),
+    P("k", k_float, 1.0, "additive constant"),
+), _same_shape("lrn", True), "norm", "local response normalization across channels (AlexNet, GoogLeNet)"))
+for _name, _doc in (
+    ("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("tanh", "hyperbolic tangent"),
+    ("sigmoid", "1 / (1 + exp(-x))"), ("softmax", "softmax over channels (features)"),
+    ("silu", "x * sigmoid(x), also called swish"), ("hardswish", "x * relu6(x + 3) / 6"),
+    ("hardsigmoid", "relu6(x + 3) / 6"), ("gelu", "Gaussian error linear unit (exact, erf form)"),
+    ("identity", "passes its input on unchanged"),
+):
+    _add(LayerType(_name, (), _same_shape(_name), "activation" if _name != "identity" else "misc", _doc),
+         *(("swish",) if _name == "silu" else ()))
+_add(LayerType("leaky_relu", (P("slope", k_float, 0.01, "slope for negative inputs"),),
+               _same_shape("leaky_relu"), "activation", "max(x, 0) + slope * min(x, 0)"))
+_add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)"))
+_add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
+               _zeropad, "shape", "explicit zero padding"))
+
+ACTIVATIONS = frozenset(n for n, t in LAYERS.items() if t.category == "activation")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of divisor, never more than 10% down (MobileNet's rule)."""
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+FUNCTIONS: dict[str, tuple[int, int]] = {  # name -> (min args, max args)
+    "min": (1, 99), "max": (1, 99), "round": (1, 1), "ceil": (1, 1), "floor": (1, 1),
+    "int": (1, 1), "float": (1, 1), "abs": (1, 1), "make_divisible": (1, 3),
+}
+
+
+def call_function(name: str, args: list) -> Value:
+    for a in args:
+        if isinstance(a, (Symbol, tuple)) or a is None:
+            raise ArgError(f"{name}() expects numbers, got {_describe(a)}")
+    if name == "min":
+        return min(args)
+    if name == "max":
+        return max(args)
+    if name == "round":
+        return round(args[0])
+    if name == "ceil":
+        return math.ceil(args[0])
+    if name == "floor":
+        return math.floor(args[0])
+    if name == "int":
+        return int(args[0])
+    if name == "float":
+        return float(args[0])
+    if name == "abs":
+        return abs(args[0])
+    if name == "make_divisible":
+        return make_divisible(*args)
+    raise ArgError(f"unknown function {name}()")  # pragma: no cover - elaboration checks names

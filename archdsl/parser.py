@@ -1,0 +1,282 @@
+"""Parse: source text to the syntax tree (archdsl/syntax.py), with a located error for bad input."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import syntax as S
+from .errors import ArchError, Span
+
+_OPENERS = {"(": ")", "[": "]"}
+
+
+def _grammar_text() -> str:
+    """The grammar ships inside the wheel as archdsl/grammar; a source checkout keeps it in grammar/."""
+    packaged = resources.files("archdsl").joinpath("grammar/archdsl.lark")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "grammar" / "archdsl.lark").read_text(encoding="utf-8")
+
+
+class _Newlines:
+    """Post-lexer: newlines end statements, except inside brackets, after `{` and before `}`."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        pending: Token | None = None
+        previous: str | None = None  # value of the last token passed on, "_NL" for a newline
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth == 0 and previous not in (None, "{", "_NL"):
+                    pending = tok
+                continue
+            if tok.value in _OPENERS:
+                depth += 1
+            elif tok.value in (")", "]"):
+                depth = max(0, depth - 1)
+            if pending is not None:
+                if tok.value != "}":
+                    yield pending
+                pending = None
+            previous = tok.value
+            yield tok
+        # a newline at the very end is dropped
+
+
+@functools.cache
+def _lark() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="basic", postlex=_Newlines(), propagate_positions=True,
+                maybe_placeholders=True, cache=True)
+
+
+_FRIENDLY = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
+    "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['", "RSQB": "']'",
+    "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "STAR": "'*'", "DOT": "'.'", "QMARK": "'?'",
+    "ADD_OP": "'+' or '-'", "MUL_OP": "an operator", "COMP_OP": "a comparison", "$END": "end of file",
+}
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    if token.type == "_NL":
+        return "end of line"
+    return repr(str(token.value))
+
+
+def _expected(names: set[str]) -> str:
+    words = sorted({_FRIENDLY.get(n, f"'{n.lower()}'" if n.isupper() else n) for n in names
+                    if not n.startswith("__")})
+    if not words:
+        return ""
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return "; expected " + ", ".join(words)
+
+
+def parse(text: str, file: str) -> S.Module:
+    """Parse one spec file into its syntax tree; raises ArchError on a syntax error."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedCharacters as e:
+        span = Span(file, e.line, e.column, e.line, e.column + 1)
+        char = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        raise ArchError(f"syntax error: unexpected character {char!r}", span) from None
+    except UnexpectedToken as e:
+        tok = e.token
+        if tok.type == "$END":
+            lines = text.splitlines() or [""]
+            span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        else:
+            end_col = tok.end_column if tok.end_line == tok.line and tok.end_column else tok.column + 1
+            span = Span(file, tok.line, tok.column, tok.line, end_col)
+        hint = ""
+        if tok.type == "RBRACE" or (tok.type == "$END" and "RBRACE" in e.expected):
+            hint = ""
+        raise ArchError(f"syntax error: unexpected {_describe(tok)}{_expected(set(e.expected))}{hint}",
+                        span) from None
+    except UnexpectedEOF as e:  # pragma: no cover - LALR reports $END as UnexpectedToken
+        lines = text.splitlines() or [""]
+        raise ArchError(f"syntax error: unexpected end of file{_expected(set(e.expected))}",
+                        Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)) from None
+    except UnexpectedInput as e:  # pragma: no cover - any other lark error still gets a place
+        raise ArchError("syntax error", Span(file, e.line, e.column, e.line, e.column + 1)) from None
+    return _ToSyntax(file).transform(tree)
+
+
+def _unquote(token: Token) -> str:
+    return str(token)[1:-1]
+
+
+@v_args(meta=True, inline=True)
+class _ToSyntax(Transformer):
+    """Turns Lark's parse tree into syntax.py nodes, each with its span."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> Span:
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # definitions
+    def start(self, meta, *items):
+        module = S.Module(self.file, [], [], [])
+        for item in items:
+            if isinstance(item, S.Import):
+                module.imports.append(item)
+            elif isinstance(item, S.BlockDef):
+                module.blocks.append(item)
+            elif isinstance(item, S.NetworkDef):
+                module.networks.append(item)
+        return module
+
+    def import_stmt(self, meta, path):
+        return S.Import(_unquote(path), self._span(meta))
+
+    def block_def(self, meta, name, *rest):
+        *params, body = rest
+        return S.BlockDef(str(name), [p for p in params if p is not None], body, self._span(meta),
+                          self._tok(name))
+
+    def network_def(self, meta, name, *rest):
+        *params, body = rest
+        return S.NetworkDef(str(name), [p for p in params if p is not None], body, self._span(meta),
+                            self._tok(name))
+
+    def param(self, meta, name, default):
+        return S.Param(str(name), default, self._span(meta))
+
+    def body(self, meta, *stmts):
+        return S.Body([s for s in stmts if s is not None], self._span(meta))
+
+    # statements
+    def let_stmt(self, meta, name, value):
+        return S.Let(self._span(meta), str(name), value)
+
+    def input_stmt(self, meta, *dims):
+        return S.Input(self._span(meta), list(dims))
+
+    def dim(self, meta, value):
+        if isinstance(value, Token):
+            return S.Unknown(self._tok(value))
+        return value
+
+    def output_stmt(self, meta, name, chain):
+        return S.Output(self._span(meta), str(name), chain.items if chain is not None else None)
+
+    def chain(self, meta, *items):
+        return S.Chain(self._span(meta), list(items))
+
+    # items
+    def repeat(self, meta, item, count):
+        return S.Repeat(self._span(meta), item, count)
+
+    def labelled(self, meta, name, item):
+        item.label = str(name)
+        item.label_span = self._tok(name)
+        return item
+
+    def call(self, meta, name, args):
+        return S.Call(self._span(meta), str(name), args or [], self._tok(name))
+
+    def arglist(self, meta, *args):
+        return [a for a in args if a is not None]
+
+    def posarg(self, meta, value):
+        return S.Arg(None, value, self._span(meta))
+
+    def kwarg(self, meta, name, value):
+        return S.Arg(str(name), value, self._span(meta))
+
+    def group(self, meta, body):
+        return S.Group(self._span(meta), body)
+
+    def concat(self, meta, *branches):
+        return S.Concat(self._span(meta), list(branches))
+
+    def branch(self, meta, body):
+        return body
+
+    def residual(self, meta, args, body, shortcut):
+        sc_body = sc_if = sc_span = None
+        if shortcut is not None:
+            sc_if, sc_body, sc_span = shortcut
+        return S.Residual(self._span(meta), args or [], body, sc_body, sc_if, sc_span)
+
+    def shortcut(self, meta, cond, body):
+        return (cond, body, self._span(meta))
+
+    def scale(self, meta, body):
+        return S.Scale(self._span(meta), body)
+
+    def if_item(self, meta, cond, then, otherwise):
+        return S.If(self._span(meta), cond, then, otherwise)
+
+    def else_body(self, meta, body):
+        return body
+
+    def else_if(self, meta, item):
+        return S.Body([S.Chain(item.span, [item])], item.span)
+
+    # expressions
+    def ternary(self, meta, then, cond, otherwise):
+        return S.Ternary(self._span(meta), cond, then, otherwise)
+
+    def or_(self, meta, a, b):
+        return S.BinOp(self._span(meta), "or", a, b)
+
+    def and_(self, meta, a, b):
+        return S.BinOp(self._span(meta), "and", a, b)
+
+    def not_(self, meta, a):
+        return S.UnaryOp(self._span(meta), "not", a)
+
+    def compare(self, meta, a, op, b):
+        return S.BinOp(self._span(meta), str(op), a, b)
+
+    def binop(self, meta, a, op, b):
+        return S.BinOp(self._span(meta), str(op), a, b)
+
+    def mulop(self, meta, a, b):
+        return S.BinOp(self._span(meta), "*", a, b)
+
+    def neg(self, meta, op, a):
+        return S.UnaryOp(self._span(meta), str(op), a)
+
+    def power(self, meta, a, b):
+        return S.BinOp(self._span(meta), "**", a, b)
+
+    def number(self, meta, tok):
+        text = str(tok)
+        value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
+        return S.Num(self._span(meta), value)
+
+    def true(self, meta):
+        return S.Bool(self._span(meta), True)
+
+    def false(self, meta):
+        return S.Bool(self._span(meta), False)
+
+    def name(self, meta, tok):
+        return S.Name(self._span(meta), str(tok))
+
+    def funcall(self, meta, name, *args):
+        return S.FunCall(self._span(meta), str(name), [a for a in args if a is not None])
+
+    def in_attr(self, meta, attr):
+        return S.InAttr(self._span(meta), str(attr))
+
+    def list(self, meta, *items):
+        return S.ListExpr(self._span(meta), [i for i in items if i is not None])

@@ -1,0 +1,383 @@
+"""Shape inference: expand the typed graph for one setting of the network parameters.
+
+Every repetition is unrolled, every condition and expression evaluated, every block call bound;
+each node's output shape, parameter count, multiply-accumulates and receptive field are computed,
+and whatever does not fit is reported with the layer, the block instance and the source place.
+The walk is iterative over repetitions, so deep networks cost no recursion depth.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+from . import graph as G
+from .errors import ArchError
+from .graph import Inst, Shape, Symbol, Value
+from .layers import ArgError, call_function
+
+_BINOPS = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+def describe(v: Value) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(describe(x) for x in v) + "]"
+    return "nothing" if v is None else str(v)
+
+
+@dataclass
+class _Env:
+    values: dict[str, Value]
+    in_shape: Shape
+    context: str  # e.g. "in layer2.0 (Bottleneck)"
+
+    def child(self) -> _Env:
+        return _Env(dict(self.values), self.in_shape, self.context)
+
+
+def evaluate(e: G.Expr, env: _Env) -> Value:
+    """The value of an expression; a located error if it has none."""
+    if isinstance(e, G.Const):
+        return e.value
+    if isinstance(e, G.Ref):
+        return env.values[e.name]
+    if isinstance(e, G.InShape):
+        dims = {"channels": env.in_shape.channels, "height": env.in_shape.height, "width": env.in_shape.width}
+        if env.in_shape.rank != 3 and e.attr != "channels":
+            raise ArchError(f"in.{e.attr}: the input here is flat, {env.in_shape}", e.span, context=env.context)
+        value = dims[e.attr]
+        if value is None:
+            raise ArchError(f"in.{e.attr} is not known: the network's input leaves it open (`?`)", e.span,
+                            context=env.context)
+        return value
+    if isinstance(e, G.Cond):
+        c = evaluate(e.cond, env)
+        if not isinstance(c, bool):
+            raise ArchError(f"a condition must be true or false, got {describe(c)}", e.cond.span, context=env.context)
+        return evaluate(e.then if c else e.otherwise, env)
+    if isinstance(e, G.ListE):
+        return tuple(evaluate(i, env) for i in e.items)
+    if isinstance(e, G.Func):
+        args = [evaluate(a, env) for a in e.args]
+        try:
+            return call_function(e.func, args)
+        except ArgError as err:
+            raise ArchError(str(err), e.span, context=env.context) from None
+    if isinstance(e, G.Op):
+        if e.op in ("and", "or"):
+            left = evaluate(e.args[0], env)
+            _need_bool(left, e.op, e.args[0], env)
+            if (e.op == "and") != left:
+                return left
+            right = evaluate(e.args[1], env)
+            _need_bool(right, e.op, e.args[1], env)
+            return right
+        vals = [evaluate(a, env) for a in e.args]
+        if e.op == "not":
+            _need_bool(vals[0], "not", e.args[0], env)
+            return not vals[0]
+        comparison = e.op in ("==", "!=")
+        for v, a in zip(vals, e.args):
+            if comparison:
+                continue
+            if isinstance(v, (Symbol, tuple)) or v is None or (isinstance(v, bool) and e.op not in ("==", "!=")):
+                raise ArchError(f"'{e.op if e.op not in ('neg', 'pos') else '-'}' needs numbers, got {describe(v)}",
+                                a.span, context=env.context)
+        if e.op == "neg":
+            return -vals[0]  # type: ignore[operator]
+        if e.op == "pos":
+            return vals[0]
+        try:
+            return _BINOPS[e.op](*vals)
+        except ZeroDivisionError:
+            raise ArchError("division by zero", e.span, context=env.context) from None
+        except (OverflowError, TypeError) as err:
+            raise ArchError(f"cannot compute this: {err}", e.span, context=env.context) from None
+    raise AssertionError(e)  # pragma: no cover
+
+
+def _need_bool(v: Value, op: str, e: G.Expr, env: _Env) -> None:
+    if not isinstance(v, bool):
+        raise ArchError(f"'{op}' needs true or false, got {describe(v)}", e.span, context=env.context)
+
+
+@dataclass
+class _State:
+    shape: Shape
+    rf: int = 1
+    jump: int = 1
+
+
+def _count(e: G.Expr, env: _Env, what: str) -> int:
+    v = evaluate(e, env)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ArchError(f"{what} must be a whole number of at least 0, got {describe(v)}", e.span, context=env.context)
+    return v
+
+
+class Expander:
+    def __init__(self, program: G.Program) -> None:
+        self.program = program
+        self.done: list[Inst] = []  # layers checked so far, in order (the report up to an error)
+
+    def run(self, overrides: dict[str, Value] | None = None) -> G.Elaborated:
+        net = self.program.network
+        for node in _all_nodes(net.body):
+            node.instances.clear()
+        for block in self.program.blocks.values():
+            block.instances.clear()
+            for node in _all_nodes(block.body):
+                node.instances.clear()
+        overrides = dict(overrides or {})
+        unknown = [k for k in overrides if k not in {p.name for p in net.params}]
+        if unknown:
+            names = ", ".join(p.name for p in net.params) or "none"
+            raise ArchError(f"--set {unknown[0]}: network {net.name} has no parameter '{unknown[0]}' "
+                            f"(its parameters: {names})")
+        placeholder = Shape((1, None, None))
+        env = _Env({}, placeholder, f"in network {net.name}")
+        for p in net.params:
+            if p.name in overrides:
+                env.values[p.name] = overrides[p.name]
+            elif p.default is not None:
+                env.values[p.name] = evaluate(p.default, env)
+            else:
+                raise ArchError(f"network parameter '{p.name}' has no default; set it with --set {p.name}=VALUE",
+                                p.span)
+        dims: list[int | None] = []
+        for d in net.input:
+            if d is None:
+                dims.append(None)
+                continue
+            v = evaluate(d, env)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ArchError(f"an input size must be a whole number of at least 1, got {describe(v)}", d.span)
+            dims.append(v)
+        if len(dims) == 3 and (dims[1] is None) != (dims[2] is None):
+            pass
+        in_shape = Shape(tuple(dims))
+        env.in_shape = in_shape
+        root = Inst(None, "", net.name, in_shape, in_shape)
+        state = _State(in_shape)
+        outputs: list[tuple[str, Inst]] = []
+        last: Inst | None = None
+        seq_env = env.child()
+        for item in net.body.items:
+            if isinstance(item, G.Let):
+                seq_env.values[item.name] = evaluate(item.value, seq_env)
+                continue
+            if isinstance(item, G.Output):
+                if item.body is None:
+                    marker = Inst(item, item.name, "output", state.shape, state.shape)
+                    marker.rf = (state.rf, state.jump)
+                    root.children.append(marker)
+                    outputs.append((item.name, marker))
+                else:
+                    inst = Inst(item, item.name, "output", state.shape, state.shape)
+                    out = self._seq(item.body, _State(state.shape, state.rf, state.jump), seq_env, item.name,
+                                    inst.children)
+                    inst.out_shape, inst.rf = out.shape, (out.rf, out.jump)
+                    root.children.append(inst)
+                    outputs.append((item.name, inst))
+                continue
+            state = self._node(item, state, seq_env, "", root.children)
+            last = root.children[-1]
+        root.out_shape = state.shape
+        if not outputs:
+            end = Inst(None, "output", "output", state.shape, state.shape)
+            end.rf = (state.rf, state.jump)
+            outputs.append(("output", last if last is not None else end))
+        return G.Elaborated(self.program, dict(env.values), root, outputs)
+
+    # walking
+
+    def _seq(self, seq: G.Seq, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
+        env = env.child()
+        for item in seq.items:
+            if isinstance(item, G.Let):
+                env.values[item.name] = evaluate(item.value, env)
+            else:
+                state = self._node(item, state, env, path, out)
+        return state
+
+    def _node(self, node: G.Node, state: _State, env: _Env, parent: str, out: list[Inst]) -> _State:
+        path = f"{parent}.{node.name}" if parent and node.name else (node.name or parent)
+        if isinstance(node, G.Layer):
+            return self._layer(node, state, env, path, out)
+        if isinstance(node, G.BlockCall):
+            return self._call(node, state, env, path, out)
+        inst = Inst(node, path, type(node).__name__.lower(), state.shape, state.shape)
+        node.instances.append(inst)
+        out.append(inst)
+        if isinstance(node, G.Seq):
+            inst.kind = "group"
+            end = self._seq(node, state, env, path, inst.children)
+        elif isinstance(node, G.Repeat):
+            n = _count(node.count, env, "a repetition count")
+            inst.args = {"count": n}
+            end = state
+            for i in range(n):
+                end = self._node(node.body, end, env, f"{path}.{i}", inst.children)
+        elif isinstance(node, G.Choice):
+            c = evaluate(node.condition, env)
+            if not isinstance(c, bool):
+                raise ArchError(f"an `if` condition must be true or false, got {describe(c)}",
+                                node.condition.span, context=env.context)
+            inst.args = {"condition": c}
+            end = self._seq(node.then if c else node.otherwise, state, env, path, inst.children)
+        elif isinstance(node, G.Concat):
+            base = parent if node.inline else path
+            ends = [self._seq(b, state, env, _join(base, b.name), inst.children) for b in node.branches]
+            end = self._concat(node, ends, env)
+        elif isinstance(node, G.Residual):
+            base = parent if node.inline else path
+            rate = evaluate(node.drop_path, env)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ArchError(f"drop_path must be a number in [0, 1), got {describe(rate)}", node.drop_path.span,
+                                context=env.context)
+            use = True
+            if node.condition is not None:
+                use = evaluate(node.condition, env)
+                if not isinstance(use, bool):
+                    raise ArchError(f"a shortcut condition must be true or false, got {describe(use)}",
+                                    node.condition.span, context=env.context)
+            inst.args = {"shortcut": use and node.shortcut is not None, "drop_path": float(rate)}
+            body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
+            sc_end = state
+            if node.shortcut is not None and use:
+                sc_end = self._seq(node.shortcut, state, env, _join(base, node.shortcut.name), inst.children)
+            if body_end.shape != sc_end.shape:
+                what = "the shortcut" if node.shortcut is not None and use else "the identity shortcut"
+                notes = []
+                if node.shortcut is not None and not use:
+                    notes.append("the shortcut's condition is false here, so the input is added unchanged")
+                elif node.shortcut is None:
+                    notes.append("add a projection: `residual { ... } shortcut { conv(...) bn }`")
+                raise ArchError(f"residual add of unequal shapes: the body gives {body_end.shape}, "
+                                f"{what} gives {sc_end.shape}", node.span, context=env.context, notes=notes)
+            end = _State(body_end.shape, max(body_end.rf, sc_end.rf), body_end.jump)
+        elif isinstance(node, G.Scale):
+            base = parent if node.inline else path
+            body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
+            self._check_scale(node, state.shape, body_end.shape, env)
+            end = _State(state.shape, max(state.rf, body_end.rf), state.jump)
+        else:  # pragma: no cover
+            raise AssertionError(node)
+        inst.out_shape = end.shape
+        inst.rf = (end.rf, end.jump)
+        return end
+
+    def _layer(self, node: G.Layer, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
+        args: dict[str, object] = {}
+        for p in node.type.params:
+            expr = node.args[p.name]
+            value = evaluate(expr, env)
+            try:
+                args[p.name] = p.kind(value) if value is not None or p.default is not None else None
+            except ArgError as err:
+                raise ArchError(f"{node.type.name}: '{p.name}' {err}", expr.span, context=env.context) from None
+        try:
+            res = node.type.infer(args, state.shape)
+        except ArgError as err:
+            span = node.args[err.arg].span if err.arg in node.args and node.args[err.arg].span != node.span \
+                else node.span
+            where = f"{path} ({node.type.name})" if path else node.type.name
+            raise ArchError(f"{where}: {err}", span, context=env.context if "(" in env.context else None,
+                            notes=[f"input shape here: {state.shape}"]) from None
+        inst = Inst(node, path, node.type.name, state.shape, res.shape, args, res.params, res.macs)
+        rf, jump = state.rf, state.jump
+        if res.window is not None:
+            k, s = res.window
+            rf, jump = rf + (k - 1) * jump, jump * s
+        inst.rf = (rf, jump)
+        node.instances.append(inst)
+        out.append(inst)
+        self.done.append(inst)
+        return _State(res.shape, rf, jump)
+
+    def _call(self, node: G.BlockCall, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
+        block = self.program.blocks[node.block]
+        context = f"in {path or '<network>'} ({block.name})"
+        inner = _Env({}, state.shape, context)
+        values: dict[str, Value] = {}
+        for p in block.params:
+            if p.name in node.args:
+                values[p.name] = evaluate(node.args[p.name], env)
+            else:
+                assert p.default is not None
+                values[p.name] = evaluate(p.default, inner)
+            inner.values[p.name] = values[p.name]
+        inst = Inst(node, path, block.name, state.shape, state.shape, values, block=block)
+        node.instances.append(inst)
+        block.instances.append(inst)
+        out.append(inst)
+        end = self._seq(block.body, _State(state.shape, state.rf, state.jump), inner, path, inst.children)
+        inst.out_shape = end.shape
+        inst.rf = (end.rf, end.jump)
+        return end
+
+    def _concat(self, node: G.Concat, ends: list[_State], env: _Env) -> _State:
+        shapes = [s.shape for s in ends]
+        for sh in shapes:
+            if sh.rank != 3:
+                raise ArchError(f"concat joins feature maps on channels; a branch gives the flat {sh}", node.span,
+                                context=env.context)
+        sizes = {(s.height, s.width) for s in shapes}
+        if len(sizes) > 1:
+            listing = ", ".join(f"branch {i + 1} gives {s}" for i, s in enumerate(shapes))
+            raise ArchError(f"concat of unequal spatial sizes: {listing}", node.span, context=env.context,
+                            notes=["branches must keep the same height and width to be joined on channels"])
+        first = shapes[0]
+        return _State(Shape((sum(s.channels for s in shapes), first.height, first.width)),
+                      max(s.rf for s in ends), max(s.jump for s in ends))
+
+    def _check_scale(self, node: G.Scale, x: Shape, g: Shape, env: _Env) -> None:
+        ok = x.rank == g.rank and all(b in (a, 1) for a, b in zip(x.dims, g.dims))
+        if not ok:
+            raise ArchError(f"scale multiplies its input {x} by what its body computes, {g}; the body must give "
+                            f"the same shape or one that broadcasts (e.g. [{x.channels}, 1, 1])", node.span,
+                            context=env.context)
+
+
+def _join(parent: str, name: str) -> str:
+    if not name:
+        return parent
+    return f"{parent}.{name}" if parent else name
+
+
+def _all_nodes(seq: G.Seq):
+    stack: list[G.Node] = [seq]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, G.Seq):
+            stack.extend(node.nodes)
+        elif isinstance(node, G.Concat):
+            stack.extend(node.branches)
+        elif isinstance(node, G.Residual):
+            stack.append(node.body)
+            if node.shortcut is not None:
+                stack.append(node.shortcut)
+        elif isinstance(node, (G.Scale, G.Output)):
+            if node.body is not None:
+                stack.append(node.body)
+        elif isinstance(node, G.Choice):
+            stack.extend([node.then, node.otherwise])
+        elif isinstance(node, G.Repeat):
+            stack.append(node.body)
+
+
+def expand(program: G.Program, overrides: dict[str, Value] | None = None, expander: Expander | None = None
+           ) -> G.Elaborated:
+    return (expander or Expander(program)).run(overrides)

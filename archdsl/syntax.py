@@ -1,0 +1,211 @@
+"""The syntax tree: what a spec says, as written, with the source span of every node.
+
+Nothing here is resolved or checked; that is elaboration's work (archdsl/elaborate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import Span
+
+
+# Expressions ---------------------------------------------------------------------------------
+
+@dataclass
+class Expr:
+    span: Span
+
+
+@dataclass
+class Num(Expr):
+    value: int | float
+
+
+@dataclass
+class Bool(Expr):
+    value: bool
+
+
+@dataclass
+class Name(Expr):
+    id: str
+
+
+@dataclass
+class InAttr(Expr):
+    """`in.channels`, `in.height`, `in.width`: the shape of the tensor entering the block."""
+
+    attr: str
+
+
+@dataclass
+class FunCall(Expr):
+    func: str
+    args: list[Expr]
+
+
+@dataclass
+class ListExpr(Expr):
+    items: list[Expr]
+
+
+@dataclass
+class BinOp(Expr):
+    op: str  # + - * / // % ** == != < <= > >= and or
+    left: Expr
+    right: Expr
+
+
+@dataclass
+class UnaryOp(Expr):
+    op: str  # - + not
+    operand: Expr
+
+
+@dataclass
+class Ternary(Expr):
+    cond: Expr
+    then: Expr
+    otherwise: Expr
+
+
+@dataclass
+class Unknown(Expr):
+    """`?` in an input shape: a spatial size left open."""
+
+
+# Items: what a chain is made of ---------------------------------------------------------------
+
+@dataclass
+class Arg:
+    name: str | None
+    value: Expr
+    span: Span
+
+
+@dataclass
+class Item:
+    span: Span
+    label: str | None = field(default=None, kw_only=True)
+    label_span: Span | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class Call(Item):
+    """A layer (`conv(64, 3)`) or a block (`Bottleneck(64)`); which one is decided by elaboration."""
+
+    name: str
+    args: list[Arg]
+    name_span: Span
+
+
+@dataclass
+class Group(Item):
+    body: Body
+
+
+@dataclass
+class Concat(Item):
+    branches: list[Body]
+
+
+@dataclass
+class Residual(Item):
+    args: list[Arg]
+    body: Body
+    shortcut: Body | None
+    shortcut_if: Expr | None
+    shortcut_span: Span | None
+
+
+@dataclass
+class Scale(Item):
+    body: Body
+
+
+@dataclass
+class If(Item):
+    cond: Expr
+    then: Body
+    otherwise: Body | None
+
+
+@dataclass
+class Repeat(Item):
+    item: Item
+    count: Expr
+
+
+# Statements and definitions -------------------------------------------------------------------
+
+@dataclass
+class Stmt:
+    span: Span
+
+
+@dataclass
+class Let(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass
+class Input(Stmt):
+    dims: list[Expr]
+
+
+@dataclass
+class Output(Stmt):
+    name: str
+    chain: list[Item] | None
+
+
+@dataclass
+class Chain(Stmt):
+    items: list[Item]
+
+
+@dataclass
+class Body:
+    stmts: list[Stmt]
+    span: Span
+
+
+@dataclass
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass
+class BlockDef:
+    name: str
+    params: list[Param]
+    body: Body
+    span: Span
+    name_span: Span
+
+
+@dataclass
+class NetworkDef:
+    name: str
+    params: list[Param]
+    body: Body
+    span: Span
+    name_span: Span
+
+
+@dataclass
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass
+class Module:
+    file: str
+    imports: list[Import]
+    blocks: list[BlockDef]
+    networks: list[NetworkDef]
