@@ -1,0 +1,276 @@
+"""What both backends share: Python names, expression printing, code layout, per-instance facts."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from functools import lru_cache
+from typing import Callable
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from .. import graph as G
+from ..errors import ArchError
+
+LINE_LENGTH = 88
+
+# Names the generated modules define or import; spec names equal to these get a trailing "_".
+GENERATED = frozenset("""
+annotations math torch nn F keras layers ops OrderedDict Callable self x name inputs outputs
+in_channels in_height in_width make_divisible Concat Residual Scale DropPath SeparableConv2d Conv2dSame
+MaxPool2dSame AvgPool2dSame Pad2D LocalResponseNorm AdaptiveAvgPool2D INPUT_SHAPE OUTPUT_NAMES
+""".split())
+_TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut)\d*$")
+
+
+def py_name(name: str) -> str:
+    """A spec name as a Python identifier that shadows nothing the generated code uses."""
+    if (keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in GENERATED
+            or hasattr(builtins, name) or _TEMP.match(name) or name.startswith("__")):
+        return name + "_"
+    return name
+
+
+def snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
+
+
+def quote(s: str) -> str:
+    """A Python string literal in the style ruff format writes (double quotes)."""
+    if '"' not in s and "\\" not in s and s.isprintable():
+        return f'"{s}"'
+    return repr(s)
+
+
+def literal(v: G.Value) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, G.Symbol):
+        return quote(v.name)
+    if isinstance(v, str):
+        return quote(v)
+    if isinstance(v, tuple):
+        inner = ", ".join(literal(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if v is None:
+        return "None"
+    raise AssertionError(v)  # pragma: no cover
+
+
+_PREC = {"if": 0, "or": 1, "and": 2, "not": 3, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4,
+         "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "pos": 7, "**": 8}
+_ATOM = 9
+
+
+class ExprPrinter:
+    """Prints typed-graph expressions as Python source."""
+
+    def __init__(self, ref: Callable[[G.Ref], str], in_shape: Callable[[G.InShape], str],
+                 functions: dict[str, str]) -> None:
+        self.ref = ref
+        self.in_shape = in_shape
+        self.functions = functions  # language function -> Python callable text
+        self.used_functions: set[str] = set()
+
+    def __call__(self, e: G.Expr) -> str:
+        return self._p(e)[0]
+
+    def _p(self, e: G.Expr) -> tuple[str, int]:
+        if isinstance(e, G.Const):
+            text = literal(e.value)
+            return text, (_PREC["neg"] if text.startswith("-") else _ATOM)
+        if isinstance(e, G.Ref):
+            return self.ref(e), _ATOM
+        if isinstance(e, G.InShape):
+            return self.in_shape(e), _ATOM
+        if isinstance(e, G.ListE):
+            items = [self(i) for i in e.items]
+            return (f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"), _ATOM
+        if isinstance(e, G.Func):
+            self.used_functions.add(e.func)
+            return f"{self.functions.get(e.func, e.func)}({', '.join(self(a) for a in e.args)})", _ATOM
+        if isinstance(e, G.Cond):
+            return (f"{self._wrap(e.then, 1)} if {self._wrap(e.cond, 1)} else {self._wrap(e.otherwise, 0)}",
+                    _PREC["if"])
+        if isinstance(e, G.Op):
+            p = _PREC[e.op]
+            if e.op == "not":
+                return f"not {self._wrap(e.args[0], p)}", p
+            if e.op in ("neg", "pos"):
+                return f"{'-' if e.op == 'neg' else '+'}{self._wrap(e.args[0], p)}", p
+            if e.op == "**":  # right-associative
+                return f"{self._wrap(e.args[0], p + 1)} ** {self._wrap(e.args[1], p)}", p
+            if p == 4:  # comparisons do not chain
+                return f"{self._wrap(e.args[0], p + 1)} {e.op} {self._wrap(e.args[1], p + 1)}", p
+            return f"{self._wrap(e.args[0], p)} {e.op} {self._wrap(e.args[1], p + 1)}", p
+        raise AssertionError(e)  # pragma: no cover
+
+    def _wrap(self, e: G.Expr, min_prec: int) -> str:
+        text, prec = self._p(e)
+        return f"({text})" if prec < min_prec else text
+
+
+def atomic(text: str) -> bool:
+    """Whether a piece of Python needs no parentheses as an operand."""
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*(\[-?\d+\])?(\.[A-Za-z_]+)?|\d+|\(.*\)", text) is not None \
+        and not (text.startswith("(") and not _balanced_outer(text))
+
+
+def _balanced_outer(text: str) -> bool:
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and i < len(text) - 1:
+            return False
+    return True
+
+
+def paren(text: str) -> str:
+    return text if atomic(text) else f"({text})"
+
+
+# Code layout --------------------------------------------------------------------------------------
+#
+# Generated code is laid out as ruff format (black) would: a call that does not fit on its line
+# gets its arguments on one indented line, and if they do not fit either, one a line with a
+# trailing comma, recursively.
+
+class Br:
+    """A bracketed piece of code: a call `head(args)` or a list `[args]`."""
+
+    def __init__(self, head: str, args: list, open_: str = "(", close: str = ")") -> None:
+        self.head, self.args, self.open, self.close = head, list(args), open_, close
+
+    def flat(self) -> str:
+        return f"{self.head}{self.open}{', '.join(flat(a) for a in self.args)}{self.close}"
+
+
+def flat(code: str | Br) -> str:
+    return code.flat() if isinstance(code, Br) else code
+
+
+def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
+    """Lines for `prefix code suffix` at the given indent."""
+    pad = " " * indent
+    one = f"{pad}{prefix}{flat(code)}{suffix}"
+    if len(one) <= LINE_LENGTH or not isinstance(code, Br) or not code.args:
+        return [one]
+    inner = " " * (indent + 4)
+    head = f"{pad}{prefix}{code.head}{code.open}"
+    tail = f"{pad}{code.close}{suffix}"
+    body = f"{inner}{', '.join(flat(a) for a in code.args)}"
+    if len(body) <= LINE_LENGTH:
+        return [head, body, tail]
+    lines = [head]
+    for a in code.args:
+        lines.extend(lay(a, indent + 4, "", ","))
+    lines.append(tail)
+    return lines
+
+
+@lru_cache(maxsize=1)
+def templates() -> Environment:
+    env = Environment(loader=PackageLoader("archdsl.backends", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env
+
+
+def header_source(path: str) -> str:
+    """The spec path as it may appear in a generated comment: printable ASCII only, one line."""
+    return "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in path)
+
+
+# Facts that depend on the concrete input ------------------------------------------------------------
+
+def agreed(node: G.Node, fact: Callable[[G.Inst], object], what: str, owner: str) -> object:
+    """A fact about a definition node that must be the same in all its instances (e.g. the feature
+    count after a flatten): it becomes a literal in the generated code."""
+    values = []
+    for inst in node.instances:
+        v = fact(inst)
+        if v not in values:
+            values.append(v)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ArchError(f"{what} differs between the uses of {owner} ({', '.join(map(str, values[:4]))}); "
+                        "the generated code needs it fixed per definition: split the block or make the "
+                        "sizes agree", node.span)
+    return values[0]
+
+
+def uncalled(node: G.Node) -> bool:
+    return not node.instances
+
+
+def group_nodes(seq: G.Seq) -> list[G.Node]:
+    return seq.nodes
+
+
+def summary_line(elab: G.Elaborated) -> str:
+    root = elab.root
+    return (f"{elab.program.network.name}: {root.total_params():,} parameters, {root.total_macs():,} MACs "
+            f"at input {root.in_shape}")
+
+
+def refers_to_params(e: G.Expr) -> bool:
+    """Whether an expression reads a parameter, a let or the input shape (so it cannot be a
+    Python default value)."""
+    if isinstance(e, (G.Ref, G.InShape)):
+        return True
+    if isinstance(e, G.Func):
+        return any(refers_to_params(a) for a in e.args)
+    if isinstance(e, G.Op):
+        return any(refers_to_params(a) for a in e.args)
+    if isinstance(e, G.Cond):
+        return any(refers_to_params(a) for a in (e.cond, e.then, e.otherwise))
+    if isinstance(e, G.ListE):
+        return any(refers_to_params(a) for a in e.items)
+    return False
+
+
+def value_type(values: list) -> str:
+    """A Python annotation for the values a parameter takes."""
+    kinds = set()
+    for v in values:
+        if isinstance(v, bool):
+            kinds.add("bool")
+        elif isinstance(v, int):
+            kinds.add("int")
+        elif isinstance(v, float):
+            kinds.add("float")
+        elif isinstance(v, G.Symbol):
+            kinds.add("str")
+        elif isinstance(v, tuple):
+            kinds.add("tuple[int, ...]")
+        else:
+            kinds.add("object")
+    if kinds == {"int", "float"}:
+        return "float"
+    return kinds.pop() if len(kinds) == 1 else "object"
+
+
+def block_params(block: G.BlockDef, printer) -> tuple[list[str], list[str]]:
+    """Typed Python parameters of a block, and the lines that fill in defaults computed from
+    other parameters (Python defaults cannot refer to them)."""
+    params, fixups = [], []
+    for p in block.params:
+        ann = value_type([i.args[p.name] for i in block.instances if p.name in i.args])
+        name = py_name(p.name)
+        if p.default is None:
+            params.append(f"{name}: {ann}")
+        elif refers_to_params(p.default):
+            params.append(f"{name}: {ann} | None = None")
+            fixups.append(f"if {name} is None:")
+            fixups.append(f"    {name} = {printer(p.default)}")
+        else:
+            params.append(f"{name}: {ann} = {printer(p.default)}")
+    return params, fixups

@@ -1,0 +1,480 @@
+"""Keras backend: Keras 3 functional API, channels last; one function per block definition.
+
+A block function takes a tensor, the block's parameters and a name prefix, and returns a tensor;
+every layer is named by its module path (the same path as in the PyTorch model, so weights map one
+to one). `build_model()` returns a keras.Model. Where PyTorch's semantics differ from a Keras
+layer's (padding of a strided convolution, ceil-mode pooling, padding that must not win a max),
+the code pads explicitly so the two frameworks compute the same thing.
+"""
+
+from __future__ import annotations
+
+from .. import graph as G
+from ..errors import ArchError
+from ..layers import GLOBAL, SAME, VALID, same_pads
+from .common import (Br, ExprPrinter, agreed, block_params, header_source, lay, literal, py_name, quote, snake,
+                     templates)
+
+_ACTIVATIONS = {
+    "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
+    "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
+}
+_PRELUDE_ORDER = ("Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+
+
+def emit(elab: G.Elaborated) -> str:
+    return _Module(elab).render()
+
+
+class _Module:
+    def __init__(self, elab: G.Elaborated) -> None:
+        self.elab = elab
+        self.prelude: set[str] = set()
+        self.uses_math = False
+        self.functions: dict[str, str] = {}
+        taken: set[str] = {"build_model"}
+        for block in elab.program.blocks.values():
+            base = py_name(snake(block.name))
+            name = base
+            n = 1
+            while name in taken:
+                n += 1
+                name = f"{base}{n}"
+            taken.add(name)
+            self.functions[block.name] = name
+
+    def render(self) -> str:
+        program = self.elab.program
+        functions = [_Function(self, b).render().rstrip() for b in program.blocks.values() if b.instances]
+        functions.append(_Function(self, program.network).render().rstrip())
+        root = self.elab.root
+        return templates().get_template("keras.py.j2").render(
+            source=header_source(program.spec),
+            network=program.network.name,
+            summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
+            uses_math=self.uses_math,
+            uses_ops=bool(self.prelude - {"DropPath"}) or "DropPath" in self.prelude,
+            prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
+            functions=functions,
+            input_shape=literal(tuple(root.in_shape.dims)),
+            output_names=literal(tuple(name for name, _ in self.elab.outputs)),
+        ).rstrip("\n") + "\n"
+
+
+class _Path:
+    """A layer name under construction: literal parts and Python variables (the block's name
+    prefix, loop indices), rendered as a string literal or an f-string."""
+
+    def __init__(self, parts: tuple[tuple[str, str], ...] = ()) -> None:
+        self.parts = parts
+
+    def __truediv__(self, name: str) -> _Path:
+        return _Path(self.parts + (("lit", name),)) if name else self
+
+    def var(self, name: str) -> _Path:
+        return _Path(self.parts + (("var", name),))
+
+    def suffix(self, text: str) -> _Path:
+        if self.parts and self.parts[-1][0] == "lit":
+            return _Path(self.parts[:-1] + (("lit", self.parts[-1][1] + text),))
+        return _Path(self.parts + (("lit", text),))  # pragma: no cover
+
+    def code(self) -> str:
+        if all(kind == "lit" for kind, _ in self.parts):
+            return quote(".".join(text for _, text in self.parts))
+        out = []
+        for kind, text in self.parts:
+            out.append("{" + text + "}" if kind == "var" else text)
+        return 'f"' + ".".join(out) + '"'
+
+
+class _Function:
+    """One Python function: a block definition, or build_model() for the network."""
+
+    def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
+        self.m = module
+        self.owner = owner
+        self.is_network = isinstance(owner, G.NetworkDef)
+        self.lines: list[str] = []
+        self.counters: dict[str, int] = {}
+        self.outputs: list[str] = []
+        self.printer = ExprPrinter(lambda e: py_name(e.name), self._in_shape,
+                                   {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
+
+    def _in_shape(self, e: G.InShape) -> str:
+        if self.is_network:
+            net: G.NetworkDef = self.owner  # type: ignore[assignment]
+            index = {"channels": 0, "height": 1, "width": 2}[e.attr]
+            d = net.input[index]
+            return self.expr(d) if d is not None else "None"
+        return {"channels": "in_channels", "height": "in_height", "width": "in_width"}[e.attr]
+
+    def expr(self, e: G.Expr) -> str:
+        text = self.printer(e)
+        if self.printer.used_functions & {"ceil", "floor", "make_divisible"}:
+            self.m.uses_math = True
+        if "make_divisible" in self.printer.used_functions:
+            raise ArchError("make_divisible is not yet available in generated Keras code", e.span)
+        return text
+
+    def fresh(self, base: str) -> str:
+        self.counters[base] = self.counters.get(base, 0) + 1
+        n = self.counters[base]
+        return base if n == 1 and base in ("identity", "i") else f"{base}{n}"
+
+    def owner_desc(self) -> str:
+        return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
+
+    def render(self) -> str:
+        owner = self.owner
+        doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
+               f'({header_source(owner.span.file)}:{owner.span.line})."""')
+        if self.is_network:
+            net: G.NetworkDef = owner  # type: ignore[assignment]
+            values = self.m.elab.args
+            params = [f"{py_name(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+                      for p in net.params]
+            dims = [self.expr(d) if d is not None else "None" for d in net.input]
+            shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
+            self.lines.extend(lay(Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
+                                                     '"input"' and 'name="input"']), 4, "inputs = "))
+            result = self.seq(net.body, "inputs", "x", _Path(), 4)
+            if self.outputs:
+                outs = self.outputs[0] if len(self.outputs) == 1 else Br("", self.outputs, "[", "]")
+            else:
+                outs = result
+            self.lines.extend(lay(Br("keras.Model", ["inputs", outs, f"name={quote(net.name)}"]), 4, "return "))
+            signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
+        else:
+            block: G.BlockDef = owner  # type: ignore[assignment]
+            typed, fixups = block_params(block, self.expr)
+            head: list[str] = []
+            if "channels" in block.uses_in:
+                head.append("    in_channels = x.shape[-1]")
+            if "height" in block.uses_in or "width" in block.uses_in:
+                head.append("    in_height, in_width = x.shape[1], x.shape[2]")
+            self.lines.extend(f"    {line}" for line in fixups)
+            self.lines.extend(head)
+            result = self.seq(block.body, "x", "x", _Path().var("name"), 4)
+            self.lines.append(f"    return {result}")
+            signature = lay(Br(f"def {self.m.functions[block.name]}", ["x: keras.KerasTensor", *typed, "*",
+                                                                         "name: str"]), 0, "", " -> keras.KerasTensor:")
+        return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc,
+                                                                       lines=self.lines)
+
+    # sequences and composites
+
+    def seq(self, seq: G.Seq, src: str, dst: str, path: _Path, indent: int) -> str:
+        """Emit seq applied to the tensor in src, results in dst; returns the variable holding the result."""
+        var = src
+        for item in seq.items:
+            if isinstance(item, G.Let):
+                self.lines.extend(lay(self.expr(item.value), indent, f"{py_name(item.name)} = "))
+                continue
+            var = self.node(item, var, dst, path, indent)
+        return var
+
+    def node(self, node: G.Node, src: str, dst: str, path: _Path, indent: int) -> str:
+        here = path / node.name
+        pad = " " * indent
+        if isinstance(node, G.Layer):
+            return self.layer(node, src, dst, here, indent)
+        if isinstance(node, G.BlockCall):
+            block = self.m.elab.program.blocks[node.block]
+            args = [src]
+            positional = True
+            for p in block.params:
+                if p.name not in node.args:
+                    positional = False
+                    continue
+                value = self.expr(node.args[p.name])
+                args.append(value if positional else f"{py_name(p.name)}={value}")
+            args.append(f"name={here.code()}")
+            self.lines.extend(lay(Br(self.m.functions[block.name], args), indent, f"{dst} = "))
+            return dst
+        if isinstance(node, G.Seq):
+            return self.seq(node, src, dst, here, indent)
+        base = path if node.inline else here
+        if isinstance(node, G.Concat):
+            results = []
+            for branch in node.branches:
+                var = self.fresh("branch")
+                results.append(self.seq(branch, src, var, base / branch.name, indent))
+            self.lines.extend(lay(Br(f"layers.Concatenate(name={here.code()})", [Br("", results, "[", "]")]),
+                                  indent, f"{dst} = "))
+            return dst
+        if isinstance(node, G.Residual):
+            identity = self.fresh("identity")
+            self.lines.append(f"{pad}{identity} = {src}")
+            body = self.seq(node.body, src, dst, base / node.body.name, indent)
+            other = identity
+            if node.shortcut is not None:
+                sc_path = base / node.shortcut.name
+                if node.condition is not None:
+                    self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
+                    result = self.seq(node.shortcut, identity, identity, sc_path, indent + 4)
+                    if result != identity:
+                        self.lines.append(f"{pad}    {identity} = {result}")
+                else:
+                    other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path, indent)
+            if not _is_zero(node.drop_path):
+                self.m.prelude.add("DropPath")
+                self.lines.extend(lay(Br("DropPath", [self.expr(node.drop_path),
+                                                      f"name={here.suffix('.drop_path').code()}"]),
+                                      indent, f"{dst} = ", f"({body})"))
+                body = dst
+            self.lines.extend(lay(Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]),
+                                  indent, f"{dst} = "))
+            return dst
+        if isinstance(node, G.Scale):
+            gate = self.fresh("scaled")
+            result = self.seq(node.body, src, gate, base / node.body.name, indent)
+            name = here.suffix(".mul") if node.inline else here
+            self.lines.extend(lay(Br(f"layers.Multiply(name={name.code()})", [Br("", [src, result], "[", "]")]),
+                                  indent, f"{dst} = "))
+            return dst
+        if isinstance(node, G.Choice):
+            self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
+            result = self.seq(node.then, src, dst, here, indent + 4)
+            if result != dst:
+                self.lines.append(f"{pad}    {dst} = {result}")
+            self.lines.append(f"{pad}else:")
+            before = len(self.lines)
+            result = self.seq(node.otherwise, src, dst, here, indent + 4)
+            if result != dst:
+                self.lines.append(f"{pad}    {dst} = {result}")
+            if len(self.lines) == before:  # pragma: no cover - both sides empty
+                self.lines.append(f"{pad}    pass")
+            return dst
+        if isinstance(node, G.Repeat):
+            if src != dst:
+                self.lines.append(f"{pad}{dst} = {src}")
+            i = self.fresh("i")
+            self.lines.extend(lay(self.expr(node.count), indent, f"for {i} in range(", "):"))
+            before = len(self.lines)
+            result = self.node(node.body, dst, dst, here.var(i), indent + 4)
+            if result != dst:
+                self.lines.append(f"{pad}    {dst} = {result}")
+            if len(self.lines) == before:
+                self.lines.append(f"{pad}    pass")
+            return dst
+        if isinstance(node, G.Output):
+            var = py_name(node.name)
+            self.outputs.append(var)
+            if node.body is None:
+                self.lines.append(f"{pad}{var} = {src}")
+                return src
+            result = self.seq(node.body, src, var, here, indent)
+            if result != var:
+                self.lines.append(f"{pad}{var} = {result}")
+            return src
+        raise AssertionError(node)  # pragma: no cover
+
+    # layers
+
+    def apply(self, ctor: Br, src: str, dst: str, indent: int) -> str:
+        self.lines.extend(lay(ctor, indent, f"{dst} = ", f"({src})"))
+        return dst
+
+    def layer(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+        kind = node.type.name
+        a = node.args
+        e = self.expr
+        name = f"name={path.code()}"
+        if kind == "identity":
+            return src
+        if kind in _ACTIVATIONS:
+            return self.apply(Br("layers.Activation", [quote(_ACTIVATIONS[kind]), name]), src, dst, indent)
+        if kind == "leaky_relu":
+            return self.apply(Br("layers.LeakyReLU", [f"negative_slope={e(a['slope'])}", name]), src, dst, indent)
+        if kind == "flatten":
+            return self.apply(Br("layers.Flatten", [name]), src, dst, indent)
+        if kind == "dropout":
+            return self.apply(Br("layers.Dropout", [e(a["rate"]), name]), src, dst, indent)
+        if kind == "dense":
+            args = [e(a["units"])]
+            if not _is_true(a["bias"]):
+                args.append(f"use_bias={e(a['bias'])}")
+            return self.apply(Br("layers.Dense", [*args, name]), src, dst, indent)
+        if kind == "bn":
+            m = a["momentum"]
+            momentum = literal(round(1.0 - m.value, 12)) if isinstance(m, G.Const) else f"1 - {e(m)}"
+            return self.apply(Br("layers.BatchNormalization", [f"epsilon={e(a['eps'])}", f"momentum={momentum}",
+                                                               name]), src, dst, indent)
+        if kind == "lrn":
+            self.m.prelude.add("LocalResponseNorm")
+            return self.apply(Br("LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}",
+                                                       f"beta={e(a['beta'])}", f"k={e(a['k'])}", name]),
+                              src, dst, indent)
+        if kind == "zeropad":
+            t, b, left, r = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())  # type: ignore[misc]
+            return self.apply(Br("layers.ZeroPadding2D", [literal(((t, b), (left, r))), name]), src, dst, indent)
+        if kind in ("conv", "dwconv", "sepconv"):
+            return self.conv(node, src, dst, path, indent)
+        if kind in ("maxpool", "avgpool"):
+            return self.pool(node, src, dst, path, indent)
+        if kind == "adaptive_avgpool":
+            ratio = agreed(node, lambda i: _adaptive_plan(i), "the pooling windows", self.owner_desc())
+            if ratio == 1:
+                return self.apply(Br("layers.Identity", [name]), src, dst, indent)
+            if isinstance(ratio, tuple):
+                return self.apply(Br("layers.AveragePooling2D", [literal(ratio), name]), src, dst, indent)
+            self.m.prelude.add("AdaptiveAvgPool2D")
+            return self.apply(Br("AdaptiveAvgPool2D", [e(a["size"]), name]), src, dst, indent)
+        raise AssertionError(kind)  # pragma: no cover
+
+    def conv(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+        kind = node.type.name
+        a = node.args
+        e = self.expr
+        padding = self.conv_padding(node)
+        if padding == "explicit":
+            src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('_pad').code()}"]),
+                             src, dst, indent)
+        args: list[str] = []
+        if kind in ("conv", "sepconv"):
+            args.append(e(a["filters"]))
+        args.append(e(a["kernel"]))
+        if not _is_one(a["stride"]):
+            args.append(f"strides={e(a['stride'])}")
+        if padding == "same":
+            args.append('padding="same"')
+        if not _is_one(a["dilation"]):
+            args.append(f"dilation_rate={e(a['dilation'])}")
+        if kind == "conv" and not _is_one(a["groups"]):
+            args.append(f"groups={e(a['groups'])}")
+        if kind in ("dwconv", "sepconv") and not _is_one(a["multiplier"]):
+            args.append(f"depth_multiplier={e(a['multiplier'])}")
+        if not _is_true(a["bias"]):
+            args.append(f"use_bias={e(a['bias'])}")
+        cls = {"conv": "layers.Conv2D", "dwconv": "layers.DepthwiseConv2D", "sepconv": "layers.SeparableConv2D"}[kind]
+        return self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
+
+    def conv_padding(self, node: G.Layer) -> str:
+        """'valid', 'same' (where Keras' same pads exactly as the spec says) or 'explicit'."""
+        insts = node.instances
+        if all(i.args["pad"] == SAME for i in insts):
+            return "same"
+        if all(i.args["pad"] == VALID or i.args["pad"] == (0, 0) for i in insts):
+            return "valid"
+        if any(isinstance(i.args["pad"], G.Symbol) for i in insts):
+            raise ArchError("the padding mixes same/valid and sizes between uses of this layer", node.span)
+        if all(_symmetric_same(i) for i in insts):
+            return "same"
+        return "explicit"
+
+    def pool(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+        kind = node.type.name
+        a = node.args
+        e = self.expr
+        name = f"name={path.code()}"
+        if all(i.args["kernel"] == GLOBAL for i in node.instances):
+            cls = "layers.GlobalMaxPooling2D" if kind == "maxpool" else "layers.GlobalAveragePooling2D"
+            return self.apply(Br(cls, ["keepdims=True", name]), src, dst, indent)
+        cls = "layers.MaxPooling2D" if kind == "maxpool" else "layers.AveragePooling2D"
+        args = [e(a["kernel"])]
+        if not (isinstance(a["stride"], G.Const) and a["stride"].value is None):
+            args.append(f"strides={e(a['stride'])}")
+        plan = agreed(node, lambda i: _pool_plan(i), "the padding this pooling needs in Keras", self.owner_desc())
+        if plan == "same":
+            args.append('padding="same"')
+        elif plan != "valid":
+            pads, value = plan  # type: ignore[misc]
+            if value == "zero":
+                src = self.apply(Br("layers.ZeroPadding2D", [literal(pads), f"name={path.suffix('_pad').code()}"]),
+                                 src, dst, indent)
+            elif value == "-inf":
+                self.m.prelude.add("Pad2D")
+                src = self.apply(Br("Pad2D", [literal(pads), 'value=float("-inf")',
+                                              f"name={path.suffix('_pad').code()}"]), src, dst, indent)
+            else:
+                raise ArchError(f"{kind}: {value}", node.span)
+        return self.apply(Br(cls, [*args, name]), src, dst, indent)
+
+
+def _symmetric_same(inst: G.Inst) -> bool:
+    """Keras' `same` pads (k - 1) / 2 on each side when the stride is 1 and the kernel odd."""
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (inst.args["kernel"], inst.args["stride"], inst.args["dilation"],
+                                              inst.args["pad"])
+    return (sh, sw) == (1, 1) and all(d * (k - 1) % 2 == 0 and p == d * (k - 1) // 2
+                                      for k, d, p in ((kh, dh, ph), (kw, dw, pw)))
+
+
+def _pool_plan(inst: G.Inst):
+    """How Keras reproduces a PyTorch pooling on this input: 'valid', 'same', or (pads, value)."""
+    a = inst.args
+    kernel, stride = a["kernel"], a["stride"] or a["kernel"]
+    if a["pad"] == SAME:
+        return "same"
+    pad = (0, 0) if a["pad"] == VALID else a["pad"]
+    x, y = inst.in_shape, inst.out_shape
+    needed = []  # (before, after) per axis for the windows PyTorch takes
+    for n, o, k, s, p in ((x.height, y.height, kernel[0], stride[0], pad[0]),
+                          (x.width, y.width, kernel[1], stride[1], pad[1])):
+        if n is None:
+            if a["ceil"]:
+                return (None, "ceil mode needs the input size known to be written in Keras")
+            needed.append((p, p))
+            continue
+        needed.append((p, max((o - 1) * s + k - n - p, 0)))
+    if all(b == 0 and after == 0 for b, after in needed):
+        return "valid"
+    same_ok = all(n is not None for n in (x.height, x.width))
+    if same_ok:
+        tf = [same_pads(n, k, s) for n, k, s in ((x.height, kernel[0], stride[0]), (x.width, kernel[1], stride[1]))]
+        outs_match = (-(-x.height // stride[0]), -(-x.width // stride[1])) == (y.height, y.width)
+        same_ok = outs_match and all(t[0] == nb[0] for t, nb in zip(tf, needed))
+    if a.get("count_pad", True) is False or inst.kind == "maxpool":
+        # padded pixels must not count (average) or win (max): Keras' same does exactly that
+        if same_ok:
+            return "same"
+        if inst.kind == "maxpool":
+            return (tuple(needed), "-inf")
+        return (None, "average pooling that leaves padding out of the count is written in Keras only where "
+                      "it equals Keras' same padding")
+    # average pooling counting padded zeros: pad with zeros, but PyTorch does not count a ceil-mode overhang
+    if any(after > p for (_, after), p in zip(needed, pad)):
+        if all(p == 0 for p in pad) and same_ok:
+            return "same"
+        return (None, "ceil mode with padding counted in the average has no exact Keras equivalent")
+    return (tuple(needed), "zero")
+
+
+def _adaptive_plan(inst: G.Inst):
+    (oh, ow), x = inst.args["size"], inst.in_shape
+    if x.height is None:
+        return "general"
+    if (x.height, x.width) == (oh, ow):
+        return 1
+    if x.height % oh == 0 and x.width % ow == 0:
+        return (x.height // oh, x.width // ow)
+    return "general"
+
+
+def _const(e: G.Expr):
+    return e.value if isinstance(e, G.Const) else object()
+
+
+def _is_one(e: G.Expr) -> bool:
+    return _const(e) in (1, (1, 1))
+
+
+def _is_zero(e: G.Expr) -> bool:
+    v = _const(e)
+    return not isinstance(v, bool) and v in (0, (0, 0))
+
+
+def _is_true(e: G.Expr) -> bool:
+    return _const(e) is True
+
+
+def _annotation(v: G.Value) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, tuple):
+        return "tuple[int, ...]"
+    return "str" if isinstance(v, G.Symbol) else "object"

@@ -1,0 +1,540 @@
+"""PyTorch backend: one nn.Module subclass per block definition, channels first.
+
+Each block class takes its input channel count and the block's parameters; __init__ builds the
+submodules under the spec's names with the spec's expressions (so one class serves every use of
+the block), and sets `out_channels` for the caller. forward() follows the spec in order; the
+composites at the top of a block (residual, concat, scale) are written out inline there, and the
+ones nested inside a group become small generic modules (Concat, Residual, Scale).
+"""
+
+from __future__ import annotations
+
+from .. import graph as G
+from ..errors import ArchError
+from ..layers import GLOBAL, SAME, VALID
+from .common import Br, ExprPrinter, agreed, block_params, header_source, lay, literal, paren, py_name, quote, templates
+
+_ACT_FUNCTIONAL = {
+    "relu": "F.relu({x})", "relu6": "F.relu6({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})",
+    "softmax": "F.softmax({x}, dim=1)", "silu": "F.silu({x})", "hardswish": "F.hardswish({x})",
+    "hardsigmoid": "F.hardsigmoid({x})", "gelu": "F.gelu({x})", "flatten": "torch.flatten({x}, 1)",
+}
+_ACT_MODULE = {
+    "relu": "nn.ReLU", "relu6": "nn.ReLU6", "tanh": "nn.Tanh", "sigmoid": "nn.Sigmoid", "silu": "nn.SiLU",
+    "hardswish": "nn.Hardswish", "hardsigmoid": "nn.Hardsigmoid", "gelu": "nn.GELU", "flatten": "nn.Flatten",
+    "identity": "nn.Identity",
+}
+_PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame",
+                  "SeparableConv2d", "DropPath", "Concat", "Residual", "Scale")
+_PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
+                  "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"},
+                  "Residual": {"DropPath"}}
+
+
+def emit(elab: G.Elaborated) -> str:
+    return _Module(elab).render()
+
+
+class _Module:
+    def __init__(self, elab: G.Elaborated) -> None:
+        self.elab = elab
+        self.prelude: set[str] = set()
+        self.uses_math = False
+        self.uses_ordered = False
+
+    def need(self, name: str) -> None:
+        self.prelude.add(name)
+        for dep in _PRELUDE_NEEDS.get(name, ()):
+            self.need(dep)
+
+    def render(self) -> str:
+        program = self.elab.program
+        classes = []
+        for block in program.blocks.values():
+            if block.instances:
+                classes.append(_Class(self, block).render().rstrip())
+        net = _Class(self, program.network)
+        classes.append(net.render().rstrip())
+        prelude_names = [n for n in _PRELUDE_ORDER if n in self.prelude]
+        if "Residual" not in self.prelude and "DropPath" not in self.prelude:
+            pass
+        net_def = program.network
+        root = self.elab.root
+        return templates().get_template("torch.py.j2").render(
+            source=header_source(program.spec),
+            network=net_def.name,
+            summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
+            uses_math=self.uses_math or "make_divisible" in self.prelude,
+            uses_ordered=self.uses_ordered,
+            uses_functional=True,
+            prelude=prelude_names,
+            classes=classes,
+            input_shape=literal(tuple(root.in_shape.dims)),
+            output_names=literal(tuple(name for name, _ in self.elab.outputs)),
+        ).rstrip("\n") + "\n"
+
+
+class _Class:
+    """One nn.Module subclass: a block definition, or the network."""
+
+    def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
+        self.m = module
+        self.owner = owner
+        self.is_network = isinstance(owner, G.NetworkDef)
+        self.init: list[str] = []
+        self.fwd: list[str] = []
+        self.counters: dict[str, int] = {}
+        self.outputs: list[str] = []
+        self.printer = ExprPrinter(self._ref, self._in_shape,
+                                   {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
+
+    # names and expressions
+
+    def _ref(self, e: G.Ref) -> str:
+        return py_name(e.name)
+
+    def _in_shape(self, e: G.InShape) -> str:
+        if e.attr == "channels":
+            return "in_channels" if not self.is_network else self.input_channels
+        insts = self.owner.instances if not self.is_network else None
+        sizes = {getattr(i.in_shape, e.attr) for i in insts} if insts is not None else \
+            {getattr(self.m.elab.root.in_shape, e.attr)}
+        if len(sizes) != 1 or None in sizes:
+            raise ArchError(f"in.{e.attr} differs between the uses of block {self.owner.name} "
+                            f"({', '.join(map(str, sorted(sizes, key=str)))}); the PyTorch class needs it fixed",
+                            e.span)
+        return str(sizes.pop())
+
+    def expr(self, e: G.Expr) -> str:
+        text = self.printer(e)
+        if self.printer.used_functions & {"ceil", "floor"}:
+            self.m.uses_math = True
+        if "make_divisible" in self.printer.used_functions:
+            self.m.need("make_divisible")
+        return text
+
+    def fresh(self, base: str) -> str:
+        self.counters[base] = self.counters.get(base, 0) + 1
+        n = self.counters[base]
+        return base if n == 1 and base in ("identity",) else f"{base}{n}"
+
+    # the class
+
+    def render(self) -> str:
+        owner = self.owner
+        if self.is_network:
+            net: G.NetworkDef = owner  # type: ignore[assignment]
+            self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
+            cin = self.input_channels
+            values = self.m.elab.args
+            params = [f"{py_name(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+                      for p in net.params]
+        else:
+            block: G.BlockDef = owner  # type: ignore[assignment]
+            cin = "in_channels"
+            typed, fixups = block_params(block, self.expr)
+            params = ["in_channels: int", *typed]
+            self.init.extend(f"        {line}" for line in fixups)
+        cout = self.top(owner.body, cin, 8)
+        if not self.is_network:
+            self.init.append(f"        self.out_channels = {cout}")
+        doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
+               f'({header_source(owner.span.file)}:{owner.span.line})."""')
+        if self.is_network:
+            if self.outputs:
+                result = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
+                returns = "torch.Tensor" if len(self.outputs) == 1 else \
+                    "tuple[" + ", ".join(["torch.Tensor"] * len(self.outputs)) + "]"
+            else:
+                result, returns = "x", "torch.Tensor"
+        else:
+            result, returns = "x", "torch.Tensor"
+        signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
+        return templates().get_template("torch_class.py.j2").render(
+            name=py_name(owner.name), doc=doc, signature=signature, init=self.init, forward=self.fwd,
+            result=result, returns=returns)
+
+    # top-level items: attributes of the class, forward written inline
+
+    def top(self, seq: G.Seq, cin: str, indent: int) -> str:
+        for item in seq.items:
+            if isinstance(item, G.Let):
+                self.init.extend(lay(self.expr(item.value), 8, f"{py_name(item.name)} = "))
+                continue
+            cin = self.top_node(item, cin)
+        return cin
+
+    def top_node(self, node: G.Node, cin: str) -> str:
+        attr = f"self.{node.name}"
+        if isinstance(node, G.Layer):
+            kind = node.type.name
+            if kind in _ACT_FUNCTIONAL or kind in ("leaky_relu", "identity"):
+                if kind == "identity":
+                    return cin
+                self.fwd.append(f"        x = {self.functional(node)}")
+                return self.layer_cout(node, cin)
+            ctor, cout = self.layer(node, cin)
+            self.init.extend(lay(ctor, 8, f"{attr} = "))
+            self.fwd.append(f"        x = {attr}(x)")
+            return cout
+        if isinstance(node, G.BlockCall):
+            ctor = self.block_call(node, cin)
+            self.init.extend(lay(ctor, 8, f"{attr} = "))
+            self.fwd.append(f"        x = {attr}(x)")
+            return f"{attr}.out_channels"
+        if isinstance(node, G.Residual):
+            identity = self.fresh("identity")
+            self.fwd.append(f"        {identity} = x")
+            cout = self.top(node.body, cin, 8)
+            other = identity
+            if node.shortcut is not None:
+                sc_attr = f"self.{node.shortcut.name}"
+                if node.condition is None:
+                    self.assign(sc_attr, node.shortcut, cin)
+                else:
+                    self.init.extend(lay(self.expr(node.condition), 8, "if ", ":"))
+                    self.assign(sc_attr, node.shortcut, cin, indent=12)
+                    self.init.append("        else:")
+                    self.init.append(f"            {sc_attr} = nn.Identity()")
+                other = f"{sc_attr}({identity})"
+            body = "x"
+            if not _is_zero(node.drop_path):
+                self.m.need("DropPath")
+                self.init.extend(lay(Br("DropPath", [self.expr(node.drop_path)]), 8, f"{attr} = "))
+                body = f"{attr}(x)"
+            self.fwd.append(f"        x = {body} + {other}")
+            return cout
+        if isinstance(node, G.Concat):
+            calls, couts = [], []
+            for branch in node.branches:
+                battr = f"self.{branch.name}"
+                couts.append(self.assign(battr, branch, cin))
+                calls.append(f"{battr}(x)")
+            self.fwd.extend(lay(Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]), 8, "x = "))
+            return " + ".join(couts)
+        if isinstance(node, G.Scale):
+            battr = f"self.{node.body.name}"
+            self.assign(battr, node.body, cin)
+            self.fwd.append(f"        x = x * {battr}(x)")
+            return cin
+        if isinstance(node, G.Output):
+            var = py_name(node.name)
+            if node.body is None:
+                self.fwd.append(f"        {var} = x")
+            else:
+                self.assign(attr, node.body, cin)
+                self.fwd.append(f"        {var} = {attr}(x)")
+            self.outputs.append(var)
+            return cin
+        # a group, a repetition or a choice: one attribute holding a module
+        cout = self.assign(attr, node, cin)
+        self.fwd.append(f"        x = {attr}(x)")
+        return cout
+
+    def assign(self, target: str, node: G.Node, cin: str, indent: int = 8) -> str:
+        """Emit __init__ code that sets `target` to the module for node; returns its out channels."""
+        setup, code, cout = self.build(node, cin, target, indent)
+        self.init.extend(setup)
+        if code is not None:
+            self.init.extend(lay(code, indent, f"{target} = "))
+        return cout
+
+    # nested items: modules built as expressions
+
+    def build(self, node: G.Node, cin: str, target: str | None, indent: int) -> tuple[list[str], Br | str | None, str]:
+        """(setup lines, module expression or None if setup already assigned target, out channels)."""
+        pad = " " * indent
+        if isinstance(node, G.Layer):
+            ctor, cout = self.layer(node, cin)
+            return [], ctor, cout
+        if isinstance(node, G.BlockCall):
+            ctor = self.block_call(node, cin)
+            if target is not None:
+                return [], ctor, f"{target}.out_channels"
+            var = self.fresh("m")
+            return lay(ctor, indent, f"{var} = "), var, f"{var}.out_channels"
+        if isinstance(node, G.Seq):
+            setup: list[str] = []
+            parts: list[tuple[str | None, Br | str]] = []
+            for item in node.items:
+                if isinstance(item, G.Let):
+                    setup.extend(lay(self.expr(item.value), indent, f"{py_name(item.name)} = "))
+                    continue
+                s, code, cin = self.build(item, cin, None, indent)
+                setup.extend(s)
+                parts.append((item.label and item.name, code))  # type: ignore[arg-type]
+            if not parts:
+                return setup, "nn.Identity()", cin
+            if len(parts) == 1 and parts[0][0] is None:
+                return setup, parts[0][1], cin
+            if any(label for label, _ in parts):
+                self.m.uses_ordered = True
+                pairs = [Br("", [quote(label or str(i)), code], "(", ")") for i, (label, code) in enumerate(parts)]
+                return setup, Br("nn.Sequential", [Br("OrderedDict", [Br("", pairs, "[", "]")])]), cin
+            return setup, Br("nn.Sequential", [code for _, code in parts]), cin
+        if isinstance(node, G.Concat):
+            self.m.need("Concat")
+            setup, codes, couts = [], [], []
+            for branch in node.branches:
+                s, code, c = self.build(branch, cin, None, indent)
+                setup.extend(s)
+                codes.append(code)
+                couts.append(c)
+            return setup, Br("Concat", codes), " + ".join(paren(c) for c in couts)
+        if isinstance(node, G.Residual):
+            self.m.need("Residual")
+            setup, body, cout = self.build(node.body, cin, None, indent)
+            args: list[Br | str] = [body]
+            if node.shortcut is not None:
+                s, sc, _ = self.build(node.shortcut, cin, None, indent)
+                if node.condition is not None:
+                    var = self.fresh("m")
+                    setup.extend(lay(self.expr(node.condition), indent, "if ", ":"))
+                    setup.extend(s and [f"    {line}" for line in s])
+                    setup.extend(lay(sc, indent + 4, f"{var} = "))
+                    setup.append(f"{pad}else:")
+                    setup.append(f"{pad}    {var} = None")
+                    args.append(var)
+                else:
+                    setup.extend(s)
+                    args.append(sc)
+            if not _is_zero(node.drop_path):
+                args.append(f"drop_path={self.expr(node.drop_path)}")
+            return setup, Br("Residual", args), cout
+        if isinstance(node, G.Scale):
+            self.m.need("Scale")
+            setup, body, _ = self.build(node.body, cin, None, indent)
+            return setup, Br("Scale", [body]), cin
+        if isinstance(node, G.Choice):
+            var = target or self.fresh("m")
+            s_then, c_then, o_then = self.build(node.then, cin, None, indent + 4)
+            s_else, c_else, o_else = self.build(node.otherwise, cin, None, indent + 4)
+            setup = lay(self.expr(node.condition), indent, "if ", ":")
+            cout = o_then
+            chan = None
+            if o_then != o_else:
+                chan = self.fresh("channels")
+                cout = chan
+            setup += s_then + lay(c_then, indent + 4, f"{var} = ")
+            if chan:
+                setup.append(f"{pad}    {chan} = {o_then}")
+            setup += [f"{pad}else:"] + s_else + lay(c_else, indent + 4, f"{var} = ")
+            if chan:
+                setup.append(f"{pad}    {chan} = {o_else}")
+            return setup, None if target else var, cout
+        if isinstance(node, G.Repeat):
+            var = target or self.fresh("m")
+            chan = self.fresh("channels")
+            setup = [f"{pad}{var} = nn.Sequential()", f"{pad}{chan} = {cin}"]
+            setup += lay(self.expr(node.count), indent, "for _ in range(", "):")
+            s, code, cout = self.build(node.body, chan, None, indent + 4)
+            setup += s + lay(code, indent + 4, f"{var}.append(", ")")
+            if cout != chan:
+                setup.append(f"{pad}    {chan} = {cout}")
+            return setup, None if target else var, chan
+        raise AssertionError(node)  # pragma: no cover
+
+    def block_call(self, node: G.BlockCall, cin: str) -> Br:
+        block = self.m.elab.program.blocks[node.block]
+        args: list[str] = [cin]
+        positional = True
+        for p in block.params:
+            if p.name not in node.args:
+                positional = False
+                continue
+            value = self.expr(node.args[p.name])
+            args.append(value if positional else f"{py_name(p.name)}={value}")
+        return Br(py_name(block.name), args)
+
+    # layers
+
+    def functional(self, node: G.Layer) -> str:
+        kind = node.type.name
+        if kind == "leaky_relu":
+            return f"F.leaky_relu(x, {self.expr(node.args['slope'])})"
+        return _ACT_FUNCTIONAL[kind].format(x="x")
+
+    def layer_cout(self, node: G.Layer, cin: str) -> str:
+        kind = node.type.name
+        a = node.args
+        if kind in ("conv", "sepconv"):
+            return self.expr(a["filters"])
+        if kind == "dwconv":
+            return cin if _is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.expr(a['multiplier']))}"
+        if kind == "dense":
+            return self.expr(a["units"])
+        if kind == "flatten":
+            spatial = agreed(node, lambda i: (i.in_shape.height or 0) * (i.in_shape.width or 0)
+                             if i.in_shape.rank == 3 else 1, "the size flattened", self.owner_desc())
+            if spatial in (1, None):
+                return cin
+            shape = node.instances[0].in_shape
+            return f"{paren(cin)} * {shape.height} * {shape.width}"
+        return cin
+
+    def owner_desc(self) -> str:
+        return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
+
+    def layer(self, node: G.Layer, cin: str) -> tuple[Br | str, str]:
+        """(constructor, out channels) of a layer used as a module."""
+        kind = node.type.name
+        a = node.args
+        e = self.expr
+        cout = self.layer_cout(node, cin)
+        if kind in _ACT_MODULE:
+            return f"{_ACT_MODULE[kind]}()", cout
+        if kind == "leaky_relu":
+            return Br("nn.LeakyReLU", [e(a["slope"])]), cout
+        if kind == "softmax":
+            return "nn.Softmax(dim=1)", cout
+        if kind in ("conv", "dwconv", "sepconv"):
+            same = self.pad_is(node, SAME)
+            dynamic = same and self.needs_dynamic_same(node)
+            args: list[str] = [cin]
+            if kind == "conv":
+                args.append(e(a["filters"]))
+            elif kind == "dwconv":
+                args.append(cout)
+            else:
+                args.append(e(a["filters"]))
+            args.append(e(a["kernel"]))
+            if not _is_one(a["stride"]):
+                args.append(f"stride={e(a['stride'])}")
+            pad = self.conv_padding(node, dynamic)
+            if pad is not None:
+                args.append(f"padding={pad}")
+            if not _is_one(a["dilation"]):
+                args.append(f"dilation={e(a['dilation'])}")
+            if kind == "conv" and not _is_one(a["groups"]):
+                args.append(f"groups={e(a['groups'])}")
+            if kind == "dwconv":
+                args.append(f"groups={cin}")
+            if kind == "sepconv":
+                if not _is_one(a["multiplier"]):
+                    args.append(f"multiplier={e(a['multiplier'])}")
+                if dynamic:
+                    args.append("same=True")
+            if not _is_true(a["bias"]):
+                args.append(f"bias={e(a['bias'])}")
+            if kind == "sepconv":
+                self.m.need("SeparableConv2d")
+                return Br("SeparableConv2d", args), cout
+            if dynamic:
+                self.m.need("Conv2dSame")
+                return Br("Conv2dSame", args), cout
+            return Br("nn.Conv2d", args), cout
+        if kind in ("maxpool", "avgpool"):
+            if _const(a["kernel"]) == GLOBAL:
+                return ("nn.AdaptiveMaxPool2d(1)" if kind == "maxpool" else "nn.AdaptiveAvgPool2d(1)"), cout
+            same = self.pad_is(node, SAME)
+            dynamic = same and self.needs_dynamic_same(node)
+            cls = {"maxpool": "nn.MaxPool2d", "avgpool": "nn.AvgPool2d"}[kind]
+            args = [e(a["kernel"])]
+            if not _is_none(a["stride"]):
+                args.append(f"stride={e(a['stride'])}")
+            if dynamic:
+                cls = {"maxpool": "MaxPool2dSame", "avgpool": "AvgPool2dSame"}[kind]
+                self.m.need(cls)
+            elif same:
+                args.append(f"padding={self.half_kernel(node)}")
+            elif not self.pad_is(node, VALID) and not _is_zero(a["pad"]):
+                args.append(f"padding={e(a['pad'])}")
+            if not dynamic and not _is_false(a["ceil"]):
+                args.append(f"ceil_mode={e(a['ceil'])}")
+            if kind == "avgpool" and not dynamic:
+                if same:
+                    args.append("count_include_pad=False")
+                elif not _is_true(a["count_pad"]):
+                    args.append(f"count_include_pad={e(a['count_pad'])}")
+            return Br(cls, args), cout
+        if kind == "adaptive_avgpool":
+            return Br("nn.AdaptiveAvgPool2d", [e(a["size"])]), cout
+        if kind == "dense":
+            args = [cin, e(a["units"])]
+            if not _is_true(a["bias"]):
+                args.append(f"bias={e(a['bias'])}")
+            return Br("nn.Linear", args), cout
+        if kind == "dropout":
+            return Br("nn.Dropout", [] if _const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
+        if kind == "bn":
+            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc())
+            args = [cin]
+            if _const(a["eps"]) != 1e-5:
+                args.append(f"eps={e(a['eps'])}")
+            if _const(a["momentum"]) != 0.1:
+                args.append(f"momentum={e(a['momentum'])}")
+            return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", args), cout
+        if kind == "lrn":
+            return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
+                                               f"k={e(a['k'])}"]), cout
+        if kind == "zeropad":
+            pads = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())
+            t, b, left, r = pads  # type: ignore[misc]
+            return Br("nn.ZeroPad2d", [literal((left, r, t, b))]), cout
+        raise AssertionError(kind)  # pragma: no cover
+
+    # padding
+
+    def pad_is(self, node: G.Layer, symbol) -> bool:
+        return all(i.args.get("pad") == symbol for i in node.instances) and bool(node.instances)
+
+    def needs_dynamic_same(self, node: G.Layer) -> bool:
+        """TensorFlow's `same` is symmetric only for stride 1 and an odd (dilated) kernel."""
+        for inst in node.instances:
+            (kh, kw), stride = inst.args["kernel"], inst.args.get("stride") or inst.args["kernel"]
+            dh, dw = inst.args.get("dilation", (1, 1))
+            if stride != (1, 1) or (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
+                return True
+        return False
+
+    def half_kernel(self, node: G.Layer) -> str:
+        pads = agreed(node, lambda i: tuple((k - 1) // 2 for k in i.args["kernel"]), "the padding",
+                      self.owner_desc())
+        return literal(pads[0] if pads[0] == pads[1] else pads)  # type: ignore[index]
+
+    def conv_padding(self, node: G.Layer, dynamic: bool) -> str | None:
+        pad = node.args["pad"]
+        if dynamic or self.pad_is(node, VALID) or _is_zero(pad):
+            return None
+        if self.pad_is(node, SAME):
+            return '"same"'
+        return self.expr(pad)
+
+
+def _const(e: G.Expr):
+    return e.value if isinstance(e, G.Const) else object()
+
+
+def _is_one(e: G.Expr) -> bool:
+    return _const(e) in (1, (1, 1))
+
+
+def _is_zero(e: G.Expr) -> bool:
+    v = _const(e)
+    return not isinstance(v, bool) and v in (0, (0, 0))
+
+
+def _is_true(e: G.Expr) -> bool:
+    return _const(e) is True
+
+
+def _is_false(e: G.Expr) -> bool:
+    return _const(e) is False
+
+
+def _is_none(e: G.Expr) -> bool:
+    return isinstance(e, G.Const) and e.value is None
+
+
+def _annotation(v: G.Value) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, G.Symbol):
+        return "str"
+    if isinstance(v, tuple):
+        return "tuple[int, ...]"
+    return "object"

@@ -1,0 +1,96 @@
+"""The pipeline in one place: spec file -> typed graph -> shapes -> generated code.
+
+    parse (parser.py) -> syntax tree (syntax.py) -> elaborate (elaborate.py) -> typed graph (graph.py)
+    -> shape inference (shapes.py) -> backends (backends/torch.py, backends/keras.py)
+
+Nothing on this path imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+from .elaborate import elaborate
+from .errors import ArchError
+from .graph import Elaborated, Value
+from .shapes import Expander
+
+TARGETS = ("torch", "keras")
+
+_SET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+?)\s*$")
+
+
+def parse_value(text: str) -> Value:
+    """A value given on the command line: an integer, a number, true/false, or [a, b, ...]."""
+    t = text.strip()
+    if t in ("true", "false"):
+        return t == "true"
+    if t.startswith("[") and t.endswith("]"):
+        inner = t[1:-1].strip()
+        return tuple(parse_value(p) for p in inner.split(",")) if inner else ()
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        raise ArchError(f"--set: '{text}' is not a value (give an integer, a number, true, false or [a, b])") from None
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Value]:
+    """`--set NAME=VALUE` options, in order; a later one wins."""
+    out: dict[str, Value] = {}
+    for item in items or []:
+        m = _SET.match(item)
+        if not m:
+            raise ArchError(f"--set expects NAME=VALUE, got '{item}'")
+        out[m.group(1)] = parse_value(m.group(2))
+    return out
+
+
+def load(spec: str, overrides: dict[str, Value] | None = None, expander: Expander | None = None) -> Elaborated:
+    """Parse, elaborate and shape-check a spec for one setting of its network parameters."""
+    program = elaborate(spec)
+    return (expander or Expander(program)).run(overrides)
+
+
+def generate(elab: Elaborated, target: str) -> str:
+    """Generated source code for a target ("torch" or "keras")."""
+    if target == "torch":
+        from .backends import torch as backend
+    elif target == "keras":
+        from .backends import keras as backend  # type: ignore[no-redef]
+    else:
+        raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
+    return backend.emit(elab)
+
+
+def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = None) -> str:
+    if target not in TARGETS:
+        raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
+    return generate(load(spec, overrides), target)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write a file so that it is either replaced whole or left as it was."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".archdsl-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

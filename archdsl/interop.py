@@ -1,0 +1,119 @@
+"""Weights across frameworks: copy a generated PyTorch model's weights into the generated Keras
+model of the same spec, so both compute the same function.
+
+The two generated models name their layers alike (the Keras layer `layer1.bottleneck1.conv1` is the
+PyTorch module at that path), so the mapping is by name; what differs is layout:
+
+- convolution kernels: PyTorch OIHW -> Keras HWIO (grouped convolutions too);
+- depthwise kernels: PyTorch (C*M, 1, H, W) -> Keras (H, W, C, M);
+- dense kernels: transposed; after a flatten, rows reordered from PyTorch's (C, H, W) order to
+  Keras' (H, W, C) order (also for a batch norm on the flat features);
+- batch norm: weight/bias/running statistics -> gamma/beta/moving mean/moving variance.
+
+torch and keras are imported by the caller's models, not by this module at import time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_PASS_THROUGH = {"Dropout", "Activation", "LeakyReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
+                 "DropPath"}
+
+
+def _array(t) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _flatten_order(tensor) -> np.ndarray | None:
+    """For a flat Keras tensor: the PyTorch feature index of each Keras feature, when the tensor
+    comes from flattening a feature map (through layers that keep features in place); else None."""
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        op = history.operation
+        kind = type(op).__name__
+        if kind == "Flatten":
+            shape = op.input.shape
+            if len(shape) != 4:
+                return None
+            _, h, w, c = shape
+            if h * w == 1:
+                return None
+            # Keras flattens (h, w, c); PyTorch flattened (c, h, w)
+            hh, ww, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+            return (cc * h * w + hh * w + ww).reshape(-1)
+        if kind not in _PASS_THROUGH:
+            return None
+        tensor = op.input
+
+
+def torch_to_keras(torch_model, keras_model) -> None:
+    """Copy every weight of a generated PyTorch model into the generated Keras model (in place).
+
+    Raises ValueError if a layer has no counterpart or a shape does not fit, so a partial copy
+    never passes silently. Compare the two in eval mode (PyTorch) and inference (Keras).
+    """
+    modules = dict(torch_model.named_modules())
+    used: set[str] = set()
+
+    def take(path: str, attr: str) -> np.ndarray:
+        module = modules[path]
+        tensor = getattr(module, attr)
+        used.add(f"{path}.{attr}" if path else attr)
+        return _array(tensor)
+
+    for layer in keras_model.layers:
+        if not layer.weights:
+            continue
+        name = layer.name
+        kind = type(layer).__name__
+        if name not in modules:
+            raise ValueError(f"Keras layer {name!r} ({kind}) has no PyTorch module at that path")
+        module = modules[name]
+        if kind == "Conv2D":
+            weights = [take(name, "weight").transpose(2, 3, 1, 0)]
+            if layer.use_bias:
+                weights.append(take(name, "bias"))
+        elif kind == "DepthwiseConv2D":
+            w = take(name, "weight")  # (C * M, 1, kh, kw)
+            channels = layer.input.shape[-1]
+            weights = [w.reshape(channels, -1, w.shape[2], w.shape[3]).transpose(2, 3, 0, 1)]
+            if layer.use_bias:
+                weights.append(take(name, "bias"))
+        elif kind == "SeparableConv2D":
+            dw = take(f"{name}.depthwise", "weight")
+            channels = layer.input.shape[-1]
+            weights = [dw.reshape(channels, -1, dw.shape[2], dw.shape[3]).transpose(2, 3, 0, 1),
+                       take(f"{name}.pointwise", "weight").transpose(2, 3, 1, 0)]
+            if layer.use_bias:
+                weights.append(take(f"{name}.pointwise", "bias"))
+        elif kind == "Dense":
+            w = take(name, "weight")  # (out, in)
+            order = _flatten_order(layer.input)
+            if order is not None:
+                w = w[:, order]
+            weights = [w.T]
+            if layer.use_bias:
+                weights.append(take(name, "bias"))
+        elif kind == "BatchNormalization":
+            order = _flatten_order(layer.input) if len(layer.input.shape) == 2 else None
+            weights = [take(name, "weight"), take(name, "bias"), take(name, "running_mean"),
+                       take(name, "running_var")]
+            if order is not None:
+                weights = [v[order] for v in weights]
+        else:
+            raise ValueError(f"no weight mapping for Keras layer {name!r} of type {kind} "
+                             f"(PyTorch module {type(module).__name__})")
+        expected = [tuple(v.shape) for v in layer.get_weights()]
+        got = [tuple(v.shape) for v in weights]
+        if expected != got:
+            raise ValueError(f"layer {name!r}: Keras expects weights of shapes {expected}, converted {got}")
+        layer.set_weights(weights)
+
+    state = {k for k in torch_model.state_dict() if not k.endswith("num_batches_tracked")}
+    missing = sorted(state - used)
+    if missing:
+        raise ValueError(f"PyTorch weights with no Keras layer: {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}")
