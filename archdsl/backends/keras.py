@@ -19,7 +19,7 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -53,7 +53,7 @@ class _Module:
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=self.uses_math,
-            uses_ops=bool(self.prelude - {"DropPath"}) or "DropPath" in self.prelude,
+            uses_ops=bool(self.prelude - {"make_divisible"}),
             prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -111,10 +111,10 @@ class _Function:
 
     def expr(self, e: G.Expr) -> str:
         text = self.printer(e)
-        if self.printer.used_functions & {"ceil", "floor", "make_divisible"}:
+        if self.printer.used_functions & {"ceil", "floor"}:
             self.m.uses_math = True
         if "make_divisible" in self.printer.used_functions:
-            raise ArchError("make_divisible is not yet available in generated Keras code", e.span)
+            self.m.prelude.add("make_divisible")
         return text
 
     def fresh(self, base: str) -> str:

@@ -328,7 +328,7 @@ class _Class:
             setup = [f"{pad}{var} = nn.Sequential()", f"{pad}{chan} = {cin}"]
             setup += lay(self.expr(node.count), indent, "for _ in range(", "):")
             s, code, cout = self.build(node.body, chan, None, indent + 4)
-            setup += s + lay(code, indent + 4, f"{var}.append(", ")")
+            setup += s + lay(Br(f"{var}.append", [code]), indent + 4)
             if cout != chan:
                 setup.append(f"{pad}    {chan} = {cout}")
             return setup, None if target else var, chan
