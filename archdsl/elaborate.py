@@ -17,23 +17,14 @@ from pathlib import Path
 from . import graph as G
 from . import syntax as S
 from .errors import ArchError, Span
-from .layers import FUNCTIONS, LAYERS, SYMBOLS, LayerType
+from .layers import FUNCTIONS, LAYERS, SYMBOLS
 from .parser import parse
 
 IN_ATTRS = ("channels", "height", "width")
 
 # Attributes of torch.nn.Module (and what generated code defines): a layer named like one of these
 # would shadow it, so such names get a trailing underscore in the module path.
-MODULE_ATTRS = frozenset("""
-T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
-dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule
-half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters
-parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
-register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
-register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
-register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict
-to to_empty train training type xpu zero_grad out_channels in_channels
-""".split())
+MODULE_ATTRS = frozenset(["T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu", "zero_grad", "out_channels", "in_channels"])
 
 
 def _suggest(name: str, options) -> str:
@@ -156,8 +147,6 @@ class _Elaborator:
             raise ArchError("the number of input channels must be given", inp.dims[0].span)
         body = self._seq(S.Body(stmts[1:], net.body.span), scope, network=True)
         outputs = [n for n in body.items if isinstance(n, G.Output)]
-        for n in body.items:  # outputs are only allowed at the top of the network
-            pass
         _name_top(body, {}, set(), network=True)
         network = G.NetworkDef(net.name, params, dims, inp.span, body, net.span, outputs)
         if outputs:
@@ -166,7 +155,10 @@ class _Elaborator:
                 if isinstance(n, G.Node):
                     raise ArchError("this comes after the last output, so its result is never used; "
                                     "end the network with an output (`output name`) or remove it", n.span)
-        ordered = {name: self.done[name] for name in self.done}
+        used = list(self.done)
+        for name in self.loader.blocks:  # check the blocks nothing calls too; emit only those used
+            self._block(name, self.loader.blocks[name].name_span)
+        ordered = {name: self.done[name] for name in used}
         return G.Program(self.spec, self.loader.sources, ordered, network)
 
     # definitions
@@ -237,13 +229,15 @@ class _Elaborator:
 
     def _item(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
         node = self._item_inner(item, scope, network)
-        node.label = item.label
-        if item.label is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item.label):
-            raise ArchError(f"'{item.label}' is not a valid name", item.label_span)  # pragma: no cover
+        node.label, node.label_span = item.label, item.label_span
+        if isinstance(node, G.Repeat) and node.label is None and node.body.label is not None:
+            # `stage: Block(64) * 3` names the repetition, not each copy
+            node.label, node.label_span = node.body.label, node.body.label_span
+            node.body.label = node.body.label_span = None
         return node
 
     def _item_inner(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
-        sub = lambda b: self._seq(b, scope, network, top=False)  # noqa: E731
+        sub = lambda b: self._seq(b, scope, network, top=False)
         if isinstance(item, S.Call):
             return self._call(item, scope)
         if isinstance(item, S.Group):
@@ -441,7 +435,8 @@ def _collect_labels(seq: G.Seq) -> set[str]:
             if node.label is not None:
                 name = safe_attr(node.label)
                 if name in seen:
-                    raise ArchError(f"the name '{node.label}' is used twice in the same block", node.span,
+                    raise ArchError(f"the name '{node.label}' is used twice in the same block",
+                                    node.label_span or node.span,
                                     notes=[f"first used at {seen[name].span}"])
                 seen[name] = node
             if isinstance(node, G.Residual):
@@ -462,7 +457,8 @@ def _name_group(seq: G.Seq) -> None:
         if node.label is not None:
             name = safe_attr(node.label)
             if name in seen:
-                raise ArchError(f"the name '{node.label}' is used twice in the same group", node.span)
+                raise ArchError(f"the name '{node.label}' is used twice in the same group",
+                                node.label_span or node.span)
             seen.add(name)
             node.name = name
         else:

@@ -11,7 +11,7 @@ multiply-accumulates known (archdsl/shapes.py builds them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from .errors import Span
 
@@ -29,7 +29,7 @@ class Symbol:
         return self.name
 
 
-Value = Union[int, float, bool, Symbol, tuple, None]
+Value = int | float | bool | Symbol | tuple | None
 
 
 # Expressions ----------------------------------------------------------------------------------
@@ -88,6 +88,7 @@ class Node:
     span: Span
     name: str  # path component inside its parent (attribute name or index)
     label: str | None = field(default=None, kw_only=True)  # the name the spec gave, if any
+    label_span: Span | None = field(default=None, kw_only=True, repr=False)
     # a composite at the top of a block: generated forward() writes it inline, its parts are
     # attributes of the block (paths relative to the block), not of a module of its own
     inline: bool = field(default=False, kw_only=True)

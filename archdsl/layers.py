@@ -7,8 +7,8 @@ their rules, and the backends map each layer type to framework code. No framewor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .graph import Shape, Symbol, Value
 
@@ -408,7 +408,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {  # name -> (min args, max args)
 
 def call_function(name: str, args: list) -> Value:
     for a in args:
-        if isinstance(a, (Symbol, tuple)) or a is None:
+        if isinstance(a, (Symbol, tuple, bool)) or a is None:
             raise ArgError(f"{name}() expects numbers, got {_describe(a)}")
     if name == "min":
         return min(args)

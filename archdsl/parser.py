@@ -99,8 +99,12 @@ def parse(text: str, file: str) -> S.Module:
             end_col = tok.end_column if tok.end_line == tok.line and tok.end_column else tok.column + 1
             span = Span(file, tok.line, tok.column, tok.line, end_col)
         hint = ""
-        if tok.type == "RBRACE" or (tok.type == "$END" and "RBRACE" in e.expected):
-            hint = ""
+        if tok.type in ("RBRACE", "$END", "_NL") and "RPAR" in e.expected:
+            hint = "; is a ')' missing?"
+        elif tok.type in ("RBRACE", "$END", "_NL") and "RSQB" in e.expected:
+            hint = "; is a ']' missing?"
+        elif tok.type == "$END" and "RBRACE" in e.expected:
+            hint = "; is a '}' missing?"
         raise ArchError(f"syntax error: unexpected {_describe(tok)}{_expected(set(e.expected))}{hint}",
                         span) from None
     except UnexpectedEOF as e:  # pragma: no cover - LALR reports $END as UnexpectedToken

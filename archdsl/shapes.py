@@ -164,8 +164,6 @@ class Expander:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ArchError(f"an input size must be a whole number of at least 1, got {describe(v)}", d.span)
             dims.append(v)
-        if len(dims) == 3 and (dims[1] is None) != (dims[2] is None):
-            pass
         in_shape = Shape(tuple(dims))
         env.in_shape = in_shape
         root = Inst(None, "", net.name, in_shape, in_shape)
@@ -193,7 +191,7 @@ class Expander:
                 continue
             state = self._node(item, state, seq_env, "", root.children)
             last = root.children[-1]
-        root.out_shape = state.shape
+        root.out_shape = outputs[-1][1].out_shape if outputs else state.shape
         if not outputs:
             end = Inst(None, "output", "output", state.shape, state.shape)
             end.rf = (state.rf, state.jump)
@@ -273,7 +271,7 @@ class Expander:
             self._check_scale(node, state.shape, body_end.shape, env)
             end = _State(state.shape, max(state.rf, body_end.rf), state.jump)
         else:  # pragma: no cover
-            raise AssertionError(node)
+            raise TypeError(node)
         inst.out_shape = end.shape
         inst.rf = (end.rf, end.jump)
         return end

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from .errors import Span
 
-
 # Expressions ---------------------------------------------------------------------------------
 
 @dataclass

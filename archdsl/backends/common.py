@@ -5,8 +5,8 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -16,11 +16,7 @@ from ..errors import ArchError
 LINE_LENGTH = 88
 
 # Names the generated modules define or import; spec names equal to these get a trailing "_".
-GENERATED = frozenset("""
-annotations math torch nn F keras layers ops OrderedDict Callable self x name inputs outputs
-in_channels in_height in_width make_divisible Concat Residual Scale DropPath SeparableConv2d Conv2dSame
-MaxPool2dSame AvgPool2dSame Pad2D LocalResponseNorm AdaptiveAvgPool2D INPUT_SHAPE OUTPUT_NAMES
-""".split())
+GENERATED = frozenset(["annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x", "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "make_divisible", "Concat", "Residual", "Scale", "DropPath", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "INPUT_SHAPE", "OUTPUT_NAMES"])
 _TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut)\d*$")
 
 
@@ -161,7 +157,11 @@ def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list
     """Lines for `prefix code suffix` at the given indent."""
     pad = " " * indent
     one = f"{pad}{prefix}{flat(code)}{suffix}"
-    if len(one) <= LINE_LENGTH or not isinstance(code, Br) or not code.args:
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    if not isinstance(code, Br) or not code.args:
+        if prefix.endswith("= ") and not suffix and len(" " * (indent + 4) + flat(code)) <= LINE_LENGTH:
+            return [f"{pad}{prefix}(", f"{pad}    {flat(code)}", f"{pad})"]  # a long right-hand side
         return [one]
     inner = " " * (indent + 4)
     head = f"{pad}{prefix}{code.head}{code.open}"
@@ -274,3 +274,40 @@ def block_params(block: G.BlockDef, printer) -> tuple[list[str], list[str]]:
         else:
             params.append(f"{name}: {ann} = {printer(p.default)}")
     return params, fixups
+
+
+def names_in(code: str) -> set[str]:
+    """The plain names a Python expression reads (attributes like self.x count as 'self')."""
+    import ast
+
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return {"<unparsable>"}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def substitute(code: str, values: dict[str, str], strict: bool = True) -> str | None:
+    """Replace names in a Python expression by other expressions (parenthesised as needed).
+    With strict, every name must have a value; otherwise unknown names stay."""
+    import ast
+
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return None
+    missing = False
+
+    class _Sub(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name):  # noqa: N802 - ast's naming
+            nonlocal missing
+            if node.id in values:
+                return ast.parse(values[node.id], mode="eval").body
+            if strict:
+                missing = True
+            return node
+
+    new = _Sub().visit(tree)
+    if missing:
+        return None
+    return ast.unparse(new).replace("'", '"')

@@ -12,8 +12,7 @@ from __future__ import annotations
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID, same_pads
-from .common import (Br, ExprPrinter, agreed, block_params, header_source, lay, literal, py_name, quote, snake,
-                     templates)
+from .common import Br, ExprPrinter, agreed, block_params, header_source, lay, literal, py_name, quote, snake, templates
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
@@ -430,8 +429,8 @@ def _pool_plan(inst: G.Inst):
             return "same"
         if inst.kind == "maxpool":
             return (tuple(needed), "-inf")
-        return (None, "average pooling that leaves padding out of the count is written in Keras only where "
-                      "it equals Keras' same padding")
+        return (None, ("average pooling that leaves padding out of the count is written in Keras only where "
+                       "it equals Keras' same padding"))
     # average pooling counting padded zeros: pad with zeros, but PyTorch does not count a ceil-mode overhang
     if any(after > p for (_, after), p in zip(needed, pad)):
         if all(p == 0 for p in pad) and same_ok:

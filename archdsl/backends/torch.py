@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID
-from .common import Br, ExprPrinter, agreed, block_params, header_source, lay, literal, paren, py_name, quote, templates
+from .common import Br, ExprPrinter, agreed, block_params, names_in, refers_to_params, substitute, header_source, lay, literal, paren, py_name, quote, templates
 
 _ACT_FUNCTIONAL = {
     "relu": "F.relu({x})", "relu6": "F.relu6({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})",
@@ -41,6 +41,7 @@ class _Module:
         self.prelude: set[str] = set()
         self.uses_math = False
         self.uses_ordered = False
+        self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
@@ -56,8 +57,6 @@ class _Module:
         net = _Class(self, program.network)
         classes.append(net.render().rstrip())
         prelude_names = [n for n in _PRELUDE_ORDER if n in self.prelude]
-        if "Residual" not in self.prelude and "DropPath" not in self.prelude:
-            pass
         net_def = program.network
         root = self.elab.root
         return templates().get_template("torch.py.j2").render(
@@ -66,7 +65,8 @@ class _Module:
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=self.uses_math or "make_divisible" in self.prelude,
             uses_ordered=self.uses_ordered,
-            uses_functional=True,
+            uses_functional=any("F." in c for c in classes) or bool(self.prelude & {"Conv2dSame", "MaxPool2dSame",
+                                                                                       "AvgPool2dSame"}),
             prelude=prelude_names,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -85,6 +85,7 @@ class _Class:
         self.fwd: list[str] = []
         self.counters: dict[str, int] = {}
         self.outputs: list[str] = []
+        self.lets: dict[str, str] = {}  # let bindings at the top of the class, for out_channels formulas
         self.printer = ExprPrinter(self._ref, self._in_shape,
                                    {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
 
@@ -137,7 +138,10 @@ class _Class:
             self.init.extend(f"        {line}" for line in fixups)
         cout = self.top(owner.body, cin, 8)
         if not self.is_network:
-            self.init.append(f"        self.out_channels = {cout}")
+            self.init.extend(lay(cout, 8, "self.out_channels = "))
+            formula = substitute(cout, self.lets, strict=False)
+            if formula is not None and names_in(formula) <= {"in_channels", *(py_name(p.name) for p in owner.params)}:
+                self.m.out_formulas[owner.name] = formula
         doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
         if self.is_network:
@@ -150,16 +154,19 @@ class _Class:
         else:
             result, returns = "x", "torch.Tensor"
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
+        forward = lay(Br("def forward", ["self", "x: torch.Tensor"]), 4, "", f" -> {returns}:")
         return templates().get_template("torch_class.py.j2").render(
             name=py_name(owner.name), doc=doc, signature=signature, init=self.init, forward=self.fwd,
-            result=result, returns=returns)
+            forward_signature=forward, result=result)
 
     # top-level items: attributes of the class, forward written inline
 
     def top(self, seq: G.Seq, cin: str, indent: int) -> str:
         for item in seq.items:
             if isinstance(item, G.Let):
-                self.init.extend(lay(self.expr(item.value), 8, f"{py_name(item.name)} = "))
+                value = self.expr(item.value)
+                self.init.extend(lay(value, 8, f"{py_name(item.name)} = "))
+                self.lets[py_name(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
             cin = self.top_node(item, cin)
         return cin
@@ -249,11 +256,16 @@ class _Class:
             return [], ctor, cout
         if isinstance(node, G.BlockCall):
             ctor = self.block_call(node, cin)
+            known = self.block_out(node, cin)
+            if known is not None:
+                return [], ctor, known
             if target is not None:
                 return [], ctor, f"{target}.out_channels"
             var = self.fresh("m")
             return lay(ctor, indent, f"{var} = "), var, f"{var}.out_channels"
         if isinstance(node, G.Seq):
+            if len(node.items) == 1 and node.nodes and node.nodes[0].label is None:
+                return self.build(node.nodes[0], cin, target, indent)
             setup: list[str] = []
             parts: list[tuple[str | None, Br | str]] = []
             for item in node.items:
@@ -333,6 +345,23 @@ class _Class:
                 setup.append(f"{pad}    {chan} = {cout}")
             return setup, None if target else var, chan
         raise AssertionError(node)  # pragma: no cover
+
+    def block_out(self, node: G.BlockCall, cin: str) -> str | None:
+        """A block's output channels as an expression of the call's arguments, where the block's
+        class computes them from its parameters alone (so the caller needs no temporary)."""
+        formula = self.m.out_formulas.get(node.block)
+        if formula is None:
+            return None
+        block = self.m.elab.program.blocks[node.block]
+        values = {"in_channels": cin}
+        for p in block.params:
+            if p.name in node.args:
+                values[py_name(p.name)] = self.expr(node.args[p.name])
+            elif p.default is not None and not refers_to_params(p.default):
+                values[py_name(p.name)] = self.expr(p.default)
+            else:
+                return None
+        return substitute(formula, values)
 
     def block_call(self, node: G.BlockCall, cin: str) -> Br:
         block = self.m.elab.program.blocks[node.block]

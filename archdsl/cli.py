@@ -1,0 +1,293 @@
+"""The command line: `archdsl compile | check | summary SPEC ...`.
+
+Every error, whether in the spec or in the use of the command, is one clear message on stderr and
+exit status 1; no traceback. Nothing here imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from . import __version__
+from .compiler import TARGETS, generate, parse_sets, write_atomically
+from .elaborate import elaborate
+from .errors import ArchError
+from .graph import Elaborated, Program
+from .shapes import Expander
+from .summary import DTYPE_BYTES, FORMATS, check_line, render
+
+PROG = "archdsl"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+_DESCRIPTION = """\
+Compile a declarative CNN spec (.arch) to PyTorch or Keras code, or check its shapes and print
+the arithmetic of every layer: output size, parameters, multiply-accumulates (MACs), activations
+and receptive field.
+"""
+
+_EPILOG = """\
+examples:
+  archdsl check specs/resnet50.arch
+  archdsl summary specs/vgg16.arch --set classes=10
+  archdsl compile specs/googlenet.arch --target torch -o generated/torch/googlenet.py
+
+exit status: 0 on success, 1 on any error (in the spec or in the command), 130 when interrupted.
+Run `archdsl COMMAND --help` for the options of a command.
+"""
+
+_SET_HELP = ("set a parameter of the network, e.g. --set classes=10 --set width=0.5; VALUE is an integer, "
+             "a number, true, false or [a, b, ...]; may be given many times, the last one wins")
+
+
+class UsageError(Exception):
+    """Bad use of the command line, reported as `archdsl: error: ...` with the usage line."""
+
+    def __init__(self, message: str, usage: str, prog: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.prog = prog
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting with status 2, so that every error exits with 1."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message, self.format_usage(), self.prog)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help 100 columns wide; the description is filled, the examples in the epilog kept as written."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=100)
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=100)
+
+
+def _add_spec(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="the .arch file to read")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help=_SET_HELP)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=ArgumentParser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "compile", help="generate PyTorch or Keras code from a spec", formatter_class=_Formatter,
+        description=_para("Check a spec and generate the code of its network for one framework. The code goes to "
+                          "stdout, or to FILE with -o; FILE is replaced whole or not at all, so a failed compile "
+                          "leaves an existing FILE as it was."),
+        epilog="examples:\n"
+               "  archdsl compile specs/googlenet.arch --target torch\n"
+               "  archdsl compile specs/resnet50.arch --target keras -o generated/keras/resnet50.py\n"
+               "  archdsl compile specs/mobilenet_v2.arch --target torch --set width=0.5 --set classes=10\n")
+    _add_spec(p)
+    p.add_argument("-t", "--target", required=True, metavar="{" + ",".join(TARGETS) + "}",
+                   help="the framework to generate code for: torch (PyTorch nn.Module classes) or keras "
+                        "(Keras 3 functional API)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the code to FILE instead of stdout")
+
+    p = sub.add_parser(
+        "check", help="parse a spec and check every shape", formatter_class=_Formatter,
+        description=_para("Parse a spec, expand it and check every layer's shapes. Prints one line with the "
+                          "network's parameters, MACs and output shapes, or a located error."),
+        epilog="examples:\n"
+               "  archdsl check specs/resnet50.arch\n"
+               "  archdsl check specs/efficientnet_b0.arch --set classes=10\n")
+    _add_spec(p)
+
+    p = sub.add_parser(
+        "summary", help="print the per-layer table: shapes, params, MACs, activations, receptive field",
+        formatter_class=_Formatter,
+        description=_para("Print one row per layer (blocks and groups are not rows): its path, layer type, output "
+                          "shape, parameters, multiply-accumulates (MACs), activations (output elements, per "
+                          "sample) and receptive field (size/jump, in input pixels), then the totals, with the "
+                          "activation memory for --dtype. If a shape check fails, the rows up to the failing "
+                          "layer are printed before the error."),
+        epilog="examples:\n"
+               "  archdsl summary specs/resnet50.arch\n"
+               "  archdsl summary specs/vgg16.arch --format markdown --dtype float16\n"
+               "  archdsl summary specs/alexnet.arch --format csv > alexnet.csv\n")
+    _add_spec(p)
+    p.add_argument("-f", "--format", default="table", metavar="{" + ",".join(FORMATS) + "}",
+                   help="table (default), json, csv or markdown")
+    p.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_BYTES) + "}",
+                   help="element type for the activation memory total (default float32)")
+    return parser
+
+
+# Running ----------------------------------------------------------------------------------------
+
+class _Session:
+    """What one command has loaded so far, so an error can show the source it points into."""
+
+    def __init__(self) -> None:
+        self.program: Program | None = None
+        self.expander: Expander | None = None
+
+    @property
+    def sources(self) -> dict[str, str] | None:
+        return self.program.sources if self.program is not None else None
+
+    def load(self, spec: str, sets: list[str]) -> Elaborated:
+        overrides = parse_sets(sets)
+        self.program = elaborate(spec)
+        self.expander = Expander(self.program)
+        return self.expander.run(overrides)
+
+
+def _choice(value: str, options: Sequence[str], what: str) -> str:
+    if value not in options:
+        raise ArchError(f"unknown {what} '{value}' ({what}s: {', '.join(options)})")
+    return value
+
+
+def _out(text: str) -> None:
+    """Write to stdout in pieces, so that a reader that stops early (`| head`) is noticed at once."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    step = 1 << 16
+    for start in range(0, len(text), step):
+        sys.stdout.write(text[start:start + step])
+        sys.stdout.flush()
+
+
+def cmd_compile(args: argparse.Namespace, session: _Session) -> int:
+    target = _choice(args.target, TARGETS, "target")
+    if args.output is not None and args.output != "-":
+        _check_writable(args.output)
+    elab = session.load(args.spec, args.sets)
+    code = generate(elab, target)
+    if not code.endswith("\n"):
+        code += "\n"
+    if args.output is None or args.output == "-":
+        _out(code)
+    else:
+        try:
+            write_atomically(args.output, code)
+        except OSError as e:
+            raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
+    return EXIT_OK
+
+
+def _check_writable(path: str) -> None:
+    """Fail before any work when -o cannot be written: a missing directory, a directory, no permission."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ArchError(f"cannot write '{path}': the directory '{os.path.dirname(path) or '.'}' does not exist")
+    if os.path.isdir(path):
+        raise ArchError(f"cannot write '{path}': it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ArchError(f"cannot write '{path}': no permission to create files in "
+                        f"'{os.path.dirname(path) or '.'}'")
+
+
+def cmd_check(args: argparse.Namespace, session: _Session) -> int:
+    elab = session.load(args.spec, args.sets)
+    _out(check_line(args.spec, elab))
+    return EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
+    fmt = _choice(args.format, FORMATS, "format")
+    dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
+    try:
+        elab = session.load(args.spec, args.sets)
+    except ArchError as err:
+        # The shape check stopped at a layer: show the layers it got through, then the error.
+        if session.expander is not None and session.expander.done and err.report is None:
+            err.report = render(session.expander.done, fmt, dtype, network=session.program.network.name,
+                                spec=args.spec)
+        raise
+    _out(render(elab, fmt, dtype, spec=args.spec))
+    return EXIT_OK
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary}
+
+
+def _error(text: str) -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        pass
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `archdsl` command; returns the exit status."""
+    parser = build_parser()
+    session = _Session()
+    try:
+        try:
+            args, extras = parser.parse_known_args(argv)
+            if extras:  # report them with the usage of the subcommand they were given to
+                sub = _subparsers(parser).get(args.command, parser)
+                sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        except UsageError as e:
+            _error(f"{e.usage}{e.prog}: error: {e.message}")
+            return EXIT_ERROR
+        return COMMANDS[args.command](args, session)
+    except ArchError as err:
+        if err.report:
+            try:
+                _out(err.report)
+            except BrokenPipeError:
+                _silence_stdout()
+        _error(err.format(session.sources))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_ERROR
+    except RecursionError:
+        _error(f"{PROG}: error: the spec nests too deeply to expand")
+        return EXIT_ERROR
+    except Exception as e:  # a bug in archdsl, not in the spec: still no traceback unless asked for
+        if os.environ.get("ARCHDSL_TRACEBACK"):
+            raise
+        _error(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
+               f"This is a bug in archdsl; run again with ARCHDSL_TRACEBACK=1 for the details and report it.")
+        return EXIT_ERROR
+
+
+def run() -> None:
+    """Run main() and exit with its status (what `python -m archdsl` does)."""
+    try:
+        status = main()
+    except KeyboardInterrupt:  # pressed while the error handlers themselves ran
+        status = EXIT_INTERRUPTED
+    sys.exit(status)

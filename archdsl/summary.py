@@ -1,0 +1,305 @@
+"""The per-layer report: output shapes, parameters, multiply-accumulates, activations, receptive field.
+
+Pure functions over an Elaborated (or over the list of layer instances a failed check got through,
+`Expander.done`), so the CLI and later tools share one table. Numbers count one sample (the batch is
+symbolic); MACs are weight multiply-accumulates of convolutions and dense layers, never FLOPs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .graph import Elaborated, Inst, Shape
+from .layers import LAYERS
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+# Instance kinds that are structure, not layers: they never make a row of the table.
+COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", "scale", "output", "seq"})
+
+COLUMNS = ("path", "layer", "output shape", "params", "MACs", "activations", "receptive field")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One leaf layer of the expanded network."""
+
+    path: str
+    layer: str  # the layer type, e.g. "conv"
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    macs: int | None  # None where an open input size (`?`) leaves it unknown
+    activations: int | None  # output elements; None where a size is open
+    rf: tuple[int, int] | None  # receptive field size and jump at the output
+
+    @property
+    def rf_text(self) -> str:
+        return "-" if self.rf is None else f"{self.rf[0]}/{self.rf[1]}"
+
+
+@dataclass(frozen=True)
+class Totals:
+    layers: int
+    params: int
+    macs: int | None
+    activations: int | None
+    dtype: str
+
+    @property
+    def activation_bytes(self) -> int | None:
+        return None if self.activations is None else self.activations * DTYPE_BYTES[self.dtype]
+
+
+def is_layer(inst: Inst) -> bool:
+    """A leaf layer: an instance of a built-in layer type (block calls and composites are not)."""
+    return inst.block is None and inst.kind not in COMPOSITE_KINDS and inst.kind in LAYERS
+
+
+def layer_insts(elab: Elaborated) -> list[Inst]:
+    """The leaf layers of an expanded network, in the order the data flows through the spec."""
+    return [i for i in elab.root.walk() if is_layer(i)]
+
+
+def make_row(inst: Inst) -> Row:
+    activations = inst.out_shape.numel()
+    macs: int | None = inst.macs
+    open_size = any(d is None for d in inst.out_shape.dims)
+    if open_size and not inst.macs and inst.kind in LAYERS and LAYERS[inst.kind].category == "conv":
+        macs = None  # a convolution over a size left open: its MACs depend on that size
+    return Row(inst.path, inst.kind, inst.in_shape, inst.out_shape, inst.params, macs, activations, inst.rf)
+
+
+def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
+    """Rows for an expanded network, or for a list of instances (only its leaf layers are kept)."""
+    insts = layer_insts(source) if isinstance(source, Elaborated) else [i for i in source if is_layer(i)]
+    return [make_row(i) for i in insts]
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    total = 0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
+
+
+def totals(table: list[Row], dtype: str = "float32") -> Totals:
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return Totals(len(table), sum(r.params for r in table), _sum(r.macs for r in table),
+                  _sum(r.activations for r in table), dtype)
+
+
+# Numbers --------------------------------------------------------------------------------------
+
+def grouped(n: int | None) -> str:
+    """An integer with thousands separators; '?' where it is unknown."""
+    return "?" if n is None else f"{n:,}"
+
+
+def humanize(n: int | None) -> str:
+    """A count with a decimal prefix and three significant digits: 4.09 G, 194 K, 11.7 M, 80."""
+    if n is None:
+        return "?"
+    if abs(n) < 1000:
+        return str(n)
+    value = float(n)
+    for prefix in ("K", "M", "G", "T"):
+        value /= 1000
+        if round(abs(value), 2) < 10:
+            return f"{value:.2f} {prefix}"
+        if round(abs(value), 1) < 100:
+            return f"{value:.1f} {prefix}"
+        if round(abs(value)) < 1000:
+            return f"{value:.0f} {prefix}"
+    return f"{value / 1000:.0f} P"
+
+
+def human_bytes(n: int | None) -> str:
+    """A byte count with a binary prefix: 98.0 MiB."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError(n)  # pragma: no cover
+
+
+def totals_line(t: Totals) -> str:
+    """The totals, two lines, e.g. for the end of a table."""
+    return (f"total: {grouped(t.params)} params, {grouped(t.macs)} MACs ({humanize(t.macs)})\n"
+            f"activations: {grouped(t.activations)} elements = {grouped(t.activation_bytes)} bytes as {t.dtype}"
+            f"{_paren_bytes(t.activation_bytes)} per sample")
+
+
+def _paren_bytes(n: int | None) -> str:
+    return f" ({human_bytes(n)})" if n is not None and n >= 1024 else ""
+
+
+def outputs_text(elab: Elaborated) -> str:
+    """The network's outputs with their shapes: `output logits [1000]`, `outputs aux1 [1000], logits [1000]`."""
+    if not elab.program.network.outputs:  # no `output` statement: the end of the main path
+        return f"output {elab.outputs[0][1].out_shape}" if elab.outputs else "output ?"
+    parts = [f"{name} {inst.out_shape}" for name, inst in elab.outputs]
+    return ("output " if len(parts) == 1 else "outputs ") + ", ".join(parts)
+
+
+def check_line(spec: str, elab: Elaborated) -> str:
+    """`ok: specs/resnet50.arch: network ResNet50, 25,557,032 params, 4.09 G MACs, output logits [1000]`."""
+    t = totals(rows(elab))
+    return (f"ok: {spec}: network {elab.program.network.name}, {grouped(t.params)} params, "
+            f"{humanize(t.macs)} MACs, {outputs_text(elab)}")
+
+
+# Formats --------------------------------------------------------------------------------------
+
+def _cells(r: Row) -> list[str]:
+    return [r.path, r.layer, str(r.out_shape), grouped(r.params), grouped(r.macs), grouped(r.activations), r.rf_text]
+
+
+_RIGHT = (False, False, False, True, True, True, True)
+
+
+def format_table(table: list[Row], t: Totals, title: str | None = None) -> str:
+    """A plain-text table with aligned columns and a totals line."""
+    body = [list(COLUMNS)] + [_cells(r) for r in table]
+    widths = [max(len(line[c]) for line in body) for c in range(len(COLUMNS))]
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, _RIGHT)]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    lines = [title] if title else []
+    lines += [line(body[0]), rule, *(line(cells) for cells in body[1:]), rule, totals_line(t)]
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(table: list[Row], t: Totals, title: str | None = None) -> str:
+    """A GitHub-flavoured Markdown table, numbers right-aligned, then the totals."""
+
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"**{esc(title)}**", ""] if title else []
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---:" if right else "---" for right in _RIGHT) + "|")
+    for r in table:
+        cells = _cells(r)
+        cells[0] = f"`{cells[0]}`" if cells[0] else ""
+        lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
+    lines += ["", totals_line(t)]
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(table: list[Row], t: Totals) -> str:
+    """Comma-separated values, plain integers, one row per layer and a last row `total`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "layer", "output_shape", "params", "macs", "activations", "receptive_field"])
+
+    def num(n: int | None) -> str:
+        return "" if n is None else str(n)
+
+    for r in table:
+        w.writerow([r.path, r.layer, str(r.out_shape), r.params, num(r.macs), num(r.activations), r.rf_text])
+    w.writerow(["total", "", "", t.params, num(t.macs), num(t.activations), ""])
+    return buf.getvalue()
+
+
+def _dims(shape: Shape) -> list[int | None]:
+    return list(shape.dims)
+
+
+def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network: str | None = None,
+            spec: str | None = None) -> dict:
+    """The report as plain data; `complete` is false when the check stopped at an error."""
+    data: dict = {}
+    if spec is not None:
+        data["spec"] = spec
+    if elab is not None:
+        network = elab.program.network.name
+    if network is not None:
+        data["network"] = network
+    if elab is not None:
+        data["args"] = {k: _jsonable(v) for k, v in elab.args.items()}
+    data["complete"] = elab is not None
+    data["layers"] = [
+        {
+            "path": r.path,
+            "layer": r.layer,
+            "input_shape": _dims(r.in_shape),
+            "output_shape": _dims(r.out_shape),
+            "params": r.params,
+            "macs": r.macs,
+            "activations": r.activations,
+            "receptive_field": None if r.rf is None else {"size": r.rf[0], "jump": r.rf[1]},
+        }
+        for r in table
+    ]
+    data["totals"] = {
+        "layers": t.layers,
+        "params": t.params,
+        "macs": t.macs,
+        "activations": t.activations,
+        "dtype": t.dtype,
+        "activation_bytes": t.activation_bytes,
+    }
+    if elab is not None:
+        data["outputs"] = {name: _dims(inst.out_shape) for name, inst in elab.outputs}
+    return data
+
+
+def _jsonable(v):
+    if isinstance(v, (bool, int, float)) or v is None:
+        return v
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return str(v)
+
+
+def format_json(table: list[Row], t: Totals, elab: Elaborated | None = None, network: str | None = None,
+                spec: str | None = None) -> str:
+    """JSON, one layer per line so that diffs of two reports stay readable."""
+    data = to_dict(table, t, elab, network, spec)
+    parts = []
+    for key, value in data.items():
+        if key == "layers" and value:
+            inner = ",\n".join(f"    {json.dumps(layer)}" for layer in value)
+            parts.append(f'  "layers": [\n{inner}\n  ]')
+        else:
+            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def render(source: Elaborated | Iterable[Inst], fmt: str = "table", dtype: str = "float32", *,
+           network: str | None = None, spec: str | None = None) -> str:
+    """The report in one of FORMATS, for an expanded network or the layers checked before an error."""
+    elab = source if isinstance(source, Elaborated) else None
+    table = rows(source)
+    t = totals(table, dtype)
+    name = elab.program.network.name if elab is not None else network
+    title = None
+    if name is not None:
+        title = f"network {name}" + (f" ({spec})" if spec else "")
+        if elab is None:
+            title += ": the layers checked before the error"
+    if fmt == "table":
+        return format_table(table, t, title)
+    if fmt == "markdown":
+        return format_markdown(table, t, title)
+    if fmt == "csv":
+        return format_csv(table, t)
+    if fmt == "json":
+        return format_json(table, t, elab, network, spec)
+    raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")

@@ -1,0 +1,461 @@
+"""The command line, run as a real subprocess (`python -m archdsl ...`) on small specs written here.
+
+The numbers are worked out by hand. For conv(8, 3) on [3, 32, 32]: 8*3*3*3 weights + 8 biases = 224
+params; the output is [8, 30, 30] and every output element takes 3*3*3 = 27 multiply-accumulates,
+so 8*27*30*30 = 194,400 MACs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# conv(8, 3):  [3, 32, 32] -> [8, 30, 30]   224 params   194,400 MACs   7,200 activations  rf 3/1
+# relu:        [8, 30, 30]                    0              0          7,200              3/1
+# maxpool(2):  [8, 15, 15]                    0              0          1,800              4/2
+# flatten:     [1800]                         0              0          1,800             32/2
+# dense(10):   [10]       1800*10 + 10 = 18,010   18,000 MACs          10             32/2
+# (flatten joins the whole 15x15 map: 4 + (15 - 1) * 2 = 32 input pixels)
+# total:       18,234 params, 212,400 MACs, 18,010 activation elements (72,040 bytes as float32)
+SMALL = """\
+# a tiny network whose numbers are worked out by hand
+network Small(classes = 10) {
+    input [3, 32, 32]
+    conv(8, 3) relu
+    maxpool(2) flatten
+    fc: dense(classes)
+}
+"""
+
+TWO_OUTPUTS = """\
+network Two(classes = 10) {
+    input [3, 32, 32]
+    conv(8, 3) relu
+    output aux = avgpool(global) flatten dense(4)
+    maxpool(2) flatten
+    output logits = dense(classes)
+}
+"""
+
+# The second convolution's 40x40 window does not fit the 30x30 map the first one leaves.
+SHAPE_ERROR = """\
+network Broken {
+    input [3, 32, 32]
+    first: conv(8, 3) relu
+    second: conv(16, 40)
+    third: conv(16, 1)
+}
+"""
+SHAPE_ERROR_LINE = 4
+
+RESIDUAL_ERROR = """\
+block Down(c) {
+    residual {
+        conv(c, 3, stride = 2, pad = 1) bn
+    }
+}
+
+network Res {
+    input [8, 16, 16]
+    stem: conv(8, 3, pad = 1)
+    Down(8)
+}
+"""
+
+SYNTAX_ERROR = """\
+network Syntax {
+    input [3, 32, 32]
+    conv(8, 3
+}
+"""
+
+
+def run(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("ARCHDSL_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-m", "archdsl", *args], check=False, capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300, **kwargs)
+
+
+def assert_clean_failure(res: subprocess.CompletedProcess) -> None:
+    """Exit status 1, a message on stderr, no traceback anywhere."""
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    assert res.stderr.strip(), "an error must say something on stderr"
+    for stream in (res.stdout, res.stderr):
+        assert "Traceback" not in stream
+        assert "Exception ignored" not in stream
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    def write(text: str, name: str = "net.arch") -> str:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return name
+
+    return write
+
+
+# Help -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [[], ["compile"], ["check"], ["summary"]])
+def test_help_exits_0_with_examples(command):
+    res = run(*command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: archdsl")
+    assert "example" in res.stdout
+    assert res.stderr == ""
+
+
+def test_version():
+    res = run("--version")
+    assert res.returncode == 0
+    assert res.stdout.startswith("archdsl ")
+
+
+# check ----------------------------------------------------------------------------------------
+
+def test_check_prints_totals_and_output(tmp_path, spec):
+    res = run("check", spec(SMALL), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "ok: net.arch: network Small, 18,234 params, 212 K MACs, output [10]\n"
+    assert res.stderr == ""
+
+
+def test_check_with_set(tmp_path, spec):
+    # dense(4) on 1800 features: 7,204 params and 7,200 MACs; the total 7,428 params, 201,600 MACs
+    res = run("check", spec(SMALL), "--set", "classes=3", "--set", "classes=4", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "ok: net.arch: network Small, 7,428 params, 202 K MACs, output [4]\n"
+
+
+def test_check_lists_every_named_output(tmp_path, spec):
+    res = run("check", spec(TWO_OUTPUTS), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("outputs aux [4], logits [10]")
+    # conv 224 + dense(4) on 8 features 36 + dense(10) on 1800 features 18,010
+    assert "18,270 params" in res.stdout
+
+
+def test_single_conv_numbers(tmp_path, spec):
+    res = run("summary", spec("network One {\n    input [3, 32, 32]\n    conv(8, 3)\n}\n"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    row = next(line for line in res.stdout.splitlines() if line.startswith("conv1 "))
+    assert row.split() == ["conv1", "conv", "[8,", "30,", "30]", "224", "194,400", "7,200", "3/1"]
+    assert "total: 224 params, 194,400 MACs (194 K)" in res.stdout
+
+
+# summary --------------------------------------------------------------------------------------
+
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("conv1", "relu1", "maxpool1", "flatten1", "fc"):
+            rows[parts[0]] = parts
+    return rows
+
+
+def test_summary_table(tmp_path, spec):
+    res = run("summary", spec(SMALL), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    for column in ("path", "layer", "output shape", "params", "MACs", "activations", "receptive field"):
+        assert column in out
+    assert "FLOP" not in out
+    rows = _table_rows(out)
+    assert list(rows) == ["conv1", "relu1", "maxpool1", "flatten1", "fc"]
+    assert rows["conv1"][-4:] == ["224", "194,400", "7,200", "3/1"]
+    assert rows["maxpool1"][1:] == ["maxpool", "[8,", "15,", "15]", "0", "0", "1,800", "4/2"]
+    assert rows["flatten1"][1:] == ["flatten", "[1800]", "0", "0", "1,800", "32/2"]
+    assert rows["fc"][1:] == ["dense", "[10]", "18,010", "18,000", "10", "32/2"]
+    assert "total: 18,234 params, 212,400 MACs (212 K)" in out
+    assert "18,010 elements = 72,040 bytes as float32" in out
+
+
+def test_summary_dtype(tmp_path, spec):
+    res = run("summary", spec(SMALL), "--dtype", "float16", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "18,010 elements = 36,020 bytes as float16" in res.stdout
+    res = run("summary", spec(SMALL), "--dtype", "int8", "--format", "json", cwd=tmp_path)
+    assert json.loads(res.stdout)["totals"]["activation_bytes"] == 18010
+
+
+def test_summary_leaves_out_blocks_and_composites(tmp_path, spec):
+    text = """\
+block Pair(c) {
+    residual {
+        conv(c, 3, pad = 1) relu
+    }
+}
+network Blocks {
+    input [4, 8, 8]
+    Pair(4) * 2
+}
+"""
+    res = run("summary", spec(text), "--format", "csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    layers = [r["layer"] for r in table if r["path"] != "total"]
+    assert layers == ["conv", "relu", "conv", "relu"]
+    # conv(4, 3) on [4, 8, 8] with pad 1: 4*4*9 + 4 = 148 params, 4*36*8*8 = 9,216 MACs each
+    assert table[-1]["path"] == "total"
+    assert table[-1]["params"] == "296"
+    assert table[-1]["macs"] == "18432"
+
+
+def test_summary_json(tmp_path, spec):
+    res = run("summary", spec(SMALL), "--format", "json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["network"] == "Small"
+    assert data["complete"] is True
+    assert [layer["path"] for layer in data["layers"]] == ["conv1", "relu1", "maxpool1", "flatten1", "fc"]
+    conv = data["layers"][0]
+    assert conv["output_shape"] == [8, 30, 30]
+    assert (conv["params"], conv["macs"], conv["activations"]) == (224, 194400, 7200)
+    assert conv["receptive_field"] == {"size": 3, "jump": 1}
+    assert data["totals"]["params"] == 18234
+    assert data["totals"]["macs"] == 212400
+    assert data["totals"]["activations"] == 18010
+    assert data["totals"]["activation_bytes"] == 72040
+
+
+def test_summary_csv_and_markdown(tmp_path, spec):
+    res = run("summary", spec(SMALL), "--format", "csv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert table[0] == {"path": "conv1", "layer": "conv", "output_shape": "[8, 30, 30]", "params": "224",
+                        "macs": "194400", "activations": "7200", "receptive_field": "3/1"}
+    assert table[-1]["params"] == "18234"
+    res = run("summary", spec(SMALL), "--format", "markdown", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "| path | layer | output shape | params | MACs | activations | receptive field |" in res.stdout
+    assert "| `conv1` | conv | [8, 30, 30] | 224 | 194,400 | 7,200 | 3/1 |" in res.stdout
+
+
+def test_summary_output_is_stable(tmp_path, spec):
+    name = spec(TWO_OUTPUTS)
+    first = run("summary", name, cwd=tmp_path)
+    second = run("summary", name, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+
+
+# Shape errors ---------------------------------------------------------------------------------
+
+def test_check_shape_error_is_located(tmp_path, spec):
+    res = run("check", spec(SHAPE_ERROR, "broken.arch"), cwd=tmp_path)
+    assert_clean_failure(res)
+    err = res.stderr
+    assert f"broken.arch:{SHAPE_ERROR_LINE}:" in err
+    first = err.splitlines()[0]
+    assert first.startswith(f"broken.arch:{SHAPE_ERROR_LINE}:") and ": error: " in first
+    column = int(first.split(":")[2])
+    source = SHAPE_ERROR.splitlines()[SHAPE_ERROR_LINE - 1]
+    assert f"| {source}" in err  # the source line
+    caret = next(line for line in err.splitlines() if line.rstrip().endswith(("^", "~")) and "^" in line)
+    gutter = caret.index("|") + 2
+    assert caret.index("^") - gutter == column - 1  # the caret sits under the column named
+    assert res.stdout == ""
+
+
+def test_summary_shape_error_shows_rows_before_it(tmp_path, spec):
+    res = run("summary", spec(SHAPE_ERROR, "broken.arch"), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert "first " in res.stdout and "relu1 " in res.stdout  # the layers checked before the error
+    assert "194,400" in res.stdout
+    assert "second" not in res.stdout and "third" not in res.stdout
+    assert f"broken.arch:{SHAPE_ERROR_LINE}:" in res.stderr
+    assert "^" in res.stderr
+
+
+def test_summary_shape_error_json_is_partial(tmp_path, spec):
+    res = run("summary", spec(SHAPE_ERROR, "broken.arch"), "--format", "json", cwd=tmp_path)
+    assert_clean_failure(res)
+    data = json.loads(res.stdout)
+    assert data["complete"] is False
+    assert [layer["path"] for layer in data["layers"]] == ["first", "relu1"]
+
+
+def test_residual_error_names_block_instance(tmp_path, spec):
+    res = run("check", spec(RESIDUAL_ERROR, "res.arch"), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert "res.arch:2:" in res.stderr
+    assert "Down" in res.stderr
+    assert "[8, 8, 8]" in res.stderr and "[8, 16, 16]" in res.stderr
+
+
+def test_syntax_error_is_located(tmp_path, spec):
+    res = run("check", spec(SYNTAX_ERROR, "syntax.arch"), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stderr.startswith("syntax.arch:")
+    assert "^" in res.stderr
+
+
+# Bad usage ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["frobnicate"],
+    ["check"],
+    ["check", "{spec}", "--bogus"],
+    ["summary", "{spec}", "--format", "xml"],
+    ["summary", "{spec}", "--dtype", "float64"],
+    ["check", "{spec}", "--set", "classes"],
+    ["check", "{spec}", "--set", "classes=ten"],
+    ["check", "{spec}", "--set"],
+    ["check", "{spec}", "--set", "nosuch=1"],
+    ["check", "missing.arch"],
+    ["summary", "missing.arch"],
+    ["compile", "missing.arch", "--target", "torch"],
+    ["compile", "{spec}"],
+    ["compile", "{spec}", "--target", "jax"],
+    ["compile", "{spec}", "--target"],
+], ids=lambda a: " ".join(a) or "no-args")
+def test_bad_usage_exits_1_without_traceback(tmp_path, spec, args):
+    name = spec(SMALL)
+    res = run(*(a.replace("{spec}", name) for a in args), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stdout == ""
+
+
+def test_messages_name_the_problem(tmp_path, spec):
+    name = spec(SMALL)
+    assert "nosuch" in run("check", name, "--set", "nosuch=1", cwd=tmp_path).stderr
+    assert "missing.arch" in run("check", "missing.arch", cwd=tmp_path).stderr
+    assert "jax" in run("compile", name, "--target", "jax", cwd=tmp_path).stderr
+    bogus = run("check", name, "--bogus", cwd=tmp_path).stderr
+    assert "--bogus" in bogus and "usage: archdsl check" in bogus
+
+
+# compile -o -------------------------------------------------------------------------------------
+
+def test_output_into_missing_directory_leaves_nothing(tmp_path, spec):
+    name = spec(SMALL)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = run("compile", name, "--target", "torch", "-o", "nowhere/net.py", cwd=tmp_path)
+    assert_clean_failure(res)
+    assert "nowhere" in res.stderr
+    assert not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_output_onto_a_directory_fails(tmp_path, spec):
+    name = spec(SMALL)
+    (tmp_path / "out").mkdir()
+    res = run("compile", name, "--target", "torch", "-o", "out", cwd=tmp_path)
+    assert_clean_failure(res)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["torch", "keras"])
+def test_failed_compile_keeps_the_old_file(tmp_path, spec, target):
+    name = spec(SHAPE_ERROR, "broken.arch")
+    old = tmp_path / "model.py"
+    old.write_text("# the previous model\n", encoding="utf-8")
+    res = run("compile", name, "--target", target, "-o", "model.py", cwd=tmp_path)
+    assert_clean_failure(res)
+    assert f"broken.arch:{SHAPE_ERROR_LINE}:" in res.stderr
+    assert old.read_text(encoding="utf-8") == "# the previous model\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.arch", "model.py"]
+
+
+def test_failed_compile_bad_set_keeps_the_old_file(tmp_path, spec):
+    name = spec(SMALL)
+    old = tmp_path / "model.py"
+    old.write_text("# the previous model\n", encoding="utf-8")
+    res = run("compile", name, "--target", "torch", "--set", "nosuch=3", "-o", "model.py", cwd=tmp_path)
+    assert_clean_failure(res)
+    assert old.read_text(encoding="utf-8") == "# the previous model\n"
+
+
+# compile (needs the backends) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, marker", [("torch", "nn.Module"), ("keras", "keras")])
+def test_compile_to_stdout(tmp_path, spec, target, marker):
+    res = run("compile", spec(SMALL), "--target", target, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert marker in res.stdout
+    assert "Small" in res.stdout
+    assert res.stdout.endswith("\n")
+    compile(res.stdout, f"<generated {target}>", "exec")  # valid Python
+    again = run("compile", spec(SMALL), "--target", target, cwd=tmp_path)
+    assert again.stdout == res.stdout  # byte-identical on every run
+
+
+@pytest.mark.parametrize("target", ["torch", "keras"])
+def test_compile_to_file(tmp_path, spec, target):
+    name = spec(SMALL)
+    out = tmp_path / "model.py"
+    out.write_text("# the previous model\n", encoding="utf-8")
+    res = run("compile", name, "--target", target, "-o", "model.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    stdout = run("compile", name, "--target", target, cwd=tmp_path).stdout
+    assert out.read_text(encoding="utf-8") == stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py", "net.arch"]  # no temporary left
+
+
+def test_compile_with_set(tmp_path, spec):
+    name = spec(SMALL)
+    res = run("compile", name, "--target", "torch", "--set", "classes=7", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "7" in res.stdout
+    assert res.stdout != run("compile", name, "--target", "torch", cwd=tmp_path).stdout
+
+
+def test_compile_does_not_import_frameworks(tmp_path, spec):
+    name = spec(SMALL)
+    code = (
+        "import sys\n"
+        "from archdsl.cli import main\n"
+        f"for target in ('torch', 'keras'):\n"
+        f"    assert main(['compile', {name!r}, '--target', target, '-o', 'out_' + target + '.py']) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras'))\n"
+        "assert not loaded, loaded\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+# Signals and pipes --------------------------------------------------------------------------------
+
+def test_closed_stdout_is_quiet(tmp_path, spec):
+    name = spec(SMALL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "archdsl", "summary", name], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the first line is written
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+
+
+def test_keyboard_interrupt_exits_130_quietly(tmp_path, spec):
+    name = spec(SMALL)
+    code = (
+        "import archdsl.cli as cli\n"
+        "def interrupted(args, session):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.COMMANDS['check'] = interrupted\n"
+        "import sys\n"
+        f"sys.argv = ['archdsl', 'check', {name!r}]\n"
+        "cli.run()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=300)
+    assert res.returncode == 130
+    assert res.stderr == "" and res.stdout == ""

@@ -1,0 +1,250 @@
+"""Every class of bad input gives a located error: the message, file:line:column, the source line
+and a caret under the offending place."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from archdsl.compiler import load, parse_sets
+from archdsl.errors import ArchError
+
+
+def check_error(tmp_path, source: str, message: str, line: int, column: int, sets=None) -> ArchError:
+    spec = tmp_path / "bad.arch"
+    spec.write_text(textwrap.dedent(source).lstrip("\n"))
+    with pytest.raises(ArchError) as info:
+        load(str(spec), parse_sets(sets))
+    err = info.value
+    assert message in err.message, err.format()
+    assert err.span is not None, err.format()
+    assert (err.span.line, err.span.column) == (line, column), err.format()
+    text = err.format()
+    lines = text.splitlines()
+    assert lines[0].startswith(f"{spec}:{line}:{column}: error: ")
+    src_line = spec.read_text().splitlines()[line - 1]
+    gutter = [i for i, ln in enumerate(lines) if ln.endswith(src_line.expandtabs(4)) and "|" in ln]
+    assert gutter, text
+    caret_line = lines[gutter[0] + 1]
+    bar = caret_line.index("|")
+    assert caret_line[bar + 2 + column - 1] == "^", text
+    return err
+
+
+NET = """
+network N(classes = 10) {{
+    input [3, 32, 32]
+{body}
+}}
+"""
+
+
+def net(body: str) -> str:
+    return NET.format(body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    "))
+
+
+def test_residual_of_unequal_shapes_names_block_instance(tmp_path):
+    src = """
+    block Res(c) {
+        residual {
+            conv(c, 3, pad = 1)
+        }
+    }
+    network N {
+        input [3, 32, 32]
+        conv(8, 3, pad = 1)
+        stage1: Res(16)
+    }
+    """
+    err = check_error(tmp_path, src, "residual add of unequal shapes: the body gives [16, 32, 32], "
+                                     "the identity shortcut gives [8, 32, 32]", 2, 5)
+    assert "stage1 (Res)" in err.format()
+
+
+def test_residual_with_false_shortcut_condition(tmp_path):
+    src = """
+    network N {
+        input [3, 32, 32]
+        residual { conv(8, 3, stride = 2, pad = 1) } shortcut if false { conv(8, 1, stride = 2) }
+    }
+    """
+    err = check_error(tmp_path, src, "residual add of unequal shapes", 3, 5)
+    assert "condition is false" in err.format()
+
+
+def test_concat_of_unequal_spatial_sizes(tmp_path):
+    src = net("""
+        concat {
+            branch { conv(8, 3, pad = 1) }
+            branch { conv(8, 3, stride = 2, pad = 1) }
+        }
+    """)
+    check_error(tmp_path, src, "concat of unequal spatial sizes: branch 1 gives [8, 32, 32], "
+                               "branch 2 gives [8, 16, 16]", 3, 5)
+
+
+def test_dense_on_unflattened_map(tmp_path):
+    src = net("""
+        conv(8, 3)
+        dense(classes)
+    """)
+    err = check_error(tmp_path, src, "dense needs a flat input [features], got the feature map [8, 30, 30]", 4, 5)
+    assert "flatten" in err.message
+
+
+def test_spatial_size_below_one(tmp_path):
+    src = net("""
+        conv(8, 7, stride = 2)
+        conv(8, 7, stride = 2)
+        conv(8, 7, stride = 2)
+    """)
+    err = check_error(tmp_path, src, "the output would be -1 pixels high: window 7 over an input of 4", 5, 5)
+    assert "conv3" in err.message
+
+
+def test_wrong_argument_type(tmp_path):
+    src = net("""
+        conv(8, 3, stride = 1.5)
+    """)
+    check_error(tmp_path, src, "conv: 'stride' expects an integer or a pair [height, width], got 1.5", 3, 25)
+
+
+def test_bool_where_a_number_is_expected(tmp_path):
+    check_error(tmp_path, net("conv(true, 3)"), "'filters' expects an integer, got true", 3, 10)
+
+
+def test_too_many_arguments(tmp_path):
+    check_error(tmp_path, net("relu(2)"), "relu takes 0 arguments (no arguments), got 1", 3, 10)
+
+
+def test_missing_argument(tmp_path):
+    check_error(tmp_path, net("conv(8)"), "conv needs its argument 'kernel'", 3, 5)
+
+
+def test_argument_given_twice(tmp_path):
+    check_error(tmp_path, net("conv(8, 3, filters = 4)"), "argument 'filters' of conv is given twice", 3, 16)
+
+
+def test_unknown_layer_suggests(tmp_path):
+    err = check_error(tmp_path, net("conv(8, 3) rellu"), "unknown layer or block 'rellu'", 3, 16)
+    assert "did you mean 'relu'" in err.message
+
+
+def test_unknown_block(tmp_path):
+    check_error(tmp_path, net("Bottleneck(64)"), "unknown layer or block 'Bottleneck'", 3, 5)
+
+
+def test_unknown_keyword(tmp_path):
+    err = check_error(tmp_path, net("conv(8, 3, strides = 2)"), "conv has no argument 'strides'", 3, 16)
+    assert "did you mean 'stride'" in err.message
+
+
+def test_unknown_keyword_of_block(tmp_path):
+    src = """
+    block B(width) { conv(width, 3) }
+    network N {
+        input [3, 32, 32]
+        B(width = 8, depth = 2)
+    }
+    """
+    check_error(tmp_path, src, "block B has no argument 'depth'", 4, 18)
+
+
+def test_unknown_parameter_name(tmp_path):
+    src = """
+    block B(width) { conv(widht, 3) }
+    network N {
+        input [3, 32, 32]
+        B(8)
+    }
+    """
+    err = check_error(tmp_path, src, "unknown name 'widht' in block B", 1, 23)
+    assert "did you mean 'width'" in err.message
+
+
+def test_unknown_network_parameter_from_command_line(tmp_path):
+    spec = tmp_path / "n.arch"
+    spec.write_text(net("conv(8, 3)"))
+    with pytest.raises(ArchError, match="network N has no parameter 'depth'"):
+        load(str(spec), parse_sets(["depth=3"]))
+
+
+@pytest.mark.parametrize("body, message, line, column", [
+    ("conv(8, 3", "syntax error: unexpected '}'; expected ')', ','; is a ')' missing?", 4, 1),
+    ("conv(8, 3))", "syntax error: unexpected ')'", 3, 15),
+    ("let = 3", "syntax error: unexpected '='", 3, 9),
+    ("conv(8, 3) $", "syntax error: unexpected character '$'", 3, 16),
+])
+def test_syntax_errors(tmp_path, body, message, line, column):
+    check_error(tmp_path, net(body), message, line, column)
+
+
+def test_syntax_error_at_end_of_file(tmp_path):
+    spec = tmp_path / "eof.arch"
+    spec.write_text("network N {\n    input [3, 8, 8]\n    conv(4, 3)\n")
+    with pytest.raises(ArchError, match="syntax error: unexpected end of file") as info:
+        load(str(spec))
+    assert info.value.span.line == 3
+
+
+def test_error_in_imported_file_points_there(tmp_path):
+    (tmp_path / "lib.arch").write_text("block B(c) {\n    conv(c, 3, pad = same, strid = 1)\n}\n")
+    spec = tmp_path / "main.arch"
+    spec.write_text('import "lib.arch"\nnetwork N {\n    input [3, 8, 8]\n    B(4)\n}\n')
+    with pytest.raises(ArchError) as info:
+        load(str(spec))
+    assert info.value.span.file.endswith("lib.arch")
+    assert (info.value.span.line, info.value.span.column) == (2, 28)
+
+
+def test_recursive_block(tmp_path):
+    src = """
+    block A(c) { B(c) }
+    block B(c) { A(c) }
+    network N {
+        input [3, 8, 8]
+        A(4)
+    }
+    """
+    check_error(tmp_path, src, "blocks cannot be recursive", 2, 14)
+
+
+def test_layers_after_last_output(tmp_path):
+    src = net("""
+        conv(8, 3)
+        output features
+        relu
+    """)
+    check_error(tmp_path, src, "comes after the last output", 5, 5)
+
+
+def test_scale_body_must_broadcast(tmp_path):
+    src = net("""
+        conv(8, 3)
+        scale { avgpool(global) conv(4, 1) sigmoid }
+    """)
+    check_error(tmp_path, src, "scale multiplies its input [8, 30, 30]", 4, 5)
+
+
+def test_groups_must_divide_channels(tmp_path):
+    check_error(tmp_path, net("conv(8, 3, groups = 2)"), "groups=2 must divide both the input channels (3)", 3, 25)
+
+
+def test_open_size_needs_known_size_for_flatten(tmp_path):
+    spec = tmp_path / "open.arch"
+    spec.write_text("network N {\n    input [3, ?, ?]\n    conv(8, 3) flatten dense(10)\n}\n")
+    with pytest.raises(ArchError, match="flatten of \\[8, \\?, \\?\\] needs every size known"):
+        load(str(spec))
+
+
+def test_open_size_checks_what_it_can(tmp_path):
+    spec = tmp_path / "open.arch"
+    spec.write_text("network N {\n    input [3, ?, ?]\n    conv(8, 3) avgpool(global) flatten dense(10)\n}\n")
+    elab = load(str(spec))
+    assert str(elab.root.out_shape) == "[10]"
+    assert elab.root.total_params() == 8 * 27 + 8 + 8 * 10 + 10
+
+
+def test_duplicate_label(tmp_path):
+    check_error(tmp_path, net("a: conv(8, 3)\na: relu"), "the name 'a' is used twice", 4, 5)
