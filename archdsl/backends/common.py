@@ -184,8 +184,11 @@ def templates() -> Environment:
 
 
 def header_source(path: str) -> str:
-    """The spec path as it may appear in a generated comment: printable ASCII only, one line."""
-    return "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in path)
+    """The spec path as it may appear in a generated comment or docstring: any character that could
+    end or escape them (quotes, backslashes, newlines, non-ASCII) is percent-encoded."""
+    from urllib.parse import quote as percent
+
+    return percent(path, safe="/._-+:@,=~ ()[]")
 
 
 # Facts that depend on the concrete input ------------------------------------------------------------
@@ -258,13 +261,13 @@ def value_type(values: list) -> str:
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
-def block_params(block: G.BlockDef, printer) -> tuple[list[str], list[str]]:
+def block_params(block: G.BlockDef, printer, local=py_name) -> tuple[list[str], list[str]]:
     """Typed Python parameters of a block, and the lines that fill in defaults computed from
     other parameters (Python defaults cannot refer to them)."""
     params, fixups = [], []
     for p in block.params:
         ann = value_type([i.args[p.name] for i in block.instances if p.name in i.args])
-        name = py_name(p.name)
+        name = local(p.name)
         if p.default is None:
             params.append(f"{name}: {ann}")
         elif refers_to_params(p.default):
@@ -299,7 +302,7 @@ def substitute(code: str, values: dict[str, str], strict: bool = True) -> str | 
     missing = False
 
     class _Sub(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name):  # noqa: N802 - ast's naming
+        def visit_Name(self, node: ast.Name):
             nonlocal missing
             if node.id in values:
                 return ast.parse(values[node.id], mode="eval").body

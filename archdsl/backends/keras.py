@@ -42,6 +42,13 @@ class _Module:
             taken.add(name)
             self.functions[block.name] = name
 
+    def local(self, name: str) -> str:
+        """A parameter, let or output as a Python local: it must not shadow a function of the module."""
+        out = py_name(name)
+        while out in self.functions.values() or out == "build_model":
+            out += "_"
+        return out
+
     def render(self) -> str:
         program = self.elab.program
         functions = [_Function(self, b).render().rstrip() for b in program.blocks.values() if b.instances]
@@ -97,7 +104,7 @@ class _Function:
         self.lines: list[str] = []
         self.counters: dict[str, int] = {}
         self.outputs: list[str] = []
-        self.printer = ExprPrinter(lambda e: py_name(e.name), self._in_shape,
+        self.printer = ExprPrinter(lambda e: self.m.local(e.name), self._in_shape,
                                    {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
 
     def _in_shape(self, e: G.InShape) -> str:
@@ -131,7 +138,7 @@ class _Function:
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
             values = self.m.elab.args
-            params = [f"{py_name(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+            params = [f"{self.m.local(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
                       for p in net.params]
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
@@ -146,7 +153,7 @@ class _Function:
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            typed, fixups = block_params(block, self.expr)
+            typed, fixups = block_params(block, self.expr, self.m.local)
             head: list[str] = []
             if "channels" in block.uses_in:
                 head.append("    in_channels = x.shape[-1]")
@@ -168,7 +175,7 @@ class _Function:
         var = src
         for item in seq.items:
             if isinstance(item, G.Let):
-                self.lines.extend(lay(self.expr(item.value), indent, f"{py_name(item.name)} = "))
+                self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                 continue
             var = self.node(item, var, dst, path, indent)
         return var
@@ -187,7 +194,7 @@ class _Function:
                     positional = False
                     continue
                 value = self.expr(node.args[p.name])
-                args.append(value if positional else f"{py_name(p.name)}={value}")
+                args.append(value if positional else f"{self.m.local(p.name)}={value}")
             args.append(f"name={here.code()}")
             self.lines.extend(lay(Br(self.m.functions[block.name], args), indent, f"{dst} = "))
             return dst
@@ -258,7 +265,7 @@ class _Function:
                 self.lines.append(f"{pad}    pass")
             return dst
         if isinstance(node, G.Output):
-            var = py_name(node.name)
+            var = self.m.local(node.name)
             self.outputs.append(var)
             if node.body is None:
                 self.lines.append(f"{pad}{var} = {src}")

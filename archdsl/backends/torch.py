@@ -12,7 +12,22 @@ from __future__ import annotations
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID
-from .common import Br, ExprPrinter, agreed, block_params, names_in, refers_to_params, substitute, header_source, lay, literal, paren, py_name, quote, templates
+from .common import (
+    Br,
+    ExprPrinter,
+    agreed,
+    block_params,
+    header_source,
+    lay,
+    literal,
+    names_in,
+    paren,
+    py_name,
+    quote,
+    refers_to_params,
+    substitute,
+    templates,
+)
 
 _ACT_FUNCTIONAL = {
     "relu": "F.relu({x})", "relu6": "F.relu6({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})",
@@ -42,6 +57,14 @@ class _Module:
         self.uses_math = False
         self.uses_ordered = False
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
+        self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
+
+    def local(self, name: str) -> str:
+        """A parameter, let or output as a Python local: it must not shadow a class of the module."""
+        out = py_name(name)
+        while out in self.classes:
+            out += "_"
+        return out
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
@@ -62,6 +85,7 @@ class _Module:
         return templates().get_template("torch.py.j2").render(
             source=header_source(program.spec),
             network=net_def.name,
+            network_class=py_name(net_def.name),
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=self.uses_math or "make_divisible" in self.prelude,
             uses_ordered=self.uses_ordered,
@@ -92,7 +116,7 @@ class _Class:
     # names and expressions
 
     def _ref(self, e: G.Ref) -> str:
-        return py_name(e.name)
+        return self.m.local(e.name)
 
     def _in_shape(self, e: G.InShape) -> str:
         if e.attr == "channels":
@@ -128,19 +152,19 @@ class _Class:
             self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
             cin = self.input_channels
             values = self.m.elab.args
-            params = [f"{py_name(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+            params = [f"{self.m.local(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
                       for p in net.params]
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
             cin = "in_channels"
-            typed, fixups = block_params(block, self.expr)
+            typed, fixups = block_params(block, self.expr, self.m.local)
             params = ["in_channels: int", *typed]
             self.init.extend(f"        {line}" for line in fixups)
         cout = self.top(owner.body, cin, 8)
         if not self.is_network:
             self.init.extend(lay(cout, 8, "self.out_channels = "))
             formula = substitute(cout, self.lets, strict=False)
-            if formula is not None and names_in(formula) <= {"in_channels", *(py_name(p.name) for p in owner.params)}:
+            if formula is not None and names_in(formula) <= {"in_channels", *(self.m.local(p.name) for p in owner.params)}:
                 self.m.out_formulas[owner.name] = formula
         doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
@@ -165,8 +189,8 @@ class _Class:
         for item in seq.items:
             if isinstance(item, G.Let):
                 value = self.expr(item.value)
-                self.init.extend(lay(value, 8, f"{py_name(item.name)} = "))
-                self.lets[py_name(item.name)] = substitute(value, self.lets, strict=False) or value
+                self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
+                self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
             cin = self.top_node(item, cin)
         return cin
@@ -225,7 +249,7 @@ class _Class:
             self.fwd.append(f"        x = x * {battr}(x)")
             return cin
         if isinstance(node, G.Output):
-            var = py_name(node.name)
+            var = self.m.local(node.name)
             if node.body is None:
                 self.fwd.append(f"        {var} = x")
             else:
@@ -270,7 +294,7 @@ class _Class:
             parts: list[tuple[str | None, Br | str]] = []
             for item in node.items:
                 if isinstance(item, G.Let):
-                    setup.extend(lay(self.expr(item.value), indent, f"{py_name(item.name)} = "))
+                    setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
                 s, code, cin = self.build(item, cin, None, indent)
                 setup.extend(s)
@@ -356,9 +380,9 @@ class _Class:
         values = {"in_channels": cin}
         for p in block.params:
             if p.name in node.args:
-                values[py_name(p.name)] = self.expr(node.args[p.name])
+                values[self.m.local(p.name)] = self.expr(node.args[p.name])
             elif p.default is not None and not refers_to_params(p.default):
-                values[py_name(p.name)] = self.expr(p.default)
+                values[self.m.local(p.name)] = self.expr(p.default)
             else:
                 return None
         return substitute(formula, values)
@@ -372,7 +396,7 @@ class _Class:
                 positional = False
                 continue
             value = self.expr(node.args[p.name])
-            args.append(value if positional else f"{py_name(p.name)}={value}")
+            args.append(value if positional else f"{self.m.local(p.name)}={value}")
         return Br(py_name(block.name), args)
 
     # layers

@@ -48,3 +48,8 @@ class AlexNet(nn.Module):
         x = self.classifier(x)
         logits = x
         return logits
+
+
+def build_model(**params) -> AlexNet:
+    """AlexNet with the spec's parameters; pass any of them by keyword to override it."""
+    return AlexNet(**params)

@@ -165,3 +165,8 @@ class GoogLeNet(nn.Module):
         x = self.fc(x)
         logits = x
         return aux1, aux2, logits
+
+
+def build_model(**params) -> GoogLeNet:
+    """GoogLeNet with the spec's parameters; pass any of them by keyword to override it."""
+    return GoogLeNet(**params)

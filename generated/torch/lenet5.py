@@ -37,3 +37,8 @@ class LeNet5(nn.Module):
         x = torch.tanh(x)
         logits = self.logits(x)
         return logits
+
+
+def build_model(**params) -> LeNet5:
+    """LeNet5 with the spec's parameters; pass any of them by keyword to override it."""
+    return LeNet5(**params)

@@ -116,3 +116,8 @@ class ResNet50(nn.Module):
         x = self.fc(x)
         logits = x
         return logits
+
+
+def build_model(**params) -> ResNet50:
+    """ResNet50 with the spec's parameters; pass any of them by keyword to override it."""
+    return ResNet50(**params)

@@ -63,3 +63,8 @@ class VGG16(nn.Module):
         x = self.classifier(x)
         logits = x
         return logits
+
+
+def build_model(**params) -> VGG16:
+    """VGG16 with the spec's parameters; pass any of them by keyword to override it."""
+    return VGG16(**params)

@@ -1,0 +1,75 @@
+"""Shared by the tests that run generated code: import a generated module, make inputs, run both
+frameworks and compare. Only tests import torch and keras; the compiler never does."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_path(path: Path | str, name: str | None = None):
+    """Import a Python file as a module (generated code is not a package)."""
+    path = Path(path)
+    name = name or f"_archdsl_generated_{path.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Give batch norm layers non-trivial statistics so eval-mode parity tests them."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def sample_input(shape: tuple, batch: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+
+
+def torch_outputs(model, x: np.ndarray) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    out = out if isinstance(out, tuple) else (out,)
+    return [o.numpy() for o in out]
+
+
+def keras_outputs(model, x: np.ndarray) -> list[np.ndarray]:
+    """Outputs of a Keras model in PyTorch's layout (channels first) for comparison."""
+    inp = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+    out = model(inp, training=False)
+    out = out if isinstance(out, (list, tuple)) else [out]
+    result = []
+    for o in out:
+        o = np.asarray(o)
+        result.append(o.transpose(0, 3, 1, 2) if o.ndim == 4 else o)
+    return result
+
+
+def count_torch(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_keras(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

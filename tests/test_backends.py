@@ -1,0 +1,189 @@
+"""The backends on every construct of the language: a spec that uses them all gives the same
+outputs in PyTorch and Keras; names from a spec cannot break or inject into generated code."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from archdsl.compiler import generate, load
+from archdsl.interop import torch_to_keras
+
+from .frameworks import (
+    ROOT,
+    count_keras,
+    count_torch,
+    import_path,
+    keras_outputs,
+    randomize_batchnorm,
+    sample_input,
+    torch_outputs,
+)
+
+
+def build(tmp_path, source: str, sets: dict | None = None, name: str = "spec"):
+    spec = tmp_path / f"{name}.arch"
+    spec.write_text(textwrap.dedent(source))
+    elab = load(str(spec), sets)
+    paths = {}
+    for target in ("torch", "keras"):
+        path = tmp_path / f"{name}_{target}.py"
+        path.write_text(generate(elab, target))
+        paths[target] = path
+    tm = import_path(paths["torch"], f"{tmp_path.name}_{name}_torch")
+    km = import_path(paths["keras"], f"{tmp_path.name}_{name}_keras")
+    return elab, tm, km, paths
+
+
+def assert_parity(elab, tm, km, input_shape=None, tol=1e-4):
+    torch_model = tm.build_model().eval()
+    keras_model = km.build_model()
+    total = elab.root.total_params()
+    assert count_torch(torch_model) == total == count_keras(keras_model)
+    randomize_batchnorm(torch_model)
+    torch_to_keras(torch_model, keras_model)
+    x = sample_input(input_shape or tm.INPUT_SHAPE)
+    expected, got = torch_outputs(torch_model, x), keras_outputs(keras_model, x)
+    assert len(expected) == len(got) == len(elab.outputs)
+    for (name, inst), a, b in zip(elab.outputs, expected, got):
+        assert a.shape[1:] == tuple(inst.out_shape.dims), name
+        assert float(np.abs(a - b).max()) <= tol, name
+
+
+def test_kitchen_sink_parity(tmp_path):
+    source = (ROOT / "tests" / "data" / "kitchen_sink.arch").read_text()
+    elab, tm, km, paths = build(tmp_path, source)
+    assert_parity(elab, tm, km)
+    text = paths["torch"].read_text()
+    for helper in ("class Concat", "class Residual", "class Scale", "class SeparableConv2d", "class Conv2dSame"):
+        assert helper in text  # nested composites and `same` with stride 2 use the small helper modules
+
+
+@pytest.mark.parametrize("sets", [{"width": 8, "classes": 3}, {"width": 24}])
+def test_network_parameters_change_the_model(tmp_path, sets):
+    source = (ROOT / "tests" / "data" / "kitchen_sink.arch").read_text()
+    elab, tm, km, _ = build(tmp_path, source, sets)
+    assert elab.args["width"] == sets["width"]
+    assert_parity(elab, tm, km)
+
+
+POOLS = """
+network Pools {
+    input [3, 24, 24]
+    concat {
+        branch { maxpool(3, stride = 2, pad = 1) }
+        branch { maxpool(3, stride = 2, ceil = true) }
+        branch { avgpool(3, stride = 2, pad = 1) }
+        branch { avgpool(3, stride = 2, ceil = true) }
+        branch { avgpool(3, stride = 2, pad = same) }
+        branch { maxpool(2, stride = 2, pad = same) }
+        branch { conv(4, 4, stride = 2, pad = same) }
+        branch { conv(4, 3, stride = 2, pad = 1) }
+        branch { dwconv(5, stride = 2, pad = 2, multiplier = 3, bias = false) }
+        branch { sepconv(6, 3, stride = 2, pad = same, bias = false) }
+        branch { zeropad([1, 0, 1, 0]) conv(4, 3, stride = 2, dilation = 1) }
+        branch { adaptive_avgpool(12) }
+    }
+    lrn(3, alpha = 0.001, beta = 0.5, k = 2)
+    output pooled = adaptive_avgpool(5)
+    residual(drop_path = 0.2) { conv(48, 3, pad = 1, groups = 16) bn(eps = 0.001) gelu }
+    output maps
+}
+"""
+
+
+def test_padding_and_pooling_semantics_agree(tmp_path):
+    elab, tm, km, _ = build(tmp_path, POOLS)
+    assert [str(inst.out_shape) for _, inst in elab.outputs] == ["[48, 5, 5]", "[48, 12, 12]"]
+    assert_parity(elab, tm, km)
+
+
+def test_flatten_then_dense_and_bn_on_features(tmp_path):
+    source = """
+    network Head {
+        input [6, 5, 7]
+        flatten bn dense(9) silu dropout(0.1) dense(4, bias = false) softmax
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert_parity(elab, tm, km)
+
+
+def test_open_input_size(tmp_path):
+    source = """
+    network Open(classes = 5) {
+        input [3, ?, ?]
+        conv(8, 3, stride = 2, pad = 1) relu6 avgpool(global) flatten dense(classes)
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert tm.INPUT_SHAPE == (3, None, None)
+    assert_parity(elab, tm, km, input_shape=(3, 20, 28))
+
+
+def test_choice_and_lets_with_expressions(tmp_path):
+    source = """
+    block B(c, deep = false, k = c * 2) {
+        let mid = max(4, make_divisible(k * 0.75, 4))
+        if deep and mid > 4 { conv(mid, 3, pad = 1) hardswish conv(c, 1) } else { conv(c, 1) }
+        { conv(c, 1) hardsigmoid } * (2 if deep else 0)
+    }
+    network Choose(w = 1.5) {
+        input [3, 16, 16]
+        B(round(8 * w), deep = true)
+        B(4)
+        avgpool(2) flatten dense(3) tanh
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert_parity(elab, tm, km)
+
+
+HOSTILE = '''
+block nn(self, x = 1, name = 2) {
+    forward: conv(self, 3, pad = 1)
+    class: bn
+    eval: relu
+    from: { conv(self, 1) relu } * x
+}
+block F(print) {
+    nn(print, name = 3)
+}
+network torch(classes = 4, F = 8) {
+    input [3, 8, 8]
+    def: F(F)
+    lambda: avgpool(global)
+    flatten
+    return: dense(classes)
+    output yield
+}
+'''
+
+
+def test_spec_names_cannot_break_or_inject_into_generated_code(tmp_path):
+    elab, tm, km, paths = build(tmp_path, HOSTILE)
+    for path in paths.values():
+        tree = ast.parse(path.read_text())
+        strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        assert not any("import os" in s for s in strings)
+    assert_parity(elab, tm, km)
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", *map(str, paths.values())],
+                          check=False, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout
+
+
+def test_spec_path_cannot_inject_into_header(tmp_path):
+    evil = tmp_path / 'x"""\nimport os\n#.arch'
+    evil.write_text("network N {\n    input [3, 4, 4]\n    conv(2, 1)\n}\n")
+    elab = load(str(evil))
+    for target in ("torch", "keras"):
+        code = generate(elab, target)
+        tree = ast.parse(code)
+        assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) and any(a.name == "os" for a in n.names)
+                       for n in ast.walk(tree))
+        assert code.splitlines()[0].startswith("# Generated by archdsl from ")
