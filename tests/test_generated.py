@@ -26,7 +26,7 @@ def test_there_are_specs():
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
 def test_generated_is_current(spec, target):
     committed = ROOT / "generated" / target / f"{spec.stem}.py"
-    assert committed.exists(), f"{committed} is missing: compile it (see README)"
+    assert committed.exists(), f"{committed} is missing: run tools/regenerate"
     cwd = os.getcwd()
     os.chdir(ROOT)  # headers name the spec by its path from the repository root
     try:
@@ -34,7 +34,7 @@ def test_generated_is_current(spec, target):
     finally:
         os.chdir(cwd)
     assert fresh == committed.read_text(), (
-        f"{committed.relative_to(ROOT)} is stale: regenerate it with "
+        f"{committed.relative_to(ROOT)} is stale: run tools/regenerate, or "
         f"`archdsl compile specs/{spec.name} --target {target} -o generated/{target}/{spec.stem}.py`")
 
 
