@@ -314,3 +314,34 @@ def substitute(code: str, values: dict[str, str], strict: bool = True) -> str | 
     if missing:
         return None
     return ast.unparse(new).replace("'", '"')
+
+
+# Constant arguments: what both backends leave out when it is the framework's default ----------------
+
+def const(e: G.Expr):
+    """The value of a constant expression, or a marker equal to nothing."""
+    return e.value if isinstance(e, G.Const) else _NOT_CONST
+
+
+_NOT_CONST = object()
+
+
+def is_one(e: G.Expr) -> bool:
+    return const(e) in (1, (1, 1))
+
+
+def is_zero(e: G.Expr) -> bool:
+    v = const(e)
+    return not isinstance(v, bool) and v in (0, (0, 0))
+
+
+def is_true(e: G.Expr) -> bool:
+    return const(e) is True
+
+
+def is_false(e: G.Expr) -> bool:
+    return const(e) is False
+
+
+def is_none(e: G.Expr) -> bool:
+    return isinstance(e, G.Const) and e.value is None

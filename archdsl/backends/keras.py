@@ -12,7 +12,23 @@ from __future__ import annotations
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID, same_pads
-from .common import Br, ExprPrinter, agreed, block_params, header_source, lay, literal, py_name, quote, snake, templates
+from .common import (
+    Br,
+    ExprPrinter,
+    agreed,
+    block_params,
+    header_source,
+    is_one,
+    is_true,
+    is_zero,
+    lay,
+    literal,
+    py_name,
+    quote,
+    snake,
+    templates,
+    value_type,
+)
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
@@ -138,7 +154,7 @@ class _Function:
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
             values = self.m.elab.args
-            params = [f"{self.m.local(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+            params = [f"{self.m.local(p.name)}: {value_type([values[p.name]])} = {literal(values[p.name])}"
                       for p in net.params]
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
@@ -223,7 +239,7 @@ class _Function:
                         self.lines.append(f"{pad}    {identity} = {result}")
                 else:
                     other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path, indent)
-            if not _is_zero(node.drop_path):
+            if not is_zero(node.drop_path):
                 self.m.prelude.add("DropPath")
                 self.lines.extend(lay(Br("DropPath", [self.expr(node.drop_path),
                                                       f"name={here.suffix('.drop_path').code()}"]),
@@ -299,7 +315,7 @@ class _Function:
             return self.apply(Br("layers.Dropout", [e(a["rate"]), name]), src, dst, indent)
         if kind == "dense":
             args = [e(a["units"])]
-            if not _is_true(a["bias"]):
+            if not is_true(a["bias"]):
                 args.append(f"use_bias={e(a['bias'])}")
             return self.apply(Br("layers.Dense", [*args, name]), src, dst, indent)
         if kind == "bn":
@@ -341,17 +357,17 @@ class _Function:
         if kind in ("conv", "sepconv"):
             args.append(e(a["filters"]))
         args.append(e(a["kernel"]))
-        if not _is_one(a["stride"]):
+        if not is_one(a["stride"]):
             args.append(f"strides={e(a['stride'])}")
         if padding == "same":
             args.append('padding="same"')
-        if not _is_one(a["dilation"]):
+        if not is_one(a["dilation"]):
             args.append(f"dilation_rate={e(a['dilation'])}")
-        if kind == "conv" and not _is_one(a["groups"]):
+        if kind == "conv" and not is_one(a["groups"]):
             args.append(f"groups={e(a['groups'])}")
-        if kind in ("dwconv", "sepconv") and not _is_one(a["multiplier"]):
+        if kind in ("dwconv", "sepconv") and not is_one(a["multiplier"]):
             args.append(f"depth_multiplier={e(a['multiplier'])}")
-        if not _is_true(a["bias"]):
+        if not is_true(a["bias"]):
             args.append(f"use_bias={e(a['bias'])}")
         cls = {"conv": "layers.Conv2D", "dwconv": "layers.DepthwiseConv2D", "sepconv": "layers.SeparableConv2D"}[kind]
         return self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
@@ -455,32 +471,3 @@ def _adaptive_plan(inst: G.Inst):
     if x.height % oh == 0 and x.width % ow == 0:
         return (x.height // oh, x.width // ow)
     return "general"
-
-
-def _const(e: G.Expr):
-    return e.value if isinstance(e, G.Const) else object()
-
-
-def _is_one(e: G.Expr) -> bool:
-    return _const(e) in (1, (1, 1))
-
-
-def _is_zero(e: G.Expr) -> bool:
-    v = _const(e)
-    return not isinstance(v, bool) and v in (0, (0, 0))
-
-
-def _is_true(e: G.Expr) -> bool:
-    return _const(e) is True
-
-
-def _annotation(v: G.Value) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, tuple):
-        return "tuple[int, ...]"
-    return "str" if isinstance(v, G.Symbol) else "object"

@@ -17,7 +17,13 @@ from .common import (
     ExprPrinter,
     agreed,
     block_params,
+    const,
     header_source,
+    is_false,
+    is_none,
+    is_one,
+    is_true,
+    is_zero,
     lay,
     literal,
     names_in,
@@ -27,6 +33,7 @@ from .common import (
     refers_to_params,
     substitute,
     templates,
+    value_type,
 )
 
 _ACT_FUNCTIONAL = {
@@ -152,7 +159,7 @@ class _Class:
             self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
             cin = self.input_channels
             values = self.m.elab.args
-            params = [f"{self.m.local(p.name)}: {_annotation(values[p.name])} = {literal(values[p.name])}"
+            params = [f"{self.m.local(p.name)}: {value_type([values[p.name]])} = {literal(values[p.name])}"
                       for p in net.params]
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
@@ -229,7 +236,7 @@ class _Class:
                     self.init.append(f"            {sc_attr} = nn.Identity()")
                 other = f"{sc_attr}({identity})"
             body = "x"
-            if not _is_zero(node.drop_path):
+            if not is_zero(node.drop_path):
                 self.m.need("DropPath")
                 self.init.extend(lay(Br("DropPath", [self.expr(node.drop_path)]), 8, f"{attr} = "))
                 body = f"{attr}(x)"
@@ -334,7 +341,7 @@ class _Class:
                 else:
                     setup.extend(s)
                     args.append(sc)
-            if not _is_zero(node.drop_path):
+            if not is_zero(node.drop_path):
                 args.append(f"drop_path={self.expr(node.drop_path)}")
             return setup, Br("Residual", args), cout
         if isinstance(node, G.Scale):
@@ -413,7 +420,7 @@ class _Class:
         if kind in ("conv", "sepconv"):
             return self.expr(a["filters"])
         if kind == "dwconv":
-            return cin if _is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.expr(a['multiplier']))}"
+            return cin if is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.expr(a['multiplier']))}"
         if kind == "dense":
             return self.expr(a["units"])
         if kind == "flatten":
@@ -451,23 +458,23 @@ class _Class:
             else:
                 args.append(e(a["filters"]))
             args.append(e(a["kernel"]))
-            if not _is_one(a["stride"]):
+            if not is_one(a["stride"]):
                 args.append(f"stride={e(a['stride'])}")
             pad = self.conv_padding(node, dynamic)
             if pad is not None:
                 args.append(f"padding={pad}")
-            if not _is_one(a["dilation"]):
+            if not is_one(a["dilation"]):
                 args.append(f"dilation={e(a['dilation'])}")
-            if kind == "conv" and not _is_one(a["groups"]):
+            if kind == "conv" and not is_one(a["groups"]):
                 args.append(f"groups={e(a['groups'])}")
             if kind == "dwconv":
                 args.append(f"groups={cin}")
             if kind == "sepconv":
-                if not _is_one(a["multiplier"]):
+                if not is_one(a["multiplier"]):
                     args.append(f"multiplier={e(a['multiplier'])}")
                 if dynamic:
                     args.append("same=True")
-            if not _is_true(a["bias"]):
+            if not is_true(a["bias"]):
                 args.append(f"bias={e(a['bias'])}")
             if kind == "sepconv":
                 self.m.need("SeparableConv2d")
@@ -477,44 +484,44 @@ class _Class:
                 return Br("Conv2dSame", args), cout
             return Br("nn.Conv2d", args), cout
         if kind in ("maxpool", "avgpool"):
-            if _const(a["kernel"]) == GLOBAL:
+            if const(a["kernel"]) == GLOBAL:
                 return ("nn.AdaptiveMaxPool2d(1)" if kind == "maxpool" else "nn.AdaptiveAvgPool2d(1)"), cout
             same = self.pad_is(node, SAME)
             dynamic = same and self.needs_dynamic_same(node)
             cls = {"maxpool": "nn.MaxPool2d", "avgpool": "nn.AvgPool2d"}[kind]
             args = [e(a["kernel"])]
-            if not _is_none(a["stride"]):
+            if not is_none(a["stride"]):
                 args.append(f"stride={e(a['stride'])}")
             if dynamic:
                 cls = {"maxpool": "MaxPool2dSame", "avgpool": "AvgPool2dSame"}[kind]
                 self.m.need(cls)
             elif same:
                 args.append(f"padding={self.half_kernel(node)}")
-            elif not self.pad_is(node, VALID) and not _is_zero(a["pad"]):
+            elif not self.pad_is(node, VALID) and not is_zero(a["pad"]):
                 args.append(f"padding={e(a['pad'])}")
-            if not dynamic and not _is_false(a["ceil"]):
+            if not dynamic and not is_false(a["ceil"]):
                 args.append(f"ceil_mode={e(a['ceil'])}")
             if kind == "avgpool" and not dynamic:
                 if same:
                     args.append("count_include_pad=False")
-                elif not _is_true(a["count_pad"]):
+                elif not is_true(a["count_pad"]):
                     args.append(f"count_include_pad={e(a['count_pad'])}")
             return Br(cls, args), cout
         if kind == "adaptive_avgpool":
             return Br("nn.AdaptiveAvgPool2d", [e(a["size"])]), cout
         if kind == "dense":
             args = [cin, e(a["units"])]
-            if not _is_true(a["bias"]):
+            if not is_true(a["bias"]):
                 args.append(f"bias={e(a['bias'])}")
             return Br("nn.Linear", args), cout
         if kind == "dropout":
-            return Br("nn.Dropout", [] if _const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
+            return Br("nn.Dropout", [] if const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
         if kind == "bn":
             rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc())
             args = [cin]
-            if _const(a["eps"]) != 1e-5:
+            if const(a["eps"]) != 1e-5:
                 args.append(f"eps={e(a['eps'])}")
-            if _const(a["momentum"]) != 0.1:
+            if const(a["momentum"]) != 0.1:
                 args.append(f"momentum={e(a['momentum'])}")
             return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", args), cout
         if kind == "lrn":
@@ -547,47 +554,8 @@ class _Class:
 
     def conv_padding(self, node: G.Layer, dynamic: bool) -> str | None:
         pad = node.args["pad"]
-        if dynamic or self.pad_is(node, VALID) or _is_zero(pad):
+        if dynamic or self.pad_is(node, VALID) or is_zero(pad):
             return None
         if self.pad_is(node, SAME):
             return '"same"'
         return self.expr(pad)
-
-
-def _const(e: G.Expr):
-    return e.value if isinstance(e, G.Const) else object()
-
-
-def _is_one(e: G.Expr) -> bool:
-    return _const(e) in (1, (1, 1))
-
-
-def _is_zero(e: G.Expr) -> bool:
-    v = _const(e)
-    return not isinstance(v, bool) and v in (0, (0, 0))
-
-
-def _is_true(e: G.Expr) -> bool:
-    return _const(e) is True
-
-
-def _is_false(e: G.Expr) -> bool:
-    return _const(e) is False
-
-
-def _is_none(e: G.Expr) -> bool:
-    return isinstance(e, G.Const) and e.value is None
-
-
-def _annotation(v: G.Value) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, G.Symbol):
-        return "str"
-    if isinstance(v, tuple):
-        return "tuple[int, ...]"
-    return "object"
