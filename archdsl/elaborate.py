@@ -12,7 +12,6 @@ import difflib
 import keyword
 import os
 import re
-from pathlib import Path
 
 from . import graph as G
 from . import syntax as S
@@ -81,21 +80,10 @@ class Loader:
         return module
 
 
-def elaborate(spec: str, text: str | None = None) -> G.Program:
+def elaborate(spec: str) -> G.Program:
     """Load a spec (and its imports) and build its typed graph definitions."""
     loader = Loader()
-    if text is not None:
-        loader.sources[spec] = text
-        module = parse(text, spec)
-        loader.modules[os.path.normpath(os.path.abspath(spec))] = module
-        for block in module.blocks:
-            if block.name in loader.blocks:
-                raise ArchError(f"block '{block.name}' is defined twice", block.name_span)
-            loader.blocks[block.name] = block
-        for imp in module.imports:
-            loader.load(os.path.join(os.path.dirname(spec), imp.path), imp.span)
-    else:
-        module = loader.load(spec)
+    module = loader.load(spec)
     if not module.networks:
         lines = loader.sources[spec].splitlines() or [""]
         raise ArchError("the spec defines no network; a spec needs one `network Name { ... }`",
@@ -490,7 +478,3 @@ def _name_inside(node: G.Node) -> None:
     elif isinstance(node, G.Repeat):
         node.body.name = ""
         _name_inside(node.body)
-
-
-def load_text(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8")

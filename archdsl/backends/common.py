@@ -210,20 +210,6 @@ def agreed(node: G.Node, fact: Callable[[G.Inst], object], what: str, owner: str
     return values[0]
 
 
-def uncalled(node: G.Node) -> bool:
-    return not node.instances
-
-
-def group_nodes(seq: G.Seq) -> list[G.Node]:
-    return seq.nodes
-
-
-def summary_line(elab: G.Elaborated) -> str:
-    root = elab.root
-    return (f"{elab.program.network.name}: {root.total_params():,} parameters, {root.total_macs():,} MACs "
-            f"at input {root.in_shape}")
-
-
 def refers_to_params(e: G.Expr) -> bool:
     """Whether an expression reads a parameter, a let or the input shape (so it cannot be a
     Python default value)."""
