@@ -111,3 +111,26 @@ def test_converter_refuses_a_model_of_another_spec():
     other = import_path(ROOT / "generated" / "keras" / "alexnet.py").build_model()
     with pytest.raises(ValueError):
         torch_to_keras(lenet.torch_model, other)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "googlenet"])
+def test_torchvision_weights_load_by_name_and_give_torchvision_outputs(name):
+    """Where the spec labels its layers as torchvision names them, the generated model's state_dict
+    has torchvision's keys, so a torchvision checkpoint loads as it is."""
+    import torch
+
+    built = Built.get(name)
+    reference = _torchvision(name).eval()
+    randomize_batchnorm(reference)
+    missing = built.torch_model.load_state_dict(reference.state_dict(), strict=True)
+    assert not missing.missing_keys and not missing.unexpected_keys
+    x = torch.from_numpy(sample_input(built.torch_module.INPUT_SHAPE, seed=2))
+    with torch.no_grad():
+        expected = reference(x)  # in eval mode torchvision's GoogLeNet returns the logits only
+        got = built.torch_model(x)
+        got = got[-1] if isinstance(got, tuple) else got
+        assert float((expected - got).abs().max()) <= 1e-5
+        if name == "googlenet":  # the auxiliary heads tap the same places as torchvision's
+            features = reference.inception4a(reference.maxpool3(reference.inception3b(reference.inception3a(
+                reference.maxpool2(reference.conv3(reference.conv2(reference.maxpool1(reference.conv1(x)))))))))
+            assert float((reference.aux1(features) - built.torch_model(x)[0]).abs().max()) <= 1e-5
