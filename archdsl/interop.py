@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 _PASS_THROUGH = {"Dropout", "Activation", "LeakyReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
-                 "DropPath"}
+                 "DropPath", "LayerNormalization", "LayerScale", "Rescaling"}
 
 
 def _array(t) -> np.ndarray:
@@ -103,6 +103,13 @@ def torch_to_keras(torch_model, keras_model) -> None:
                        take(name, "running_var")]
             if order is not None:
                 weights = [v[order] for v in weights]
+        elif kind == "LayerNormalization":
+            order = _flatten_order(layer.input) if len(layer.input.shape) == 2 else None
+            weights = [take(name, "weight"), take(name, "bias")]
+            if order is not None:
+                weights = [v[order] for v in weights]
+        elif kind == "LayerScale":
+            weights = [take(name, "gamma")]
         else:
             raise ValueError(f"no weight mapping for Keras layer {name!r} of type {kind} "
                              f"(PyTorch module {type(module).__name__})")

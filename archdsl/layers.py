@@ -245,6 +245,35 @@ def _sepconv(a: dict, x: Shape) -> Result:
                   (dw + pw) * hw, (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
 
 
+def k_floats(v: Value) -> tuple[float, ...]:
+    """A number, or a list of numbers (one per channel)."""
+    if isinstance(v, tuple):
+        if not v:
+            raise ArgError("expects a number or a list of numbers, got []")
+        return tuple(k_float(x) for x in v)
+    return (k_float(v),)
+
+
+def _per_channel(name: str, *args: str):
+    def infer(a: dict, x: Shape) -> Result:
+        for arg in args:
+            n = len(a[arg])
+            if n not in (1, x.channels):
+                raise ArgError(f"{name}: '{arg}' has {n} values for {x.channels} channels", arg)
+        return Result(x)
+    return infer
+
+
+def _crop(a: dict, x: Shape) -> Result:
+    _need_map(x, "crop")
+    t, b, le, r = a["crop"]
+    h = None if x.height is None else x.height - t - b
+    w = None if x.width is None else x.width - le - r
+    if (h is not None and h < 1) or (w is not None and w < 1):
+        raise ArgError(f"cropping {a['crop']} leaves nothing of {x}")
+    return Result(Shape((x.channels, h, w)))
+
+
 def _pool(name: str):
     def infer(a: dict, x: Shape) -> Result:
         _need_map(x, name)
@@ -383,6 +412,20 @@ for _name, _doc in (
          *(("swish",) if _name == "silu" else ()))
 _add(LayerType("leaky_relu", (P("slope", k_float, 0.01, "slope for negative inputs"),),
                _same_shape("leaky_relu"), "activation", "max(x, 0) + slope * min(x, 0)"))
+_add(LayerType("layernorm", (P("eps", k_float, 1e-5, "added to the variance"),),
+               lambda a, x: Result(x, 2 * x.channels), "norm",
+               "layer normalization over the channels at each position (over the features of a flat input)",
+               weights=True))
+_add(LayerType("layerscale", (P("init", k_float, 1e-6, "initial value of the learned per-channel scale"),),
+               lambda a, x: Result(x, x.channels), "norm", "multiplies each channel by a learned scale (ConvNeXt)",
+               weights=True))
+_add(LayerType("rescale", (P("scale", k_float, doc="multiplier"), P("offset", k_float, 0.0, "added after")),
+               _same_shape("rescale"), "shape", "x * scale + offset, e.g. rescale(1 / 255) for 8-bit images"))
+_add(LayerType("normalize", (P("mean", k_floats, doc="a number or one per channel"),
+                             P("std", k_floats, doc="a number or one per channel")),
+               _per_channel("normalize", "mean", "std"), "shape", "(x - mean) / std per channel, constants"))
+_add(LayerType("crop", (P("crop", k_zpad, doc="c, [ch, cw], or [top, bottom, left, right]"),),
+               _crop, "shape", "removes rows and columns at the borders"))
 _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)"))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
                _zeropad, "shape", "explicit zero padding"))

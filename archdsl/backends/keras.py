@@ -34,7 +34,7 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "LayerScale", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -75,7 +75,7 @@ class _Module:
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=self.uses_math,
-            uses_ops=bool(self.prelude - {"make_divisible"}),
+            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale"}),
             prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -328,6 +328,27 @@ class _Function:
             return self.apply(Br("LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}",
                                                        f"beta={e(a['beta'])}", f"k={e(a['k'])}", name]),
                               src, dst, indent)
+        if kind == "layernorm":
+            return self.apply(Br("layers.LayerNormalization", [f"epsilon={e(a['eps'])}", name]), src, dst, indent)
+        if kind == "layerscale":
+            self.m.prelude.add("LayerScale")
+            return self.apply(Br("LayerScale", [e(a["init"]), name]), src, dst, indent)
+        if kind == "rescale":
+            args = [e(a["scale"])] + ([] if is_zero(a["offset"]) else [f"offset={e(a['offset'])}"])
+            return self.apply(Br("layers.Rescaling", [*args, name]), src, dst, indent)
+        if kind == "normalize":
+            def per_channel(inst: G.Inst, arg: str) -> tuple:
+                values = inst.args[arg]
+                return values if len(values) > 1 else values * inst.in_shape.channels
+
+            mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc())
+            std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc())
+            variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
+            return self.apply(Br("layers.Normalization", [f"mean={literal(mean)}", f"variance={literal(variance)}",
+                                                          name]), src, dst, indent)
+        if kind == "crop":
+            t, b, left, r = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())  # type: ignore[misc]
+            return self.apply(Br("layers.Cropping2D", [literal(((t, b), (left, r))), name]), src, dst, indent)
         if kind == "zeropad":
             t, b, left, r = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())  # type: ignore[misc]
             return self.apply(Br("layers.ZeroPadding2D", [literal(((t, b), (left, r))), name]), src, dst, indent)

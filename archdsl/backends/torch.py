@@ -47,7 +47,8 @@ _ACT_MODULE = {
     "identity": "nn.Identity",
 }
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame",
-                  "SeparableConv2d", "DropPath", "Concat", "Residual", "Scale")
+                  "SeparableConv2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "DropPath",
+                  "Concat", "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"},
                   "Residual": {"DropPath"}}
@@ -96,8 +97,8 @@ class _Module:
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=self.uses_math or "make_divisible" in self.prelude,
             uses_ordered=self.uses_ordered,
-            uses_functional=any("F." in c for c in classes) or bool(self.prelude & {"Conv2dSame", "MaxPool2dSame",
-                                                                                       "AvgPool2dSame"}),
+            uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
+                "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d"}),
             prelude=prelude_names,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -527,6 +528,26 @@ class _Class:
         if kind == "lrn":
             return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
                                                f"k={e(a['k'])}"]), cout
+        if kind == "layernorm":
+            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc())
+            args = [cin] if const(a["eps"]) == 1e-5 else [cin, f"eps={e(a['eps'])}"]
+            if rank == 3:
+                self.m.need("LayerNorm2d")
+                return Br("LayerNorm2d", args), cout
+            return Br("nn.LayerNorm", args), cout
+        if kind == "layerscale":
+            self.m.need("LayerScale")
+            return Br("LayerScale", [cin, e(a["init"])]), cout
+        if kind == "rescale":
+            self.m.need("Rescale")
+            return Br("Rescale", [e(a["scale"])] + ([] if is_zero(a["offset"]) else [e(a["offset"])])), cout
+        if kind == "normalize":
+            self.m.need("Normalize")
+            return Br("Normalize", [e(a["mean"]), e(a["std"])]), cout
+        if kind == "crop":
+            self.m.need("Crop2d")
+            crop = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())
+            return Br("Crop2d", [literal(crop)]), cout
         if kind == "zeropad":
             pads = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())
             t, b, left, r = pads  # type: ignore[misc]
