@@ -127,6 +127,19 @@ def build_parser() -> ArgumentParser:
                    help="table (default), json, csv or markdown")
     p.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_BYTES) + "}",
                    help="element type for the activation memory total (default float32)")
+
+    p = sub.add_parser(
+        "zoo", help="write docs/zoo.md: every network, its size, reference and what is verified",
+        formatter_class=_Formatter,
+        description=_para("Render the zoo table from the registry specs/zoo/*.toml and the specs it names "
+                          "(parameters and MACs at each spec's default input). With --check, compare with FILE "
+                          "instead and fail if it is not current."),
+        epilog="examples:\n"
+               "  archdsl zoo -o docs/zoo.md\n"
+               "  archdsl zoo --check -o docs/zoo.md\n")
+    p.add_argument("--root", default=".", metavar="DIR", help="the repository root (default: the current folder)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--check", action="store_true", help="fail (exit 1) if FILE differs from what would be written")
     return parser
 
 
@@ -224,7 +237,32 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary}
+def cmd_zoo(args: argparse.Namespace, session: _Session) -> int:
+    from pathlib import Path
+
+    from .zoo import render as render_zoo
+
+    text = render_zoo(Path(args.root))
+    if args.check:
+        if not args.output:
+            raise ArchError("--check needs -o FILE, the file to compare with")
+        try:
+            current = Path(args.output).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ArchError(f"cannot read '{args.output}': {e.strerror or e}") from None
+        if current != text:
+            raise ArchError(f"'{args.output}' is not current: run `archdsl zoo -o {args.output}`")
+        _out(f"ok: {args.output} is current")
+        return EXIT_OK
+    if args.output is None or args.output == "-":
+        _out(text)
+    else:
+        _check_writable(args.output)
+        write_atomically(args.output, text)
+    return EXIT_OK
+
+
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "zoo": cmd_zoo}
 
 
 def _error(text: str) -> None:

@@ -124,3 +124,62 @@ def torch_to_keras(torch_model, keras_model) -> None:
     if missing:
         raise ValueError(f"PyTorch weights with no Keras layer: {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}")
+
+
+# Reference implementations ---------------------------------------------------------------------
+
+def _fit(ours: tuple, value: np.ndarray, what: str) -> np.ndarray:
+    """A reference tensor in our layout: the same shape, or the same numbers with singleton axes
+    added or dropped (a Linear's (out, in) as a 1x1 convolution's (out, in, 1, 1), a (C, 1, 1)
+    scale as (C,))."""
+    if tuple(value.shape) == tuple(ours):
+        return value
+    if [d for d in value.shape if d != 1] == [d for d in ours if d != 1]:
+        return value.reshape(ours)
+    raise ValueError(f"{what}: shapes do not fit, {tuple(ours)} here, {tuple(value.shape)} in the reference")
+
+
+def load_torch_reference(model, reference) -> None:
+    """Put a reference PyTorch model's weights (torchvision, timm, a hand-written model) into the
+    generated PyTorch model of the same network, in place.
+
+    Tensors whose names agree are copied by name; the rest are paired in the order both models
+    register them (the order of the spec and of the reference's __init__), each pair checked for
+    shape. Raises ValueError, naming the first pair that does not fit, if the two differ in
+    structure. Buffers (batch-norm statistics) are copied too.
+    """
+    import torch
+
+    ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    theirs = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if len(ours) != len(theirs):
+        raise ValueError(f"the models differ in structure: {len(ours)} tensors here, {len(theirs)} in the reference")
+    pairs = {k: k for k in ours if k in theirs and tuple(ours[k].shape) == tuple(theirs[k].shape)}
+    rest_ours = [k for k in ours if k not in pairs]
+    rest_theirs = [k for k in theirs if k not in set(pairs.values())]
+    pairs.update(zip(rest_ours, rest_theirs))
+    new_state = {}
+    for k, r in pairs.items():
+        value = _fit(tuple(ours[k].shape), _array(theirs[r]), f"{k} <- {r}")
+        new_state[k] = torch.from_numpy(np.ascontiguousarray(value)).to(ours[k].dtype)
+    model.load_state_dict(new_state, strict=False)
+    missing = [k for k in ours if k not in new_state]
+    if missing:  # pragma: no cover - the counts agree, so every tensor has a pair
+        raise ValueError(f"no reference tensor for {missing[0]}")
+
+
+def load_keras_reference(model, reference) -> None:
+    """Put a reference Keras model's weights (keras.applications) into the generated Keras model of
+    the same network, in place: layers with weights are paired in the order of the two models'
+    layer lists, each pair checked for shape."""
+    ours = [layer for layer in model.layers if layer.weights]
+    theirs = [layer for layer in reference.layers if layer.weights]
+    if len(ours) != len(theirs):
+        raise ValueError(f"the models differ in structure: {len(ours)} layers with weights here, "
+                         f"{len(theirs)} in the reference")
+    for mine, ref in zip(ours, theirs):
+        values = ref.get_weights()
+        shapes = [tuple(w.shape) for w in mine.get_weights()]
+        if len(values) != len(shapes):
+            raise ValueError(f"{mine.name} <- {ref.name}: {len(shapes)} weights here, {len(values)} in the reference")
+        mine.set_weights([_fit(s, v, f"{mine.name} <- {ref.name}") for s, v in zip(shapes, values)])
