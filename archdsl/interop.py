@@ -168,18 +168,60 @@ def load_torch_reference(model, reference) -> None:
         raise ValueError(f"no reference tensor for {missing[0]}")
 
 
+def _weighted_depths(model) -> dict[int, int]:
+    """For each layer with weights (by id): the most layers with weights on a path from an input to
+    it, itself included. Layers without weights (padding, activations, merges) do not count, so
+    two models that differ only in those agree."""
+    depth: dict[int, int] = {}
+
+    def of(layer) -> int:
+        key = id(layer)
+        if key in depth:
+            return depth[key]
+        parents = []
+        for node in getattr(layer, "_inbound_nodes", []):
+            for tensor in node.input_tensors:
+                history = getattr(tensor, "_keras_history", None)
+                if history is not None:
+                    parents.append(history.operation)
+        value = max((of(p) for p in parents), default=0) + (1 if layer.weights else 0)
+        depth[key] = value
+        return value
+
+    for layer in model.layers:
+        of(layer)
+    return depth
+
+
 def load_keras_reference(model, reference) -> None:
     """Put a reference Keras model's weights (keras.applications) into the generated Keras model of
-    the same network, in place: layers with weights are paired in the order of the two models'
-    layer lists, each pair checked for shape."""
-    ours = [layer for layer in model.layers if layer.weights]
-    theirs = [layer for layer in reference.layers if layer.weights]
-    if len(ours) != len(theirs):
-        raise ValueError(f"the models differ in structure: {len(ours)} layers with weights here, "
-                         f"{len(theirs)} in the reference")
-    for mine, ref in zip(ours, theirs):
-        values = ref.get_weights()
-        shapes = [tuple(w.shape) for w in mine.get_weights()]
-        if len(values) != len(shapes):
-            raise ValueError(f"{mine.name} <- {ref.name}: {len(shapes)} weights here, {len(values)} in the reference")
-        mine.set_weights([_fit(s, v, f"{mine.name} <- {ref.name}") for s, v in zip(shapes, values)])
+    the same network, in place.
+
+    Layers with weights are paired by their place in the graph: the number of weighted layers on the
+    way from the input (so the two models may create parallel branches in different orders, as
+    keras.applications creates a shortcut before the residual body), then by the shapes of their
+    weights, then in order. Raises ValueError if the structures differ.
+    """
+    def groups(m) -> dict[int, list]:
+        depths = _weighted_depths(m)
+        out: dict[int, list] = {}
+        for layer in m.layers:
+            if layer.weights:
+                out.setdefault(depths[id(layer)], []).append(layer)
+        return out
+
+    ours, theirs = groups(model), groups(reference)
+    if sorted((d, len(v)) for d, v in ours.items()) != sorted((d, len(v)) for d, v in theirs.items()):
+        raise ValueError("the models differ in structure: their layers with weights do not line up by depth")
+    for depth, mine_list in ours.items():
+        free = list(theirs[depth])
+        for mine in mine_list:
+            shapes = [tuple(w.shape) for w in mine.get_weights()]
+            match = next((r for r in free if [tuple(w.shape) for w in r.get_weights()] == shapes), None)
+            if match is None:
+                match = next((r for r in free if len(r.get_weights()) == len(shapes)), None)
+            if match is None:
+                raise ValueError(f"{mine.name}: no layer of the reference at depth {depth} fits it")
+            free.remove(match)
+            values = match.get_weights()
+            mine.set_weights([_fit(s, v, f"{mine.name} <- {match.name}") for s, v in zip(shapes, values)])

@@ -33,16 +33,21 @@ ENTRIES = read_registry(ROOT)
 TOLERANCE = 1e-4
 
 
+def _args(args: dict) -> dict:
+    """Registry arguments; TOML has no null, so the string "None" stands for None."""
+    return {k: None if v == "None" else v for k, v in args.items()}
+
+
 def torch_reference(entry: Entry):
     lib, _, name = entry.torch_reference.partition(":")
     if lib == "torchvision":
         import torchvision
 
-        return getattr(torchvision.models, name)(weights=None, **entry.torch_reference_args).eval()
+        return getattr(torchvision.models, name)(weights=None, **_args(entry.torch_reference_args)).eval()
     if lib == "timm":
         import timm
 
-        return timm.create_model(name, pretrained=False, **entry.torch_reference_args).eval()
+        return timm.create_model(name, pretrained=False, **_args(entry.torch_reference_args)).eval()
     raise ValueError(f"unknown reference library {lib!r}")
 
 
@@ -51,7 +56,7 @@ def keras_reference(entry: Entry, input_shape: tuple):
 
     builder = getattr(keras.applications, entry.keras_reference)
     c, h, w = input_shape
-    return builder(weights=None, input_shape=(h, w, c), **entry.keras_reference_args)
+    return builder(weights=None, input_shape=(h, w, c), **_args(entry.keras_reference_args))
 
 
 class Network:
