@@ -99,8 +99,9 @@ def torch_to_keras(torch_model, keras_model) -> None:
                 weights.append(take(name, "bias"))
         elif kind == "BatchNormalization":
             order = _flatten_order(layer.input) if len(layer.input.shape) == 2 else None
-            weights = [take(name, "weight"), take(name, "bias"), take(name, "running_mean"),
-                       take(name, "running_var")]
+            weights = [take(name, "weight")] if layer.scale else []
+            weights += [take(name, "bias")] if layer.center else []
+            weights += [take(name, "running_mean"), take(name, "running_var")]
             if order is not None:
                 weights = [v[order] for v in weights]
         elif kind == "LayerNormalization":

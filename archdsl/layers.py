@@ -308,7 +308,7 @@ def _dense(a: dict, x: Shape) -> Result:
 
 
 def _bn(a: dict, x: Shape) -> Result:
-    return Result(x, 2 * x.channels)
+    return Result(x, (int(a["gamma"]) + int(a["beta"])) * x.channels)
 
 
 def _same_shape(name: str, needs_map: bool = False):
@@ -394,6 +394,8 @@ _add(LayerType("dropout", (P("rate", k_rate, 0.5, "probability of zeroing an ele
 _add(LayerType("bn", (
     P("eps", k_float, 1e-5, "added to the variance"),
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
+    P("gamma", k_bool, True, "learn a per-channel scale (Keras' scale)"),
+    P("beta", k_bool, True, "learn a per-channel shift (Keras' center)"),
 ), _bn, "norm", "batch normalization over channels", weights=True), "batchnorm")
 _add(LayerType("lrn", (
     P("size", k_int, 5, "channels in the window"),

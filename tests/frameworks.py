@@ -38,8 +38,10 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
                 n = m.num_features
                 m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
 
 
 def sample_input(shape: tuple, batch: int = 2, seed: int = 0) -> np.ndarray:

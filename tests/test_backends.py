@@ -203,3 +203,17 @@ def test_normalization_scaling_and_cropping_layers(tmp_path):
     elab, tm, km, _ = build(tmp_path, source)
     assert elab.root.total_params() == 224 + 16 + 8 + 16 + 8 + 16 + 27
     assert_parity(elab, tm, km)
+
+
+def test_batch_norm_with_only_a_scale_or_a_shift(tmp_path):
+    source = """
+    network PartialBN {
+        input [3, 12, 12]
+        conv(8, 3, bias = false) bn(eps = 0.001, gamma = false) relu
+        conv(8, 3) bn(beta = false) bn(gamma = false, beta = false)
+        avgpool(global) flatten dense(2)
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert elab.root.total_params() == 216 + 8 + 584 + 8 + 18
+    assert_parity(elab, tm, km)

@@ -321,8 +321,9 @@ class _Function:
         if kind == "bn":
             m = a["momentum"]
             momentum = literal(round(1.0 - m.value, 12)) if isinstance(m, G.Const) else f"1 - {e(m)}"
-            return self.apply(Br("layers.BatchNormalization", [f"epsilon={e(a['eps'])}", f"momentum={momentum}",
-                                                               name]), src, dst, indent)
+            args = [f"epsilon={e(a['eps'])}", f"momentum={momentum}"]
+            args += [f"{k}={e(a[ours])}" for k, ours in (("scale", "gamma"), ("center", "beta")) if not is_true(a[ours])]
+            return self.apply(Br("layers.BatchNormalization", [*args, name]), src, dst, indent)
         if kind == "lrn":
             self.m.prelude.add("LocalResponseNorm")
             return self.apply(Br("LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}",
