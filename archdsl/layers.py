@@ -264,6 +264,21 @@ def _per_channel(name: str, *args: str):
     return infer
 
 
+def k_pad2(v: Value) -> tuple[int, int]:
+    """Padding on the two ends of one axis: p (both) or [before, after]."""
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise ArgError(f"expects an integer or [before, after], got {_describe(v)}")
+        return (k_int0(v[0]), k_int0(v[1]))
+    p = k_int0(v)
+    return (p, p)
+
+
+def _chanpad(a: dict, x: Shape) -> Result:
+    before, after = a["pad"]
+    return Result(Shape((x.channels + before + after, *x.dims[1:])))
+
+
 def _crop(a: dict, x: Shape) -> Result:
     _need_map(x, "crop")
     t, b, le, r = a["crop"]
@@ -426,6 +441,8 @@ _add(LayerType("rescale", (P("scale", k_float, doc="multiplier"), P("offset", k_
 _add(LayerType("normalize", (P("mean", k_floats, doc="a number or one per channel"),
                              P("std", k_floats, doc="a number or one per channel")),
                _per_channel("normalize", "mean", "std"), "shape", "(x - mean) / std per channel, constants"))
+_add(LayerType("zeropad_channels", (P("pad", k_pad2, doc="p, or [before, after]"),),
+               _chanpad, "shape", "adds zero channels (the identity shortcut of ResNet's option A)"))
 _add(LayerType("crop", (P("crop", k_zpad, doc="c, [ch, cw], or [top, bottom, left, right]"),),
                _crop, "shape", "removes rows and columns at the borders"))
 _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)"))

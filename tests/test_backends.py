@@ -217,3 +217,23 @@ def test_batch_norm_with_only_a_scale_or_a_shift(tmp_path):
     elab, tm, km, _ = build(tmp_path, source)
     assert elab.root.total_params() == 216 + 8 + 584 + 8 + 18
     assert_parity(elab, tm, km)
+
+
+def test_option_a_shortcut_with_zero_channels(tmp_path):
+    source = """
+    block Basic(c, stride = 1) {
+        residual {
+            conv(c, 3, stride = stride, pad = 1, bias = false) bn relu conv(c, 3, pad = 1, bias = false) bn
+        } shortcut if stride != 1 or in.channels != c {
+            avgpool(1, stride = stride) zeropad_channels([(c - in.channels) // 2, (c - in.channels + 1) // 2])
+        }
+        relu
+    }
+    network OptionA {
+        input [3, 16, 16]
+        conv(4, 3, pad = 1) Basic(4) Basic(8, stride = 2) Basic(16, stride = 2)
+        avgpool(global) flatten dense(10)
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert_parity(elab, tm, km)

@@ -331,3 +331,16 @@ def is_false(e: G.Expr) -> bool:
 
 def is_none(e: G.Expr) -> bool:
     return isinstance(e, G.Const) and e.value is None
+
+
+def pad_parts(e: G.Expr, printer) -> tuple[str, ...] | None:
+    """A padding argument written in the spec as p, [a, b] or [t, b, l, r], as printed parts in
+    the spec's own form (so expressions stay symbolic); None when its form is only known from its
+    value (a parameter holding a list)."""
+    if isinstance(e, G.ListE):
+        return tuple(printer(i) for i in e.items)
+    if isinstance(e, G.Const) and isinstance(e.value, tuple):
+        return tuple(literal(v) for v in e.value)
+    if isinstance(e, (G.Const, G.Op, G.Func)):  # a number: the same on every side
+        return (printer(e),)
+    return None

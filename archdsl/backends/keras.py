@@ -23,6 +23,7 @@ from .common import (
     is_zero,
     lay,
     literal,
+    pad_parts,
     py_name,
     quote,
     snake,
@@ -34,7 +35,7 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "LayerScale", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "LayerScale", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -347,6 +348,14 @@ class _Function:
             variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
             return self.apply(Br("layers.Normalization", [f"mean={literal(mean)}", f"variance={literal(variance)}",
                                                           name]), src, dst, indent)
+        if kind == "zeropad_channels":
+            self.m.prelude.add("ChannelPad")
+            parts = pad_parts(a["pad"], self.expr)
+            if parts is None:
+                pads = literal(agreed(node, lambda i: i.args["pad"], "the channel padding", self.owner_desc()))
+            else:
+                pads = f"({parts[0]}, {parts[-1]})"
+            return self.apply(Br("ChannelPad", [pads, name]), src, dst, indent)
         if kind == "crop":
             t, b, left, r = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())  # type: ignore[misc]
             return self.apply(Br("layers.Cropping2D", [literal(((t, b), (left, r))), name]), src, dst, indent)

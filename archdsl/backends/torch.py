@@ -27,6 +27,7 @@ from .common import (
     lay,
     literal,
     names_in,
+    pad_parts,
     paren,
     py_name,
     quote,
@@ -47,7 +48,7 @@ _ACT_MODULE = {
     "identity": "nn.Identity",
 }
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame",
-                  "SeparableConv2d", "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "DropPath",
+                  "SeparableConv2d", "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath",
                   "Concat", "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"},
@@ -98,7 +99,7 @@ class _Module:
             uses_math=self.uses_math or "make_divisible" in self.prelude,
             uses_ordered=self.uses_ordered,
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
-                "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d"}),
+                "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
             prelude=prelude_names,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -424,6 +425,9 @@ class _Class:
             return cin if is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.expr(a['multiplier']))}"
         if kind == "dense":
             return self.expr(a["units"])
+        if kind == "zeropad_channels":
+            before, after = self.channel_pads(node)
+            return f"{paren(cin)} + {paren(before)} + {paren(after)}"
         if kind == "flatten":
             spatial = agreed(node, lambda i: (i.in_shape.height or 0) * (i.in_shape.width or 0)
                              if i.in_shape.rank == 3 else 1, "the size flattened", self.owner_desc())
@@ -552,6 +556,9 @@ class _Class:
         if kind == "normalize":
             self.m.need("Normalize")
             return Br("Normalize", [e(a["mean"]), e(a["std"])]), cout
+        if kind == "zeropad_channels":
+            self.m.need("ChannelPad")
+            return Br("ChannelPad", [f"({', '.join(self.channel_pads(node))})"]), cout
         if kind == "crop":
             self.m.need("Crop2d")
             crop = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())
@@ -563,6 +570,15 @@ class _Class:
         raise AssertionError(kind)  # pragma: no cover
 
     # padding
+
+    def channel_pads(self, node: G.Layer) -> tuple[str, str]:
+        parts = pad_parts(node.args["pad"], self.expr)
+        if parts is None:
+            before, after = agreed(node, lambda i: i.args["pad"], "the channel padding", self.owner_desc())
+            return str(before), str(after)
+        if len(parts) == 1:
+            return parts[0], parts[0]
+        return parts[0], parts[1]
 
     def pad_is(self, node: G.Layer, symbol) -> bool:
         return all(i.args.get("pad") == symbol for i in node.instances) and bool(node.instances)
