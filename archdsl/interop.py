@@ -144,9 +144,9 @@ def load_torch_reference(model, reference) -> None:
     """Put a reference PyTorch model's weights (torchvision, timm, a hand-written model) into the
     generated PyTorch model of the same network, in place.
 
-    Tensors whose names agree are copied by name; the rest are paired in the order both models
-    register them (the order of the spec and of the reference's __init__), each pair checked for
-    shape. Raises ValueError, naming the first pair that does not fit, if the two differ in
+    If every tensor's name agrees, they are copied by name; otherwise all are paired in the order
+    both models register them (the order of the spec and of the reference's __init__), each pair
+    checked for shape. Raises ValueError, naming the first pair that does not fit, if the two differ in
     structure. Buffers (batch-norm statistics) are copied too.
     """
     import torch
@@ -155,10 +155,10 @@ def load_torch_reference(model, reference) -> None:
     theirs = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
     if len(ours) != len(theirs):
         raise ValueError(f"the models differ in structure: {len(ours)} tensors here, {len(theirs)} in the reference")
-    pairs = {k: k for k in ours if k in theirs and tuple(ours[k].shape) == tuple(theirs[k].shape)}
-    rest_ours = [k for k in ours if k not in pairs]
-    rest_theirs = [k for k in theirs if k not in set(pairs.values())]
-    pairs.update(zip(rest_ours, rest_theirs))
+    if set(ours) == set(theirs) and all(tuple(ours[k].shape) == tuple(theirs[k].shape) for k in ours):
+        pairs = {k: k for k in ours}  # the spec names its layers as the reference does
+    else:  # a name that agrees by chance may mean another tensor: pair everything by order
+        pairs = dict(zip(ours, theirs))
     new_state = {}
     for k, r in pairs.items():
         value = _fit(tuple(ours[k].shape), _array(theirs[r]), f"{k} <- {r}")
