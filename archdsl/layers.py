@@ -308,8 +308,6 @@ def _pool(name: str):
 def _adaptive(a: dict, x: Shape) -> Result:
     _need_map(x, "adaptive_avgpool")
     oh, ow = a["size"]
-    if x.height is not None and (x.height < oh or x.width < ow):
-        raise ArgError(f"cannot pool {x.height}x{x.width} up to {oh}x{ow}", "size")
     window = -(-(x.height or oh) // oh)
     return Result(Shape((x.channels, oh, ow)), window=(window, max(1, (x.height or oh) // oh)))
 
@@ -448,6 +446,10 @@ _add(LayerType("crop", (P("crop", k_zpad, doc="c, [ch, cw], or [top, bottom, lef
 _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)"))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
                _zeropad, "shape", "explicit zero padding"))
+
+# argument kinds whose values are integers (generated code passes them through int() unless the
+# expression is surely an integer)
+INT_KINDS = frozenset({k_int, k_int0, k_int2, k_stride, k_pad, k_pool, k_zpad, k_pad2})
 
 ACTIVATIONS = frozenset(n for n, t in LAYERS.items() if t.category == "activation")
 

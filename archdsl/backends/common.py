@@ -90,6 +90,11 @@ class ExprPrinter:
             items = [self(i) for i in e.items]
             return (f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"), _ATOM
         if isinstance(e, G.Func):
+            inner = e.args[0] if len(e.args) == 1 else None
+            if e.func == "int" and isinstance(inner, G.Func) and inner.func in ("round", "ceil", "floor", "int",
+                                                                                   "make_divisible") \
+                    and (inner.func != "round" or len(inner.args) == 1):
+                return self._p(inner)  # already an integer: int(...) would be redundant
             self.used_functions.add(e.func)
             return f"{self.functions.get(e.func, e.func)}({', '.join(self(a) for a in e.args)})", _ATOM
         if isinstance(e, G.Cond):
@@ -153,15 +158,55 @@ def flat(code: str | Br) -> str:
     return code.flat() if isinstance(code, Br) else code
 
 
+_DELIMITERS = ([" if ", " else "], [" or "], [" and "], [" == ", " != ", " < ", " <= ", " > ", " >= "],
+               [" + ", " - "], [" * ", " / ", " // ", " % "])
+
+
+def _delimiter_split(code: str) -> list[str]:
+    """An expression split before each of its loosest top-level operators, one operand a line, as
+    ruff format splits a right-hand side that does not fit."""
+    for group in _DELIMITERS:
+        depth, cuts, i = 0, [], 0
+        while i < len(code):
+            ch = code[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif depth == 0:
+                for d in group:
+                    if code.startswith(d, i):
+                        cuts.append(i)
+                        i += len(d) - 1
+                        break
+            i += 1
+        if cuts:
+            parts, start = [], 0
+            for c in cuts:
+                parts.append(code[start:c].strip())
+                start = c + 1
+            parts.append(code[start:].strip())
+            return parts
+    return [code]
+
+
 def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
     """Lines for `prefix code suffix` at the given indent."""
     pad = " " * indent
     one = f"{pad}{prefix}{flat(code)}{suffix}"
     if len(one) <= LINE_LENGTH:
         return [one]
+    trailer = re.fullmatch(r"\((\w+)\)", suffix)
+    if trailer and len(f"{pad}{prefix}{flat(code)}(") <= LINE_LENGTH:  # split the last brackets first
+        return [f"{pad}{prefix}{flat(code)}(", f"{pad}    {trailer.group(1)}", f"{pad})"]
     if not isinstance(code, Br) or not code.args:
-        if prefix.endswith("= ") and not suffix and len(" " * (indent + 4) + flat(code)) <= LINE_LENGTH:
-            return [f"{pad}{prefix}(", f"{pad}    {flat(code)}", f"{pad})"]  # a long right-hand side
+        if prefix.endswith("= ") and not suffix:  # a long right-hand side, in parentheses
+            body = flat(code)
+            if len(" " * (indent + 4) + body) <= LINE_LENGTH:
+                return [f"{pad}{prefix}(", f"{pad}    {body}", f"{pad})"]
+            parts = _delimiter_split(body)
+            if len(parts) > 1:
+                return [f"{pad}{prefix}(", *(f"{pad}    {p}" for p in parts), f"{pad})"]
         return [one]
     inner = " " * (indent + 4)
     head = f"{pad}{prefix}{code.head}{code.open}"
@@ -193,16 +238,25 @@ def header_source(path: str) -> str:
 
 # Facts that depend on the concrete input ------------------------------------------------------------
 
-def agreed(node: G.Node, fact: Callable[[G.Inst], object], what: str, owner: str) -> object:
+_RAISE = object()
+
+
+def agreed(node: G.Node, fact: Callable[[G.Inst], object], what: str, owner: str, default: object = _RAISE) -> object:
     """A fact about a definition node that must be the same in all its instances (e.g. the feature
-    count after a flatten): it becomes a literal in the generated code."""
+    count after a flatten): it becomes a literal in the generated code. A node with no instance
+    (in an `if` branch that no use takes) gives `default`, or an error if there is none."""
     values = []
     for inst in node.instances:
         v = fact(inst)
         if v not in values:
             values.append(v)
     if not values:
-        return None
+        if default is _RAISE:
+            raise ArchError(f"{what} is not known here: no use of this layer in {owner} is expanded with these "
+                            "parameters (it is in an `if` branch that is never taken), and the generated code "
+                            "needs it; compile with parameters that use it, or write it without the branch",
+                            node.span)
+        return default
     if len(values) > 1:
         raise ArchError(f"{what} differs between the uses of {owner} ({', '.join(map(str, values[:4]))}); "
                         "the generated code needs it fixed per definition: split the block or make the "
@@ -244,6 +298,8 @@ def value_type(values: list) -> str:
             kinds.add("object")
     if kinds == {"int", "float"}:
         return "float"
+    if not kinds:  # a block no use of which is expanded: its parameters' types are not seen
+        return "int"
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
@@ -344,3 +400,42 @@ def pad_parts(e: G.Expr, printer) -> tuple[str, ...] | None:
     if isinstance(e, (G.Const, G.Op, G.Func)):  # a number: the same on every side
         return (printer(e),)
     return None
+
+
+_INT_FUNCS = {"int", "round", "ceil", "floor", "make_divisible"}
+
+
+def surely_int(e: G.Expr, ints: Callable[[G.Ref], bool]) -> bool:
+    """Whether an expression is an integer in every use, so generated code needs no int(...)
+    where a framework wants one (a count written `depth / 2` is a float in Python)."""
+    if isinstance(e, G.Const):
+        return isinstance(e.value, int) and not isinstance(e.value, bool)
+    if isinstance(e, G.Ref):
+        return ints(e)
+    if isinstance(e, G.InShape):
+        return True
+    if isinstance(e, G.Func):
+        if e.func in _INT_FUNCS:
+            return e.func != "round" or len(e.args) == 1
+        if e.func in ("min", "max", "abs"):
+            return all(surely_int(a, ints) for a in e.args)
+        return False
+    if isinstance(e, G.Op):
+        if e.op in ("+", "-", "*", "//", "%", "neg", "pos"):
+            return all(surely_int(a, ints) for a in e.args)
+        return False
+    if isinstance(e, G.Cond):
+        return surely_int(e.then, ints) and surely_int(e.otherwise, ints)
+    return False
+
+
+def int_code(e: G.Expr, printer, ints: Callable[[G.Ref], bool]) -> str:
+    """An integer-valued argument as code: as written where it is surely an integer, else in
+    int(...) (the checker has made sure its value is whole). Lists element by element."""
+    if isinstance(e, G.ListE):
+        items = [int_code(i, printer, ints) for i in e.items]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    text = printer(e)
+    if surely_int(e, ints) or (isinstance(e, G.Const) and not isinstance(e.value, (int, float))):
+        return text
+    return f"int({text})"

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from .. import graph as G
 from ..errors import ArchError
-from ..layers import GLOBAL, SAME, VALID, same_pads
+from ..layers import GLOBAL, INT_KINDS, SAME, VALID, same_pads
 from .common import (
     Br,
     ExprPrinter,
     agreed,
     block_params,
+    const,
     header_source,
+    int_code,
     is_one,
     is_true,
     is_zero,
@@ -27,6 +29,7 @@ from .common import (
     py_name,
     quote,
     snake,
+    surely_int,
     templates,
     value_type,
 )
@@ -68,14 +71,14 @@ class _Module:
 
     def render(self) -> str:
         program = self.elab.program
-        functions = [_Function(self, b).render().rstrip() for b in program.blocks.values() if b.instances]
+        functions = [_Function(self, b).render().rstrip() for b in program.blocks.values()]
         functions.append(_Function(self, program.network).render().rstrip())
         root = self.elab.root
         return templates().get_template("keras.py.j2").render(
             source=header_source(program.spec),
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
-            uses_math=self.uses_math,
+            uses_math=any("math." in f for f in functions),
             uses_ops=bool(self.prelude - {"make_divisible", "LayerScale"}),
             prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
             functions=functions,
@@ -121,6 +124,7 @@ class _Function:
         self.lines: list[str] = []
         self.counters: dict[str, int] = {}
         self.outputs: list[str] = []
+        self.let_ints: dict[str, bool] = {}  # let -> holds an integer
         self.printer = ExprPrinter(lambda e: self.m.local(e.name), self._in_shape,
                                    {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
 
@@ -139,6 +143,23 @@ class _Function:
         if "make_divisible" in self.printer.used_functions:
             self.m.prelude.add("make_divisible")
         return text
+
+    def is_int(self, ref: G.Ref) -> bool:
+        """Whether a parameter or let holds an integer in every use."""
+        if ref.kind == "let":
+            return self.let_ints.get(ref.name, False)
+        if self.is_network:
+            value = self.m.elab.args.get(ref.name)
+            return isinstance(value, int) and not isinstance(value, bool)
+        values = [i.args.get(ref.name) for i in self.owner.instances]
+        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    def typed(self, node: G.Layer, e: G.Expr) -> str:
+        """A layer argument as code; integer arguments in int(...) unless surely integers."""
+        for p in node.type.params:
+            if node.args.get(p.name) is e and p.kind in INT_KINDS:
+                return int_code(e, self.expr, self.is_int)
+        return self.expr(e)
 
     def fresh(self, base: str) -> str:
         self.counters[base] = self.counters.get(base, 0) + 1
@@ -192,6 +213,7 @@ class _Function:
         var = src
         for item in seq.items:
             if isinstance(item, G.Let):
+                self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                 continue
             var = self.node(item, var, dst, path, indent)
@@ -273,7 +295,7 @@ class _Function:
             if src != dst:
                 self.lines.append(f"{pad}{dst} = {src}")
             i = self.fresh("i")
-            self.lines.extend(lay(self.expr(node.count), indent, f"for {i} in range(", "):"))
+            self.lines.extend(lay(int_code(node.count, self.expr, self.is_int), indent, f"for {i} in range(", "):"))
             before = len(self.lines)
             result = self.node(node.body, dst, dst, here.var(i), indent + 4)
             if result != dst:
@@ -302,7 +324,7 @@ class _Function:
     def layer(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
         kind = node.type.name
         a = node.args
-        e = self.expr
+        e = lambda ex: self.typed(node, ex)
         name = f"name={path.code()}"
         if kind == "identity":
             return src
@@ -367,7 +389,8 @@ class _Function:
         if kind in ("maxpool", "avgpool"):
             return self.pool(node, src, dst, path, indent)
         if kind == "adaptive_avgpool":
-            ratio = agreed(node, lambda i: _adaptive_plan(i), "the pooling windows", self.owner_desc())
+            ratio = agreed(node, lambda i: _adaptive_plan(i), "the pooling windows", self.owner_desc(),
+                           default="general")
             if ratio == 1:
                 return self.apply(Br("layers.Identity", [name]), src, dst, indent)
             if isinstance(ratio, tuple):
@@ -379,7 +402,7 @@ class _Function:
     def conv(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
         kind = node.type.name
         a = node.args
-        e = self.expr
+        e = lambda ex: self.typed(node, ex)
         padding = self.conv_padding(node)
         if padding == "explicit":
             src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('_pad').code()}"]),
@@ -406,6 +429,9 @@ class _Function:
     def conv_padding(self, node: G.Layer) -> str:
         """'valid', 'same' (where Keras' same pads exactly as the spec says) or 'explicit'."""
         insts = node.instances
+        if not insts:  # not seen in use: decide from the spec alone
+            pad = const(node.args["pad"])
+            return "same" if pad == SAME else "valid" if pad in (VALID, 0, (0, 0)) else "explicit"
         if all(i.args["pad"] == SAME for i in insts):
             return "same"
         if all(i.args["pad"] == VALID or i.args["pad"] == (0, 0) for i in insts):
@@ -419,7 +445,7 @@ class _Function:
     def pool(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
         kind = node.type.name
         a = node.args
-        e = self.expr
+        e = lambda ex: self.typed(node, ex)
         name = f"name={path.code()}"
         if all(i.args["kernel"] == GLOBAL for i in node.instances):
             cls = "layers.GlobalMaxPooling2D" if kind == "maxpool" else "layers.GlobalAveragePooling2D"
@@ -428,7 +454,10 @@ class _Function:
         args = [e(a["kernel"])]
         if not (isinstance(a["stride"], G.Const) and a["stride"].value is None):
             args.append(f"strides={e(a['stride'])}")
-        plan = agreed(node, lambda i: _pool_plan(i), "the padding this pooling needs in Keras", self.owner_desc())
+        plan = agreed(node, lambda i: _pool_plan(i), "the padding this pooling needs in Keras", self.owner_desc(),
+                      default=None)
+        if plan is None:  # not seen in use: what the spec alone says
+            plan = _static_pool_plan(node)
         if plan == "same":
             args.append('padding="same"')
         elif plan != "valid":
@@ -443,6 +472,27 @@ class _Function:
             else:
                 raise ArchError(f"{kind}: {value}", node.span)
         return self.apply(Br(cls, [*args, name]), src, dst, indent)
+
+
+def _static_pool_plan(node: G.Layer):
+    """The Keras form of a pooling no use of which is expanded: from constant arguments only."""
+    a = node.args
+    pad, ceil = const(a["pad"]), const(a["ceil"])
+    if pad == SAME:
+        return "same"
+    if ceil is not False:
+        raise ArchError("ceil-mode pooling in a branch no use takes: its Keras padding depends on the input size",
+                        node.span)
+    if pad in (VALID, 0, (0, 0)):
+        return "valid"
+    if not isinstance(pad, (int, tuple)):
+        raise ArchError("the padding of a pooling in a branch no use takes must be a constant", node.span)
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if node.type.name == "maxpool":
+        return (((ph, ph), (pw, pw)), "-inf")
+    if const(a["count_pad"]) is False:
+        raise ArchError("average pooling without counted padding in a branch no use takes", node.span)
+    return (((ph, ph), (pw, pw)), "zero")
 
 
 def _symmetric_same(inst: G.Inst) -> bool:

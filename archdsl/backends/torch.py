@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import graph as G
 from ..errors import ArchError
-from ..layers import GLOBAL, SAME, VALID
+from ..layers import GLOBAL, INT_KINDS, SAME, VALID
 from .common import (
     Br,
     ExprPrinter,
@@ -19,6 +19,7 @@ from .common import (
     block_params,
     const,
     header_source,
+    int_code,
     is_false,
     is_none,
     is_one,
@@ -33,6 +34,7 @@ from .common import (
     quote,
     refers_to_params,
     substitute,
+    surely_int,
     templates,
     value_type,
 )
@@ -83,9 +85,8 @@ class _Module:
     def render(self) -> str:
         program = self.elab.program
         classes = []
-        for block in program.blocks.values():
-            if block.instances:
-                classes.append(_Class(self, block).render().rstrip())
+        for block in program.blocks.values():  # every block the code can call, used here or not
+            classes.append(_Class(self, block).render().rstrip())
         net = _Class(self, program.network)
         classes.append(net.render().rstrip())
         prelude_names = [n for n in _PRELUDE_ORDER if n in self.prelude]
@@ -96,7 +97,7 @@ class _Module:
             network=net_def.name,
             network_class=py_name(net_def.name),
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
-            uses_math=self.uses_math or "make_divisible" in self.prelude,
+            uses_math=any("math." in c for c in classes),
             uses_ordered=self.uses_ordered,
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
                 "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
@@ -118,6 +119,8 @@ class _Class:
         self.fwd: list[str] = []
         self.counters: dict[str, int] = {}
         self.outputs: list[str] = []
+        self.let_ints: dict[str, bool] = {}  # let -> holds an integer
+        self.previous: G.Node | None = None  # the item before the one being emitted, in its sequence
         self.lets: dict[str, str] = {}  # let bindings at the top of the class, for out_channels formulas
         self.printer = ExprPrinter(self._ref, self._in_shape,
                                    {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
@@ -146,6 +149,23 @@ class _Class:
         if "make_divisible" in self.printer.used_functions:
             self.m.need("make_divisible")
         return text
+
+    def is_int(self, ref: G.Ref) -> bool:
+        """Whether a parameter or let holds an integer in every use."""
+        if ref.kind == "let":
+            return self.let_ints.get(ref.name, False)
+        if self.is_network:
+            value = self.m.elab.args.get(ref.name)
+            return isinstance(value, int) and not isinstance(value, bool)
+        values = [i.args.get(ref.name) for i in self.owner.instances]
+        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    def typed(self, node: G.Layer, e: G.Expr) -> str:
+        """A layer argument as code; integer arguments in int(...) unless surely integers."""
+        for p in node.type.params:
+            if node.args.get(p.name) is e and p.kind in INT_KINDS:
+                return int_code(e, self.expr, self.is_int)
+        return self.expr(e)
 
     def fresh(self, base: str) -> str:
         self.counters[base] = self.counters.get(base, 0) + 1
@@ -186,6 +206,7 @@ class _Class:
                 result, returns = "x", "torch.Tensor"
         else:
             result, returns = "x", "torch.Tensor"
+        self.init = _drop_unused(self.init)
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
         forward = lay(Br("def forward", ["self", "x: torch.Tensor"]), 4, "", f" -> {returns}:")
         return templates().get_template("torch_class.py.j2").render(
@@ -198,10 +219,12 @@ class _Class:
         for item in seq.items:
             if isinstance(item, G.Let):
                 value = self.expr(item.value)
+                self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
             cin = self.top_node(item, cin)
+            self.previous = item
         return cin
 
     def top_node(self, node: G.Node, cin: str) -> str:
@@ -303,9 +326,11 @@ class _Class:
             parts: list[tuple[str | None, Br | str]] = []
             for item in node.items:
                 if isinstance(item, G.Let):
+                    self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
                 s, code, cin = self.build(item, cin, None, indent)
+                self.previous = item
                 setup.extend(s)
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]
             if not parts:
@@ -352,18 +377,18 @@ class _Class:
             return setup, Br("Scale", [body]), cin
         if isinstance(node, G.Choice):
             var = target or self.fresh("m")
-            s_then, c_then, o_then = self.build(node.then, cin, None, indent + 4)
-            s_else, c_else, o_else = self.build(node.otherwise, cin, None, indent + 4)
+            s_then, c_then, o_then = self.build(node.then, cin, var, indent + 4)
+            s_else, c_else, o_else = self.build(node.otherwise, cin, var, indent + 4)
             setup = lay(self.expr(node.condition), indent, "if ", ":")
             cout = o_then
             chan = None
             if o_then != o_else:
                 chan = self.fresh("channels")
                 cout = chan
-            setup += s_then + lay(c_then, indent + 4, f"{var} = ")
+            setup += s_then + (lay(c_then, indent + 4, f"{var} = ") if c_then is not None else [])
             if chan:
                 setup.append(f"{pad}    {chan} = {o_then}")
-            setup += [f"{pad}else:"] + s_else + lay(c_else, indent + 4, f"{var} = ")
+            setup += [f"{pad}else:"] + s_else + (lay(c_else, indent + 4, f"{var} = ") if c_else is not None else [])
             if chan:
                 setup.append(f"{pad}    {chan} = {o_else}")
             return setup, None if target else var, cout
@@ -371,7 +396,7 @@ class _Class:
             var = target or self.fresh("m")
             chan = self.fresh("channels")
             setup = [f"{pad}{var} = nn.Sequential()", f"{pad}{chan} = {cin}"]
-            setup += lay(self.expr(node.count), indent, "for _ in range(", "):")
+            setup += lay(int_code(node.count, self.expr, self.is_int), indent, "for _ in range(", "):")
             s, code, cout = self.build(node.body, chan, None, indent + 4)
             setup += s + lay(Br(f"{var}.append", [code]), indent + 4)
             if cout != chan:
@@ -420,21 +445,20 @@ class _Class:
         kind = node.type.name
         a = node.args
         if kind in ("conv", "sepconv"):
-            return self.expr(a["filters"])
+            return self.typed(node, a["filters"])
         if kind == "dwconv":
-            return cin if is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.expr(a['multiplier']))}"
+            return cin if is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.typed(node, a['multiplier']))}"
         if kind == "dense":
-            return self.expr(a["units"])
+            return self.typed(node, a["units"])
         if kind == "zeropad_channels":
             before, after = self.channel_pads(node)
             return f"{paren(cin)} + {paren(before)} + {paren(after)}"
         if kind == "flatten":
-            spatial = agreed(node, lambda i: (i.in_shape.height or 0) * (i.in_shape.width or 0)
-                             if i.in_shape.rank == 3 else 1, "the size flattened", self.owner_desc())
-            if spatial in (1, None):
-                return cin
-            shape = node.instances[0].in_shape
-            return f"{paren(cin)} * {shape.height} * {shape.width}"
+            size = agreed(node, lambda i: (i.in_shape.height, i.in_shape.width) if i.in_shape.rank == 3 else (1, 1),
+                          "the size flattened", self.owner_desc(), default=None)
+            size = size or _pooled_size(self.previous) or agreed(node, lambda i: None, "the size flattened",
+                                                                  self.owner_desc())
+            return cin if size == (1, 1) else f"{paren(cin)} * {size[0]} * {size[1]}"
         return cin
 
     def owner_desc(self) -> str:
@@ -444,7 +468,7 @@ class _Class:
         """(constructor, out channels) of a layer used as a module."""
         kind = node.type.name
         a = node.args
-        e = self.expr
+        e = lambda ex: self.typed(node, ex)
         cout = self.layer_cout(node, cin)
         if kind in _ACT_MODULE:
             return f"{_ACT_MODULE[kind]}()", cout
@@ -522,7 +546,7 @@ class _Class:
         if kind == "dropout":
             return Br("nn.Dropout", [] if const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
         if kind == "bn":
-            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc())
+            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3)
             args = [cin]
             if const(a["eps"]) != 1e-5:
                 args.append(f"eps={e(a['eps'])}")
@@ -541,7 +565,7 @@ class _Class:
             return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
                                                f"k={e(a['k'])}"]), cout
         if kind == "layernorm":
-            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc())
+            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3)
             args = [cin] if const(a["eps"]) == 1e-5 else [cin, f"eps={e(a['eps'])}"]
             if rank == 3:
                 self.m.need("LayerNorm2d")
@@ -581,10 +605,14 @@ class _Class:
         return parts[0], parts[1]
 
     def pad_is(self, node: G.Layer, symbol) -> bool:
-        return all(i.args.get("pad") == symbol for i in node.instances) and bool(node.instances)
+        if not node.instances:
+            return const(node.args["pad"]) == symbol
+        return all(i.args.get("pad") == symbol for i in node.instances)
 
     def needs_dynamic_same(self, node: G.Layer) -> bool:
         """TensorFlow's `same` is symmetric only for stride 1 and an odd (dilated) kernel."""
+        if not node.instances:
+            return True  # not seen in use: the general form
         for inst in node.instances:
             (kh, kw), stride = inst.args["kernel"], inst.args.get("stride") or inst.args["kernel"]
             dh, dw = inst.args.get("dilation", (1, 1))
@@ -604,3 +632,32 @@ class _Class:
         if self.pad_is(node, SAME):
             return '"same"'
         return self.expr(pad)
+
+
+def _drop_unused(lines: list[str]) -> list[str]:
+    """Remove assignments to channel-count variables that nothing reads (after an `if` at the end
+    of a network, say)."""
+    import re
+
+    assigned = {m.group(1) for line in lines if (m := re.match(r"\s*(channels\d+) = ", line))}
+    unused = set()
+    for var in assigned:
+        word = re.compile(rf"\b{var}\b")
+        total = sum(len(word.findall(line)) for line in lines)
+        writes = sum(1 for line in lines if re.match(rf"\s*{var} = ", line))
+        if total == writes:
+            unused.add(var)
+    return [line for line in lines if not any(re.match(rf"\s*{v} = ", line) for v in unused)]
+
+
+def _pooled_size(node: G.Node | None) -> tuple[int, int] | None:
+    """The spatial size after a global or adaptive pooling, known from the spec alone."""
+    if isinstance(node, G.Layer):
+        if node.type.name in ("avgpool", "maxpool") and const(node.args["kernel"]) == GLOBAL:
+            return (1, 1)
+        size = const(node.args["size"]) if node.type.name == "adaptive_avgpool" else None
+        if isinstance(size, int) and not isinstance(size, bool):
+            return (size, size)
+        if isinstance(size, tuple) and len(size) == 2:
+            return size
+    return None
