@@ -275,3 +275,4 @@ class Elaborated:
     args: dict[str, Value]  # the network parameters in force
     root: Inst
     outputs: list[tuple[str, Inst]]  # (name, the instance whose output it is)
+    overridden: frozenset[str] = frozenset()  # the parameters set from outside (--set)

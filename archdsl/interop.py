@@ -140,6 +140,23 @@ def _fit(ours: tuple, value: np.ndarray, what: str) -> np.ndarray:
     raise ValueError(f"{what}: shapes do not fit, {tuple(ours)} here, {tuple(value.shape)} in the reference")
 
 
+def _children_first(model, state: dict) -> list[str]:
+    """The state's keys in module order, a module's own tensors after its submodules' (a reference
+    may keep a block's layer scale on the block itself, where a spec has a layer after the others)."""
+    order: list[str] = []
+
+    def visit(module, prefix: str) -> None:
+        for name, child in module.named_children():
+            visit(child, f"{prefix}{name}.")
+        for name, _ in module.named_parameters(recurse=False):
+            order.append(prefix + name)
+        for name, _ in module.named_buffers(recurse=False):
+            order.append(prefix + name)
+
+    visit(model, "")
+    return [k for k in order if k in state]
+
+
 def load_torch_reference(model, reference) -> None:
     """Put a reference PyTorch model's weights (torchvision, timm, a hand-written model) into the
     generated PyTorch model of the same network, in place.
@@ -158,7 +175,7 @@ def load_torch_reference(model, reference) -> None:
     if set(ours) == set(theirs) and all(tuple(ours[k].shape) == tuple(theirs[k].shape) for k in ours):
         pairs = {k: k for k in ours}  # the spec names its layers as the reference does
     else:  # a name that agrees by chance may mean another tensor: pair everything by order
-        pairs = dict(zip(ours, theirs))
+        pairs = dict(zip(_children_first(model, ours), _children_first(reference, theirs)))
     new_state = {}
     for k, r in pairs.items():
         value = _fit(tuple(ours[k].shape), _array(theirs[r]), f"{k} <- {r}")
@@ -167,6 +184,15 @@ def load_torch_reference(model, reference) -> None:
     missing = [k for k in ours if k not in new_state]
     if missing:  # pragma: no cover - the counts agree, so every tensor has a pair
         raise ValueError(f"no reference tensor for {missing[0]}")
+
+
+def _weighted_leaves(layer) -> list:
+    """The layers with weights that a layer stands for: itself, or those of a nested model."""
+    if not getattr(layer, "weights", None):
+        return []
+    if hasattr(layer, "layers"):
+        return [leaf for sub in layer.layers for leaf in _weighted_leaves(sub)]
+    return [layer]
 
 
 def _weighted_depths(model) -> dict[int, int]:
@@ -185,7 +211,7 @@ def _weighted_depths(model) -> dict[int, int]:
                 history = getattr(tensor, "_keras_history", None)
                 if history is not None:
                     parents.append(history.operation)
-        value = max((of(p) for p in parents), default=0) + (1 if layer.weights else 0)
+        value = max((of(p) for p in parents), default=0) + len(_weighted_leaves(layer))
         depth[key] = value
         return value
 
@@ -207,8 +233,12 @@ def load_keras_reference(model, reference) -> None:
         depths = _weighted_depths(m)
         out: dict[int, list] = {}
         for layer in m.layers:
-            if layer.weights:
-                out.setdefault(depths[id(layer)], []).append(layer)
+            if not getattr(layer, "weights", None):
+                continue
+            inner = _weighted_leaves(layer)
+            first = depths[id(layer)] - len(inner) + 1
+            for k, leaf in enumerate(inner):  # a nested model is a chain of its layers
+                out.setdefault(first + k, []).append(leaf)
         return out
 
     ours, theirs = groups(model), groups(reference)

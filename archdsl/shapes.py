@@ -196,7 +196,7 @@ class Expander:
             end = Inst(None, "output", "output", state.shape, state.shape)
             end.rf = (state.rf, state.jump)
             outputs.append(("output", last if last is not None else end))
-        return G.Elaborated(self.program, dict(env.values), root, outputs)
+        return G.Elaborated(self.program, dict(env.values), root, outputs, frozenset(overrides))
 
     # walking
 

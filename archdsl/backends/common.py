@@ -439,3 +439,33 @@ def int_code(e: G.Expr, printer, ints: Callable[[G.Ref], bool]) -> str:
     if surely_int(e, ints) or (isinstance(e, G.Const) and not isinstance(e.value, (int, float))):
         return text
     return f"int({text})"
+
+
+def four_sides(node: G.Layer, arg: str, printer, owner: str) -> tuple[str, str, str, str]:
+    """A zeropad/crop argument as (top, bottom, left, right) code, symbolic where the spec writes
+    it out (p, [ph, pw], [t, b, l, r]), else the value every use agrees on."""
+    parts = pad_parts(node.args[arg], printer)
+    if parts is None or len(parts) not in (1, 2, 4):
+        t, b, le, r = agreed(node, lambda i: i.args[arg], f"the {arg}", owner)  # type: ignore[misc]
+        return str(t), str(b), str(le), str(r)
+    if len(parts) == 1:
+        return parts[0], parts[0], parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[0], parts[1], parts[1]
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def network_params(elab: G.Elaborated, printer, local=py_name) -> tuple[list[str], list[str]]:
+    """Typed Python parameters of the network's class or builder, defaulting to the values in force,
+    and the lines that compute defaults the spec derives from other parameters (so overriding one
+    parameter of the generated model still derives the others as the spec says)."""
+    params, fixups = [], []
+    for p in elab.program.network.params:
+        value = elab.args[p.name]
+        name, ann = local(p.name), value_type([value])
+        if p.name not in elab.overridden and p.default is not None and refers_to_params(p.default):
+            params.append(f"{name}: {ann} | None = None")
+            fixups += [f"if {name} is None:", f"    {name} = {printer(p.default)}"]
+        else:
+            params.append(f"{name}: {ann} = {literal(value)}")
+    return params, fixups

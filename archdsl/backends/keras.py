@@ -18,6 +18,7 @@ from .common import (
     agreed,
     block_params,
     const,
+    four_sides,
     header_source,
     int_code,
     is_one,
@@ -25,13 +26,13 @@ from .common import (
     is_zero,
     lay,
     literal,
+    network_params,
     pad_parts,
     py_name,
     quote,
     snake,
     surely_int,
     templates,
-    value_type,
 )
 
 _ACTIVATIONS = {
@@ -175,9 +176,8 @@ class _Function:
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
-            values = self.m.elab.args
-            params = [f"{self.m.local(p.name)}: {value_type([values[p.name]])} = {literal(values[p.name])}"
-                      for p in net.params]
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
+            self.lines.extend(f"    {line}" for line in fixups)
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
             self.lines.extend(lay(Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
@@ -365,8 +365,14 @@ class _Function:
                 values = inst.args[arg]
                 return values if len(values) > 1 else values * inst.in_shape.channels
 
-            mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc())
-            std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc())
+            mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc(),
+                          default=_constant_floats(a["mean"]))
+            std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc(),
+                         default=_constant_floats(a["std"]))
+            if mean is None or std is None:
+                raise ArchError("normalize in a branch no use takes needs constant mean and std", node.span)
+            if len(mean) != len(std):
+                mean, std = (mean * len(std), std) if len(mean) == 1 else (mean, std * len(mean))
             variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
             return self.apply(Br("layers.Normalization", [f"mean={literal(mean)}", f"variance={literal(variance)}",
                                                           name]), src, dst, indent)
@@ -379,11 +385,13 @@ class _Function:
                 pads = f"({parts[0]}, {parts[-1]})"
             return self.apply(Br("ChannelPad", [pads, name]), src, dst, indent)
         if kind == "crop":
-            t, b, left, r = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())  # type: ignore[misc]
-            return self.apply(Br("layers.Cropping2D", [literal(((t, b), (left, r))), name]), src, dst, indent)
+            t, b, left, r = four_sides(node, "crop", lambda ex: int_code(ex, self.expr, self.is_int),
+                                       self.owner_desc())
+            return self.apply(Br("layers.Cropping2D", [f"(({t}, {b}), ({left}, {r}))", name]), src, dst, indent)
         if kind == "zeropad":
-            t, b, left, r = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())  # type: ignore[misc]
-            return self.apply(Br("layers.ZeroPadding2D", [literal(((t, b), (left, r))), name]), src, dst, indent)
+            t, b, left, r = four_sides(node, "pad", lambda ex: int_code(ex, self.expr, self.is_int),
+                                       self.owner_desc())
+            return self.apply(Br("layers.ZeroPadding2D", [f"(({t}, {b}), ({left}, {r}))", name]), src, dst, indent)
         if kind in ("conv", "dwconv", "sepconv"):
             return self.conv(node, src, dst, path, indent)
         if kind in ("maxpool", "avgpool"):
@@ -472,6 +480,17 @@ class _Function:
             else:
                 raise ArchError(f"{kind}: {value}", node.span)
         return self.apply(Br(cls, [*args, name]), src, dst, indent)
+
+
+def _constant_floats(e: G.Expr) -> tuple | None:
+    """A number or a list of numbers written as constants in the spec."""
+    if isinstance(e, G.Const) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool):
+        return (float(e.value),)
+    if isinstance(e, G.ListE) and all(isinstance(i, G.Const) for i in e.items):
+        return tuple(float(i.value) for i in e.items)  # type: ignore[arg-type]
+    if isinstance(e, G.Const) and isinstance(e.value, tuple):
+        return tuple(float(v) for v in e.value)
+    return None
 
 
 def _static_pool_plan(node: G.Layer):

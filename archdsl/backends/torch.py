@@ -18,6 +18,7 @@ from .common import (
     agreed,
     block_params,
     const,
+    four_sides,
     header_source,
     int_code,
     is_false,
@@ -28,6 +29,7 @@ from .common import (
     lay,
     literal,
     names_in,
+    network_params,
     pad_parts,
     paren,
     py_name,
@@ -36,7 +38,6 @@ from .common import (
     substitute,
     surely_int,
     templates,
-    value_type,
 )
 
 _ACT_FUNCTIONAL = {
@@ -180,9 +181,8 @@ class _Class:
             net: G.NetworkDef = owner  # type: ignore[assignment]
             self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
             cin = self.input_channels
-            values = self.m.elab.args
-            params = [f"{self.m.local(p.name)}: {value_type([values[p.name]])} = {literal(values[p.name])}"
-                      for p in net.params]
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
+            self.init.extend(f"        {line}" for line in fixups)
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
             cin = "in_channels"
@@ -585,12 +585,13 @@ class _Class:
             return Br("ChannelPad", [f"({', '.join(self.channel_pads(node))})"]), cout
         if kind == "crop":
             self.m.need("Crop2d")
-            crop = agreed(node, lambda i: i.args["crop"], "the cropping", self.owner_desc())
-            return Br("Crop2d", [literal(crop)]), cout
+            t, b, left, r = four_sides(node, "crop", lambda ex: int_code(ex, self.expr, self.is_int),
+                                       self.owner_desc())
+            return Br("Crop2d", [f"({t}, {b}, {left}, {r})"]), cout
         if kind == "zeropad":
-            pads = agreed(node, lambda i: i.args["pad"], "the padding", self.owner_desc())
-            t, b, left, r = pads  # type: ignore[misc]
-            return Br("nn.ZeroPad2d", [literal((left, r, t, b))]), cout
+            t, b, left, r = four_sides(node, "pad", lambda ex: int_code(ex, self.expr, self.is_int),
+                                       self.owner_desc())
+            return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"]), cout
         raise AssertionError(kind)  # pragma: no cover
 
     # padding
