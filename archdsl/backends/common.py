@@ -303,7 +303,7 @@ def value_type(values: list) -> str:
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
-def block_params(block: G.BlockDef, printer, local=py_name) -> tuple[list[str], list[str]]:
+def block_params(block: G.BlockDef, printer, local=py_name, indent: int = 4) -> tuple[list[str], list[str]]:
     """Typed Python parameters of a block, and the lines that fill in defaults computed from
     other parameters (Python defaults cannot refer to them)."""
     params, fixups = [], []
@@ -314,8 +314,8 @@ def block_params(block: G.BlockDef, printer, local=py_name) -> tuple[list[str], 
             params.append(f"{name}: {ann}")
         elif refers_to_params(p.default):
             params.append(f"{name}: {ann} | None = None")
-            fixups.append(f"if {name} is None:")
-            fixups.append(f"    {name} = {printer(p.default)}")
+            fixups.append(f"{' ' * indent}if {name} is None:")
+            fixups.extend(lay(printer(p.default), indent + 4, f"{name} = "))
         else:
             params.append(f"{name}: {ann} = {printer(p.default)}")
     return params, fixups
@@ -455,7 +455,7 @@ def four_sides(node: G.Layer, arg: str, printer, owner: str) -> tuple[str, str, 
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def network_params(elab: G.Elaborated, printer, local=py_name) -> tuple[list[str], list[str]]:
+def network_params(elab: G.Elaborated, printer, local=py_name, indent: int = 4) -> tuple[list[str], list[str]]:
     """Typed Python parameters of the network's class or builder, defaulting to the values in force,
     and the lines that compute defaults the spec derives from other parameters (so overriding one
     parameter of the generated model still derives the others as the spec says)."""
@@ -465,7 +465,7 @@ def network_params(elab: G.Elaborated, printer, local=py_name) -> tuple[list[str
         name, ann = local(p.name), value_type([value])
         if p.name not in elab.overridden and p.default is not None and refers_to_params(p.default):
             params.append(f"{name}: {ann} | None = None")
-            fixups += [f"if {name} is None:", f"    {name} = {printer(p.default)}"]
+            fixups += [f"{' ' * indent}if {name} is None:", *lay(printer(p.default), indent + 4, f"{name} = ")]
         else:
             params.append(f"{name}: {ann} = {literal(value)}")
     return params, fixups

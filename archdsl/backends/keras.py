@@ -176,8 +176,8 @@ class _Function:
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
-            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
-            self.lines.extend(f"    {line}" for line in fixups)
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local, indent=4)
+            self.lines.extend(fixups)
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
             self.lines.extend(lay(Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
@@ -191,13 +191,13 @@ class _Function:
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            typed, fixups = block_params(block, self.expr, self.m.local)
+            typed, fixups = block_params(block, self.expr, self.m.local, indent=4)
             head: list[str] = []
             if "channels" in block.uses_in:
                 head.append("    in_channels = x.shape[-1]")
             if "height" in block.uses_in or "width" in block.uses_in:
                 head.append("    in_height, in_width = x.shape[1], x.shape[2]")
-            self.lines.extend(f"    {line}" for line in fixups)
+            self.lines.extend(fixups)
             self.lines.extend(head)
             result = self.seq(block.body, "x", "x", _Path().var("name"), 4)
             self.lines.append(f"    return {result}")

@@ -181,14 +181,14 @@ class _Class:
             net: G.NetworkDef = owner  # type: ignore[assignment]
             self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
             cin = self.input_channels
-            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
-            self.init.extend(f"        {line}" for line in fixups)
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local, indent=8)
+            self.init.extend(fixups)
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
             cin = "in_channels"
-            typed, fixups = block_params(block, self.expr, self.m.local)
+            typed, fixups = block_params(block, self.expr, self.m.local, indent=8)
             params = ["in_channels: int", *typed]
-            self.init.extend(f"        {line}" for line in fixups)
+            self.init.extend(fixups)
         cout = self.top(owner.body, cin, 8)
         if not self.is_network:
             self.init.extend(lay(cout, 8, "self.out_channels = "))
