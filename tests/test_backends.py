@@ -237,3 +237,43 @@ def test_option_a_shortcut_with_zero_channels(tmp_path):
     """
     elab, tm, km, _ = build(tmp_path, source)
     assert_parity(elab, tm, km)
+
+
+def test_whole_floats_become_integers_in_generated_code(tmp_path):
+    """`c / 2` is a float in Python even when whole: counts and sizes are passed through int()."""
+    source = """
+    block B(c, n) {
+        let mid = c / 2
+        conv(mid, 3, pad = 1) relu
+        { conv(c * 1.0, [1, 3 / 1], pad = [0, 1]) } * (n / 2)
+    }
+    network Floats(width = 1.5) {
+        input [3, 12, 12]
+        B(8 * 2, 4)
+        B(16, 4.0)
+        adaptive_avgpool(14)
+        avgpool(global) flatten dense(10 * width // 1)
+    }
+    """
+    elab, tm, km, paths = build(tmp_path, source)
+    assert "range(int(n / 2))" in paths["torch"].read_text()
+    assert_parity(elab, tm, km)
+
+
+def test_drop_path_runs_in_training_and_is_identity_in_eval(tmp_path):
+    import torch
+
+    source = """
+    network DropPathNet {
+        input [3, 8, 8]
+        conv(4, 3, pad = 1)
+        residual(drop_path = 0.5) { conv(4, 3, pad = 1) }
+        { residual(drop_path = 0.3) { conv(4, 1) } } * 2
+    }
+    """
+    elab, tm, km, _ = build(tmp_path, source)
+    assert_parity(elab, tm, km)  # eval: no branch dropped
+    x = sample_input((3, 8, 8), batch=16)
+    model = tm.build_model().train()
+    assert model(torch.from_numpy(x)).shape == (16, 4, 8, 8)
+    assert km.build_model()(x.transpose(0, 2, 3, 1), training=True).shape == (16, 8, 8, 4)
