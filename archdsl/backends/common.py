@@ -402,6 +402,13 @@ def pad_parts(e: G.Expr, printer) -> tuple[str, ...] | None:
     return None
 
 
+def integral(v: G.Value) -> bool:
+    """An integer, or a list of integers (a [height, width] pair): usable where sizes are wanted."""
+    if isinstance(v, tuple):
+        return all(integral(x) for x in v)
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 _INT_FUNCS = {"int", "round", "ceil", "floor", "make_divisible"}
 
 

@@ -34,6 +34,9 @@ from .common import (
     surely_int,
     templates,
 )
+from .common import (
+    integral as _integral,
+)
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
@@ -150,10 +153,9 @@ class _Function:
         if ref.kind == "let":
             return self.let_ints.get(ref.name, False)
         if self.is_network:
-            value = self.m.elab.args.get(ref.name)
-            return isinstance(value, int) and not isinstance(value, bool)
+            return _integral(self.m.elab.args.get(ref.name))
         values = [i.args.get(ref.name) for i in self.owner.instances]
-        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        return bool(values) and all(_integral(v) for v in values)
 
     def typed(self, node: G.Layer, e: G.Expr) -> str:
         """A layer argument as code; integer arguments in int(...) unless surely integers."""

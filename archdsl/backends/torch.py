@@ -39,6 +39,9 @@ from .common import (
     surely_int,
     templates,
 )
+from .common import (
+    integral as _integral,
+)
 
 _ACT_FUNCTIONAL = {
     "relu": "F.relu({x})", "relu6": "F.relu6({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})",
@@ -156,10 +159,9 @@ class _Class:
         if ref.kind == "let":
             return self.let_ints.get(ref.name, False)
         if self.is_network:
-            value = self.m.elab.args.get(ref.name)
-            return isinstance(value, int) and not isinstance(value, bool)
+            return _integral(self.m.elab.args.get(ref.name))
         values = [i.args.get(ref.name) for i in self.owner.instances]
-        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        return bool(values) and all(_integral(v) for v in values)
 
     def typed(self, node: G.Layer, e: G.Expr) -> str:
         """A layer argument as code; integer arguments in int(...) unless surely integers."""

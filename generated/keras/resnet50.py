@@ -37,6 +37,43 @@ class Pad2D(layers.Layer):
         return {**super().get_config(), "padding": self.padding, "value": self.value}
 
 
+@keras.saving.register_keras_serializable(package="archdsl")
+class DropPath(layers.Layer):
+    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
+
+    def __init__(self, rate: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = keras.random.SeedGenerator(0)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = ops.cast(keras.random.uniform(shape, seed=self.seed) < keep, x.dtype)
+        return x * mask / keep
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+def squeeze_excite(
+    x: keras.KerasTensor, ratio: int = 16, *, name: str
+) -> keras.KerasTensor:
+    """block SqueezeExcite (specs/lib/resnet.arch:27)."""
+    in_channels = x.shape[-1]
+    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.scale1.0")(x)
+    scaled1 = layers.Conv2D(int(in_channels // ratio), 1, name=f"{name}.scale1.fc1")(
+        scaled1
+    )
+    scaled1 = layers.Activation("relu", name=f"{name}.scale1.2")(scaled1)
+    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}.scale1.fc2")(scaled1)
+    scaled1 = layers.Activation("sigmoid", name=f"{name}.scale1.4")(scaled1)
+    x = layers.Multiply(name=f"{name}.scale1.mul")([x, scaled1])
+    return x
+
+
 def bottleneck(
     x: keras.KerasTensor,
     planes: int,
@@ -44,32 +81,49 @@ def bottleneck(
     groups: int = 1,
     base_width: int = 64,
     expansion: int = 4,
+    v1_5: bool = True,
+    bias: bool = False,
+    eps: float = 1e-05,
+    se: bool = False,
+    drop_path: float = 0.0,
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block Bottleneck (specs/lib/resnet.arch:24)."""
+    """block Bottleneck (specs/lib/resnet.arch:44)."""
     in_channels = x.shape[-1]
     width = int(planes * (base_width / 64)) * groups
     out = planes * expansion
     identity = x
-    x = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
+    x = layers.Conv2D(
+        width, 1, strides=1 if v1_5 else stride, use_bias=bias, name=f"{name}.conv1"
+    )(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
     x = layers.Activation("relu", name=f"{name}.relu1")(x)
     x = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(x)
     x = layers.Conv2D(
-        width, 3, strides=stride, groups=groups, use_bias=False, name=f"{name}.conv2"
+        width,
+        3,
+        strides=stride if v1_5 else 1,
+        groups=groups,
+        use_bias=bias,
+        name=f"{name}.conv2",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn2")(x)
     x = layers.Activation("relu", name=f"{name}.relu2")(x)
-    x = layers.Conv2D(out, 1, use_bias=False, name=f"{name}.conv3")(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(x)
+    x = layers.Conv2D(out, 1, use_bias=bias, name=f"{name}.conv3")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn3")(x)
+    if se:
+        x = squeeze_excite(x, name=f"{name}.se")
+    else:
+        pass
     if stride != 1 or in_channels != out:
         identity = layers.Conv2D(
-            out, 1, strides=stride, use_bias=False, name=f"{name}.shortcut1.0"
+            out, 1, strides=stride, use_bias=bias, name=f"{name}.shortcut1.0"
         )(identity)
         identity = layers.BatchNormalization(
-            epsilon=1e-05, momentum=0.9, name=f"{name}.shortcut1.1"
+            epsilon=eps, momentum=0.9, name=f"{name}.shortcut1.1"
         )(identity)
+    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
     x = layers.Add(name=f"{name}.residual1")([x, identity])
     x = layers.Activation("relu", name=f"{name}.relu3")(x)
     return x
@@ -82,13 +136,42 @@ def stage(
     stride: int = 1,
     groups: int = 1,
     base_width: int = 64,
+    v1_5: bool = True,
+    bias: bool = False,
+    eps: float = 1e-05,
+    se: bool = False,
+    drop_path: float = 0.0,
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block Stage (specs/lib/resnet.arch:49)."""
-    x = bottleneck(x, planes, stride, groups, base_width, name=f"{name}.bottleneck1")
+    """block Stage (specs/lib/resnet.arch:71)."""
+    x = bottleneck(
+        x,
+        planes,
+        stride,
+        groups,
+        base_width,
+        v1_5=v1_5,
+        bias=bias,
+        eps=eps,
+        se=se,
+        drop_path=drop_path,
+        name=f"{name}.bottleneck1",
+    )
     for i in range(blocks - 1):
-        x = bottleneck(x, planes, 1, groups, base_width, name=f"{name}.bottleneck2.{i}")
+        x = bottleneck(
+            x,
+            planes,
+            1,
+            groups,
+            base_width,
+            v1_5=v1_5,
+            bias=bias,
+            eps=eps,
+            se=se,
+            drop_path=drop_path,
+            name=f"{name}.bottleneck2.{i}",
+        )
     return x
 
 

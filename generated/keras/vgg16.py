@@ -21,9 +21,11 @@ def vgg_stage(
     return x
 
 
-def build_model(classes: int = 1000, dropout_rate: float = 0.5) -> keras.Model:
+def build_model(
+    classes: int = 1000, dropout_rate: float = 0.5, resolution: int = 224
+) -> keras.Model:
     """network VGG16 (specs/vgg16.arch:14)."""
-    inputs = keras.Input(shape=(224, 224, 3), name="input")
+    inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
     x = vgg_stage(inputs, 64, 2, name="block1")
     x = vgg_stage(x, 128, 2, name="block2")
     x = vgg_stage(x, 256, 3, name="block3")

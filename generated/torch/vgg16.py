@@ -34,7 +34,9 @@ class VGGStage(nn.Module):
 class VGG16(nn.Module):
     """network VGG16 (specs/vgg16.arch:14)."""
 
-    def __init__(self, classes: int = 1000, dropout_rate: float = 0.5) -> None:
+    def __init__(
+        self, classes: int = 1000, dropout_rate: float = 0.5, resolution: int = 224
+    ) -> None:
         super().__init__()
         self.block1 = VGGStage(3, 64, 2)
         self.block2 = VGGStage(self.block1.out_channels, 128, 2)
