@@ -83,6 +83,15 @@ def read_registry(root: Path) -> list[Entry]:
     return entries
 
 
+def _spec_value(v: Value) -> str:
+    """A value as the spec language writes it (true/false, [a, b])."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_spec_value(x) for x in v) + "]"
+    return str(v)
+
+
 def _human(n: int) -> str:
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if n >= div:
@@ -139,7 +148,7 @@ def render(root: Path) -> str:
         elab = load(str(e.spec_path(root).relative_to(root)) if e.spec_path(root).is_relative_to(root)
                     else str(e.spec_path(root)), e.sets)
         root_inst = elab.root
-        sets = " ".join(f"`{k}={v}`" for k, v in e.sets.items())
+        sets = " ".join(f"`{k} = {_spec_value(v)}`" for k, v in e.sets.items())
         spec = f"[`{e.spec}.arch`](../specs/{e.spec}.arch)" + (f" {sets}" if sets else "")
         title = e.title + (f" ({e.variant})" if e.variant else "")
         if e.paper:
