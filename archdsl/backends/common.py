@@ -12,6 +12,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .. import graph as G
 from ..errors import ArchError
+from ..layers import INT_KINDS
 
 LINE_LENGTH = 88
 
@@ -476,3 +477,53 @@ def network_params(elab: G.Elaborated, printer, local=py_name, indent: int = 4) 
         else:
             params.append(f"{name}: {ann} = {literal(value)}")
     return params, fixups
+
+
+class CodeUnit:
+    """What the PyTorch class and the Keras function of one block (or of the network) share: the
+    names and expressions of its parameters and lets, and fresh local names."""
+
+    FIRST_PLAIN: tuple[str, ...] = ()  # local names whose first use goes without a number
+
+    def __init__(self, module, owner: G.BlockDef | G.NetworkDef) -> None:
+        self.m = module
+        self.owner = owner
+        self.is_network = isinstance(owner, G.NetworkDef)
+        self.counters: dict[str, int] = {}
+        self.outputs: list[str] = []
+        self.let_ints: dict[str, bool] = {}  # let -> holds an integer
+        self.printer = ExprPrinter(lambda e: module.local(e.name), self._in_shape,
+                                   {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
+
+    def _in_shape(self, e: G.InShape) -> str:  # pragma: no cover - each backend says how
+        raise NotImplementedError
+
+    def expr(self, e: G.Expr) -> str:
+        text = self.printer(e)
+        if "make_divisible" in self.printer.used_functions:
+            self.m.need("make_divisible")
+        return text
+
+    def is_int(self, ref: G.Ref) -> bool:
+        """Whether a parameter or let holds an integer in every use."""
+        if ref.kind == "let":
+            return self.let_ints.get(ref.name, False)
+        if self.is_network:
+            return integral(self.m.elab.args.get(ref.name))
+        values = [i.args.get(ref.name) for i in self.owner.instances]
+        return bool(values) and all(integral(v) for v in values)
+
+    def typed(self, node: G.Layer, e: G.Expr) -> str:
+        """A layer argument as code; integer arguments in int(...) unless surely integers."""
+        for p in node.type.params:
+            if node.args.get(p.name) is e and p.kind in INT_KINDS:
+                return int_code(e, self.expr, self.is_int)
+        return self.expr(e)
+
+    def fresh(self, base: str) -> str:
+        self.counters[base] = self.counters.get(base, 0) + 1
+        n = self.counters[base]
+        return base if n == 1 and base in self.FIRST_PLAIN else f"{base}{n}"
+
+    def owner_desc(self) -> str:
+        return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"

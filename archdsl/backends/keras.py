@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from .. import graph as G
 from ..errors import ArchError
-from ..layers import GLOBAL, INT_KINDS, SAME, VALID, same_pads
+from ..layers import GLOBAL, SAME, VALID, same_pads
 from .common import (
     Br,
-    ExprPrinter,
+    CodeUnit,
     agreed,
     block_params,
     const,
@@ -34,9 +34,6 @@ from .common import (
     surely_int,
     templates,
 )
-from .common import (
-    integral as _integral,
-)
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
@@ -53,7 +50,6 @@ class _Module:
     def __init__(self, elab: G.Elaborated) -> None:
         self.elab = elab
         self.prelude: set[str] = set()
-        self.uses_math = False
         self.functions: dict[str, str] = {}
         taken: set[str] = {"build_model"}
         for block in elab.program.blocks.values():
@@ -65,6 +61,9 @@ class _Module:
                 name = f"{base}{n}"
             taken.add(name)
             self.functions[block.name] = name
+
+    def need(self, name: str) -> None:
+        self.prelude.add(name)
 
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a function of the module."""
@@ -118,19 +117,14 @@ class _Path:
         return 'f"' + ".".join(out) + '"'
 
 
-class _Function:
+class _Function(CodeUnit):
     """One Python function: a block definition, or build_model() for the network."""
 
+    FIRST_PLAIN = ("identity", "i")
+
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
-        self.m = module
-        self.owner = owner
-        self.is_network = isinstance(owner, G.NetworkDef)
+        super().__init__(module, owner)
         self.lines: list[str] = []
-        self.counters: dict[str, int] = {}
-        self.outputs: list[str] = []
-        self.let_ints: dict[str, bool] = {}  # let -> holds an integer
-        self.printer = ExprPrinter(lambda e: self.m.local(e.name), self._in_shape,
-                                   {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
 
     def _in_shape(self, e: G.InShape) -> str:
         if self.is_network:
@@ -139,38 +133,6 @@ class _Function:
             d = net.input[index]
             return self.expr(d) if d is not None else "None"
         return {"channels": "in_channels", "height": "in_height", "width": "in_width"}[e.attr]
-
-    def expr(self, e: G.Expr) -> str:
-        text = self.printer(e)
-        if self.printer.used_functions & {"ceil", "floor"}:
-            self.m.uses_math = True
-        if "make_divisible" in self.printer.used_functions:
-            self.m.prelude.add("make_divisible")
-        return text
-
-    def is_int(self, ref: G.Ref) -> bool:
-        """Whether a parameter or let holds an integer in every use."""
-        if ref.kind == "let":
-            return self.let_ints.get(ref.name, False)
-        if self.is_network:
-            return _integral(self.m.elab.args.get(ref.name))
-        values = [i.args.get(ref.name) for i in self.owner.instances]
-        return bool(values) and all(_integral(v) for v in values)
-
-    def typed(self, node: G.Layer, e: G.Expr) -> str:
-        """A layer argument as code; integer arguments in int(...) unless surely integers."""
-        for p in node.type.params:
-            if node.args.get(p.name) is e and p.kind in INT_KINDS:
-                return int_code(e, self.expr, self.is_int)
-        return self.expr(e)
-
-    def fresh(self, base: str) -> str:
-        self.counters[base] = self.counters.get(base, 0) + 1
-        n = self.counters[base]
-        return base if n == 1 and base in ("identity", "i") else f"{base}{n}"
-
-    def owner_desc(self) -> str:
-        return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
 
     def render(self) -> str:
         owner = self.owner
@@ -183,7 +145,7 @@ class _Function:
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
             self.lines.extend(lay(Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
-                                                     '"input"' and 'name="input"']), 4, "inputs = "))
+                                                     'name="input"']), 4, "inputs = "))
             result = self.seq(net.body, "inputs", "x", _Path(), 4)
             if self.outputs:
                 outs = self.outputs[0] if len(self.outputs) == 1 else Br("", self.outputs, "[", "]")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from .. import graph as G
 from ..errors import ArchError
-from ..layers import GLOBAL, INT_KINDS, SAME, VALID
+from ..layers import GLOBAL, SAME, VALID
 from .common import (
     Br,
-    ExprPrinter,
+    CodeUnit,
     agreed,
     block_params,
     const,
@@ -38,9 +38,6 @@ from .common import (
     substitute,
     surely_int,
     templates,
-)
-from .common import (
-    integral as _integral,
 )
 
 _ACT_FUNCTIONAL = {
@@ -69,7 +66,6 @@ class _Module:
     def __init__(self, elab: G.Elaborated) -> None:
         self.elab = elab
         self.prelude: set[str] = set()
-        self.uses_math = False
         self.uses_ordered = False
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
@@ -112,27 +108,19 @@ class _Module:
         ).rstrip("\n") + "\n"
 
 
-class _Class:
+class _Class(CodeUnit):
     """One nn.Module subclass: a block definition, or the network."""
 
+    FIRST_PLAIN = ("identity",)
+
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
-        self.m = module
-        self.owner = owner
-        self.is_network = isinstance(owner, G.NetworkDef)
+        super().__init__(module, owner)
         self.init: list[str] = []
         self.fwd: list[str] = []
-        self.counters: dict[str, int] = {}
-        self.outputs: list[str] = []
-        self.let_ints: dict[str, bool] = {}  # let -> holds an integer
         self.previous: G.Node | None = None  # the item before the one being emitted, in its sequence
         self.lets: dict[str, str] = {}  # let bindings at the top of the class, for out_channels formulas
-        self.printer = ExprPrinter(self._ref, self._in_shape,
-                                   {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})
 
     # names and expressions
-
-    def _ref(self, e: G.Ref) -> str:
-        return self.m.local(e.name)
 
     def _in_shape(self, e: G.InShape) -> str:
         if e.attr == "channels":
@@ -145,35 +133,6 @@ class _Class:
                             f"({', '.join(map(str, sorted(sizes, key=str)))}); the PyTorch class needs it fixed",
                             e.span)
         return str(sizes.pop())
-
-    def expr(self, e: G.Expr) -> str:
-        text = self.printer(e)
-        if self.printer.used_functions & {"ceil", "floor"}:
-            self.m.uses_math = True
-        if "make_divisible" in self.printer.used_functions:
-            self.m.need("make_divisible")
-        return text
-
-    def is_int(self, ref: G.Ref) -> bool:
-        """Whether a parameter or let holds an integer in every use."""
-        if ref.kind == "let":
-            return self.let_ints.get(ref.name, False)
-        if self.is_network:
-            return _integral(self.m.elab.args.get(ref.name))
-        values = [i.args.get(ref.name) for i in self.owner.instances]
-        return bool(values) and all(_integral(v) for v in values)
-
-    def typed(self, node: G.Layer, e: G.Expr) -> str:
-        """A layer argument as code; integer arguments in int(...) unless surely integers."""
-        for p in node.type.params:
-            if node.args.get(p.name) is e and p.kind in INT_KINDS:
-                return int_code(e, self.expr, self.is_int)
-        return self.expr(e)
-
-    def fresh(self, base: str) -> str:
-        self.counters[base] = self.counters.get(base, 0) + 1
-        n = self.counters[base]
-        return base if n == 1 and base in ("identity",) else f"{base}{n}"
 
     # the class
 
@@ -462,9 +421,6 @@ class _Class:
                                                                   self.owner_desc())
             return cin if size == (1, 1) else f"{paren(cin)} * {size[0]} * {size[1]}"
         return cin
-
-    def owner_desc(self) -> str:
-        return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
 
     def layer(self, node: G.Layer, cin: str) -> tuple[Br | str, str]:
         """(constructor, out channels) of a layer used as a module."""
