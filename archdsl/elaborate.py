@@ -251,8 +251,15 @@ class _Elaborator:
             otherwise = sub(item.otherwise) if item.otherwise is not None else G.Seq(item.span, "", [])
             return G.Choice(item.span, "", self._expr(item.cond, scope), sub(item.then), otherwise)
         if isinstance(item, S.Repeat):
+            count = self._expr(item.count, scope)
+            if item.index is not None:
+                if item.index in FUNCTIONS or item.index in SYMBOLS:
+                    raise ArchError(f"'{item.index}' is a built-in name and cannot be a loop index", item.span)
+                scope.frames.append({item.index: "index"})
             body = self._item(item.item, scope, network)
-            return G.Repeat(item.span, "", body, self._expr(item.count, scope))
+            if item.index is not None:
+                scope.frames.pop()
+            return G.Repeat(item.span, "", body, count, item.index)
         raise AssertionError(item)  # pragma: no cover
 
     def _call(self, call: S.Call, scope: _Scope) -> G.Node:
@@ -366,6 +373,8 @@ def _kind(node: G.Node) -> str:
         return _kind(node.body)
     if isinstance(node, G.Choice):
         return "choice"
+    if isinstance(node, G.Repeat) and isinstance(node.body, G.Seq) and len(node.body.nodes) == 1:
+        return _kind(node.body.nodes[0])
     if isinstance(node, G.Seq):
         return "group"
     return type(node).__name__.lower()

@@ -49,7 +49,7 @@ class Ref(Expr):
     """A block/network parameter or a `let` binding."""
 
     name: str
-    kind: str  # "param" or "let"
+    kind: str  # "param", "let" or "index" (of a `for`)
 
 
 @dataclass
@@ -157,6 +157,7 @@ class Choice(Node):
 class Repeat(Node):
     body: Node
     count: Expr
+    index: str | None = None  # the name bound to 0, 1, ... in the body (`for i in range(n)`)
 
 
 @dataclass(eq=False)

@@ -228,6 +228,9 @@ class _ToSyntax(Transformer):
     def if_item(self, meta, cond, then, otherwise):
         return S.If(self._span(meta), cond, then, otherwise)
 
+    def for_item(self, meta, name, count, body):
+        return S.Repeat(self._span(meta), S.Group(body.span, body), count, index=str(name))
+
     def else_body(self, meta, body):
         return body
 

@@ -226,7 +226,11 @@ class Expander:
             inst.args = {"count": n}
             end = state
             for i in range(n):
-                end = self._node(node.body, end, env, f"{path}.{i}", inst.children)
+                body_env = env
+                if node.index is not None:
+                    body_env = env.child()
+                    body_env.values[node.index] = i
+                end = self._node(node.body, end, body_env, f"{path}.{i}", inst.children)
         elif isinstance(node, G.Choice):
             c = evaluate(node.condition, env)
             if not isinstance(c, bool):

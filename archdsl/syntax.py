@@ -134,6 +134,7 @@ class If(Item):
 class Repeat(Item):
     item: Item
     count: Expr
+    index: str | None = None  # `for i in range(n) { ... }` binds i to 0 .. n-1
 
 
 # Statements and definitions -------------------------------------------------------------------

@@ -277,3 +277,26 @@ def test_drop_path_runs_in_training_and_is_identity_in_eval(tmp_path):
     model = tm.build_model().train()
     assert model(torch.from_numpy(x)).shape == (16, 4, 8, 8)
     assert km.build_model()(x.transpose(0, 2, 3, 1), training=True).shape == (16, 8, 8, 4)
+
+
+def test_for_loop_index_reaches_the_body(tmp_path):
+    source = """
+    block B(c, rate) {
+        residual(drop_path = rate) { conv(c, 3, pad = 1) bn relu }
+    }
+    network Loop(blocks = 3) {
+        input [3, 16, 16]
+        conv(8, 3, pad = 1)
+        stage: for i in range(blocks) {
+            B(8, 0.1 * i / blocks)
+        }
+        for j in range(2) { conv(8 * (j + 1), 1) relu }
+    }
+    """
+    elab, tm, km, paths = build(tmp_path, source)
+    rates = [inst.args["rate"] for inst in elab.root.walk() if inst.kind == "B"]
+    assert rates == [0.0, 0.1 / 3, 0.2 / 3]
+    assert [str(i.out_shape) for i in elab.root.walk() if i.path.startswith("group1.") and i.kind == "conv"] == [
+        "[8, 16, 16]", "[16, 16, 16]"]
+    assert "for j in range(2):" in paths["torch"].read_text()
+    assert_parity(elab, tm, km)

@@ -508,6 +508,8 @@ class CodeUnit:
         """Whether a parameter or let holds an integer in every use."""
         if ref.kind == "let":
             return self.let_ints.get(ref.name, False)
+        if ref.kind == "index":
+            return True
         if self.is_network:
             return integral(self.m.elab.args.get(ref.name))
         values = [i.args.get(ref.name) for i in self.owner.instances]

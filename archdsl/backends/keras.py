@@ -258,7 +258,7 @@ class _Function(CodeUnit):
         if isinstance(node, G.Repeat):
             if src != dst:
                 self.lines.append(f"{pad}{dst} = {src}")
-            i = self.fresh("i")
+            i = self.m.local(node.index) if node.index else self.fresh("i")
             self.lines.extend(lay(int_code(node.count, self.expr, self.is_int), indent, f"for {i} in range(", "):"))
             before = len(self.lines)
             result = self.node(node.body, dst, dst, here.var(i), indent + 4)

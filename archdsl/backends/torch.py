@@ -357,7 +357,8 @@ class _Class(CodeUnit):
             var = target or self.fresh("m")
             chan = self.fresh("channels")
             setup = [f"{pad}{var} = nn.Sequential()", f"{pad}{chan} = {cin}"]
-            setup += lay(int_code(node.count, self.expr, self.is_int), indent, "for _ in range(", "):")
+            loop = self.m.local(node.index) if node.index else "_"
+            setup += lay(int_code(node.count, self.expr, self.is_int), indent, f"for {loop} in range(", "):")
             s, code, cout = self.build(node.body, chan, None, indent + 4)
             setup += s + lay(Br(f"{var}.append", [code]), indent + 4)
             if cout != chan:
