@@ -216,8 +216,8 @@ def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list
     if len(body) <= LINE_LENGTH:
         return [head, body, tail]
     lines = [head]
-    for a in code.args:
-        lines.extend(lay(a, indent + 4, "", ","))
+    for a in code.args:  # one a line; a lone argument gets no trailing comma (as ruff format writes it)
+        lines.extend(lay(a, indent + 4, "", "," if len(code.args) > 1 else ""))
     lines.append(tail)
     return lines
 

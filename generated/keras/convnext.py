@@ -88,15 +88,20 @@ def conv_ne_xt_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block ConvNeXtStage (specs/lib/convnext.arch:25)."""
+    """block ConvNeXtStage (specs/lib/convnext.arch:24)."""
     if downsample:
         x = layers.LayerNormalization(epsilon=eps, name=f"{name}.downsample.0")(x)
         x = layers.Conv2D(dim, 2, strides=2, name=f"{name}.downsample.1")(x)
     else:
         pass
-    drop = drop_path_rate * (start + (depth - 1) / 2) / (total - 1)
-    for i in range(depth):
-        x = conv_ne_xt_block(x, drop, layer_scale, eps, name=f"{name}.blocks.{i}")
+    for i_ in range(depth):
+        x = conv_ne_xt_block(
+            x,
+            drop_path_rate * (start + i_) / (total - 1),
+            layer_scale,
+            eps,
+            name=f"{name}.blocks.{i_}",
+        )
     return x
 
 

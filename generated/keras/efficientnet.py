@@ -205,7 +205,7 @@ def mb_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBStage (specs/lib/efficientnet.arch:86)."""
+    """block MBStage (specs/lib/efficientnet.arch:85)."""
     x = mb_conv(
         x,
         out,
@@ -218,18 +218,18 @@ def mb_stage(
         momentum,
         name=f"{name}.mb_conv1",
     )
-    for i in range(repeats - 1):
+    for i_ in range(repeats - 1):
         x = mb_conv(
             x,
             out,
             expand_ratio,
             kernel,
             1,
-            drop_connect * (start + repeats / 2) / total,
+            drop_connect * (start + 1 + i_) / total,
             pad_same,
             eps,
             momentum,
-            name=f"{name}.mb_conv2.{i}",
+            name=f"{name}.group1.{i_}",
         )
     return x
 

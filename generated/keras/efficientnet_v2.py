@@ -200,18 +200,18 @@ def fused_mb_stage(
         momentum,
         name=f"{name}.fused_mb_conv1",
     )
-    for i in range(repeats - 1):
+    for i_ in range(repeats - 1):
         x = fused_mb_conv(
             x,
             out,
             expand_ratio,
             kernel,
             1,
-            drop_connect * (start + repeats / 2) / total,
+            drop_connect * (start + 1 + i_) / total,
             pad_same,
             eps,
             momentum,
-            name=f"{name}.fused_mb_conv2.{i}",
+            name=f"{name}.group1.{i_}",
         )
     return x
 
@@ -343,7 +343,7 @@ def mb_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBStage (specs/lib/efficientnet.arch:86)."""
+    """block MBStage (specs/lib/efficientnet.arch:85)."""
     x = mb_conv(
         x,
         out,
@@ -356,18 +356,18 @@ def mb_stage(
         momentum,
         name=f"{name}.mb_conv1",
     )
-    for i in range(repeats - 1):
+    for i_ in range(repeats - 1):
         x = mb_conv(
             x,
             out,
             expand_ratio,
             kernel,
             1,
-            drop_connect * (start + repeats / 2) / total,
+            drop_connect * (start + 1 + i_) / total,
             pad_same,
             eps,
             momentum,
-            name=f"{name}.mb_conv2.{i}",
+            name=f"{name}.group1.{i_}",
         )
     return x
 

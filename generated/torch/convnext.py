@@ -69,8 +69,8 @@ class ConvNeXtBlock(nn.Module):
                     ("fc1", nn.Conv2d(in_channels, 4 * in_channels, 1)),
                     ("act", nn.GELU()),
                     ("fc2", nn.Conv2d(4 * in_channels, in_channels, 1)),
-                ],
-            ),
+                ]
+            )
         )
         self.gamma = LayerScale(in_channels, layer_scale)
         self.residual1 = DropPath(drop)
@@ -87,7 +87,7 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStage(nn.Module):
-    """block ConvNeXtStage (specs/lib/convnext.arch:25)."""
+    """block ConvNeXtStage (specs/lib/convnext.arch:24)."""
 
     def __init__(
         self,
@@ -111,11 +111,17 @@ class ConvNeXtStage(nn.Module):
         else:
             self.downsample = nn.Identity()
             channels1 = in_channels
-        drop = drop_path_rate * (start + (depth - 1) / 2) / (total - 1)
         self.blocks = nn.Sequential()
         channels2 = channels1
-        for _ in range(depth):
-            self.blocks.append(ConvNeXtBlock(channels2, drop, layer_scale, eps))
+        for i_ in range(depth):
+            self.blocks.append(
+                ConvNeXtBlock(
+                    channels2,
+                    drop_path_rate * (start + i_) / (total - 1),
+                    layer_scale,
+                    eps,
+                )
+            )
         self.out_channels = channels2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,8 +165,8 @@ class ConvNeXt(nn.Module):
                     ("norm", LayerNorm2d(m4.out_channels, eps=1e-06)),
                     ("1", nn.Flatten()),
                     ("fc", nn.Linear(m4.out_channels, classes)),
-                ],
-            ),
+                ]
+            )
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,8 @@ class DenseLayer(nn.Module):
                             bn_size * growth_rate, growth_rate, 3, padding=1, bias=False
                         ),
                     ),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = in_channels + growth_rate
 
@@ -154,8 +154,8 @@ class DenseNet(nn.Module):
                     ("transition3", m6),
                     ("denseblock4", m7),
                     ("norm5", nn.BatchNorm2d(m7.out_channels, eps=eps)),
-                ],
-            ),
+                ]
+            )
         )
         self.avgpool1 = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(m7.out_channels, classes)

@@ -38,8 +38,8 @@ class DenseLayer(nn.Module):
                             bn_size * growth_rate, growth_rate, 3, padding=1, bias=False
                         ),
                     ),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = in_channels + growth_rate
 

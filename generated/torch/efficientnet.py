@@ -105,8 +105,8 @@ class SqueezeExcitation(nn.Module):
                     ("2", nn.SiLU()),
                     ("fc2", nn.Conv2d(squeeze, in_channels, 1)),
                     ("4", nn.Sigmoid()),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = in_channels
 
@@ -206,7 +206,7 @@ class MBConv(nn.Module):
 
 
 class MBStage(nn.Module):
-    """block MBStage (specs/lib/efficientnet.arch:86)."""
+    """block MBStage (specs/lib/efficientnet.arch:85)."""
 
     def __init__(
         self,
@@ -235,27 +235,27 @@ class MBStage(nn.Module):
             eps,
             momentum,
         )
-        self.mb_conv2 = nn.Sequential()
+        self.group1 = nn.Sequential()
         channels1 = self.mb_conv1.out_channels
-        for _ in range(repeats - 1):
+        for i_ in range(repeats - 1):
             m1 = MBConv(
                 channels1,
                 out,
                 expand_ratio,
                 kernel,
                 1,
-                drop_connect * (start + repeats / 2) / total,
+                drop_connect * (start + 1 + i_) / total,
                 pad_same,
                 eps,
                 momentum,
             )
-            self.mb_conv2.append(m1)
+            self.group1.append(m1)
             channels1 = m1.out_channels
         self.out_channels = channels1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mb_conv1(x)
-        x = self.mb_conv2(x)
+        x = self.group1(x)
         return x
 
 

@@ -151,10 +151,10 @@ class InvertedResidual(nn.Module):
                                     eps,
                                     tf_pad,
                                 ),
-                            ),
-                        ],
-                    ),
-                ),
+                            )
+                        ]
+                    )
+                )
             )
         else:
             self.choice1 = nn.Sequential(
@@ -165,9 +165,9 @@ class InvertedResidual(nn.Module):
                             InvertedBottleneck(
                                 in_channels, filters, stride, expand_ratio, eps, tf_pad
                             ),
-                        ),
-                    ],
-                ),
+                        )
+                    ]
+                )
             )
         self.out_channels = filters
 

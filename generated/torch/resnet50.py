@@ -41,8 +41,8 @@ class SqueezeExcite(nn.Module):
                     ("2", nn.ReLU()),
                     ("fc2", nn.Conv2d(int(in_channels // ratio), in_channels, 1)),
                     ("4", nn.Sigmoid()),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = in_channels
 
@@ -162,7 +162,7 @@ class Stage(nn.Module):
                     eps=eps,
                     se=se,
                     drop_path=drop_path,
-                ),
+                )
             )
             channels1 = planes * 4
         self.out_channels = channels1

@@ -30,8 +30,8 @@ class Fire(nn.Module):
                 [
                     ("expand1x1", nn.Conv2d(squeeze_planes, expand1x1_planes, 1)),
                     ("expand1x1_activation", nn.ReLU()),
-                ],
-            ),
+                ]
+            )
         )
         self.branch2 = nn.Sequential(
             OrderedDict(
@@ -41,8 +41,8 @@ class Fire(nn.Module):
                         nn.Conv2d(squeeze_planes, expand3x3_planes, 3, padding=1),
                     ),
                     ("expand3x3_activation", nn.ReLU()),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = expand1x1_planes + expand3x3_planes
 

@@ -190,8 +190,8 @@ class SqueezeExcite(nn.Module):
                     ("2", nn.ReLU()),
                     ("fc2", nn.Conv2d(int(in_channels // ratio), in_channels, 1)),
                     ("4", nn.Sigmoid()),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = in_channels
 

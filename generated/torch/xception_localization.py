@@ -137,8 +137,8 @@ class EntryFlow(nn.Module):
                     ("conv2", nn.Conv2d(32, 64, 3, bias=False)),
                     ("conv2_bn", nn.BatchNorm2d(64, eps=eps)),
                     ("conv2_act", nn.ReLU()),
-                ],
-            ),
+                ]
+            )
         )
         self.block2 = XceptionDown(64, 128, 128, False, eps, tf_pad)
         self.block3 = XceptionDown(
@@ -226,8 +226,8 @@ class ExitFlow(nn.Module):
                     ("sepconv2", SeparableConv2d(1536, 2048, 3, padding=1, bias=False)),
                     ("sepconv2_bn", nn.BatchNorm2d(2048, eps=eps)),
                     ("sepconv2_act", nn.ReLU()),
-                ],
-            ),
+                ]
+            )
         )
         self.out_channels = 2048
 
