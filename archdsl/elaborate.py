@@ -200,6 +200,8 @@ class _Elaborator:
                 value = self._expr(stmt.value, scope)
                 scope.frames[-1][stmt.name] = "let"
                 items.append(G.Let(stmt.span, stmt.name, value))
+            elif isinstance(stmt, S.Assert):
+                items.append(G.Check(stmt.span, self._expr(stmt.cond, scope), stmt.message))
             elif isinstance(stmt, S.Input):
                 raise ArchError("`input` comes once, first in the network", stmt.span)
             elif isinstance(stmt, S.Output):

@@ -115,11 +115,20 @@ class Let:
 
 
 @dataclass(eq=False)
+class Check:
+    """`assert cond, "message"`, checked when the spec is expanded; no code is generated for it."""
+
+    span: Span
+    cond: Expr
+    message: str | None
+
+
+@dataclass(eq=False)
 class Seq(Node):
     """A run of items. At the top of a block it is the block's body; nested, it is a group that
     the PyTorch backend makes one module of (a single module, or an nn.Sequential)."""
 
-    items: list[Node | Let]
+    items: list[Node | Let | Check]
 
     @property
     def nodes(self) -> list[Node]:

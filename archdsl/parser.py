@@ -169,6 +169,9 @@ class _ToSyntax(Transformer):
     def let_stmt(self, meta, name, value):
         return S.Let(self._span(meta), str(name), value)
 
+    def assert_stmt(self, meta, cond, message):
+        return S.Assert(self._span(meta), cond, _unquote(message) if message is not None else None)
+
     def input_stmt(self, meta, *dims):
         return S.Input(self._span(meta), list(dims))
 

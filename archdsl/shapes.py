@@ -103,6 +103,17 @@ def evaluate(e: G.Expr, env: _Env) -> Value:
     raise AssertionError(e)  # pragma: no cover
 
 
+def _check(item: G.Check, env: _Env) -> None:
+    ok = evaluate(item.cond, env)
+    if not isinstance(ok, bool):
+        raise ArchError(f"an assert condition must be true or false, got {describe(ok)}", item.cond.span,
+                        context=env.context)
+    if not ok:
+        args = ", ".join(f"{k} = {describe(v)}" for k, v in env.values.items() if not k.startswith("_"))
+        raise ArchError(item.message or "assertion failed", item.span, context=env.context,
+                        notes=[f"with {args}"] if args else [])
+
+
 def _need_bool(v: Value, op: str, e: G.Expr, env: _Env) -> None:
     if not isinstance(v, bool):
         raise ArchError(f"'{op}' needs true or false, got {describe(v)}", e.span, context=env.context)
@@ -175,6 +186,9 @@ class Expander:
             if isinstance(item, G.Let):
                 seq_env.values[item.name] = evaluate(item.value, seq_env)
                 continue
+            if isinstance(item, G.Check):
+                _check(item, seq_env)
+                continue
             if isinstance(item, G.Output):
                 if item.body is None:
                     marker = Inst(item, item.name, "output", state.shape, state.shape)
@@ -205,6 +219,8 @@ class Expander:
         for item in seq.items:
             if isinstance(item, G.Let):
                 env.values[item.name] = evaluate(item.value, env)
+            elif isinstance(item, G.Check):
+                _check(item, env)
             else:
                 state = self._node(item, state, env, path, out)
         return state

@@ -151,6 +151,14 @@ class Let(Stmt):
 
 
 @dataclass
+class Assert(Stmt):
+    """`assert cond, "message"`: the spec's own check of its parameters."""
+
+    cond: Expr
+    message: str | None
+
+
+@dataclass
 class Input(Stmt):
     dims: list[Expr]
 

@@ -248,3 +248,28 @@ def test_open_size_checks_what_it_can(tmp_path):
 
 def test_duplicate_label(tmp_path):
     check_error(tmp_path, net("a: conv(8, 3)\na: relu"), "the name 'a' is used twice", 4, 5)
+
+
+def test_assert_in_a_block_reports_its_message_place_and_values(tmp_path):
+    src = """
+    block Fire(version = 1.0) {
+        assert version == 1.0 or version == 1.1, "SqueezeNet has versions 1.0 and 1.1"
+        conv(16, 1) relu
+    }
+    network N(v = 1.2) {
+        input [3, 8, 8]
+        Fire(v)
+    }
+    """
+    err = check_error(tmp_path, src, "SqueezeNet has versions 1.0 and 1.1", 2, 5)
+    assert "version = 1.2" in err.format()
+    assert "fire1 (Fire)" in err.format()
+
+
+def test_assert_that_holds_generates_nothing(tmp_path):
+    spec = tmp_path / "ok.arch"
+    spec.write_text("network N(w = 2) {\n    input [3, 8, 8]\n    assert w > 0\n    conv(w, 3)\n}\n")
+    from archdsl.compiler import generate
+
+    code = generate(load(str(spec)), "torch")
+    assert "assert" not in code.split('"""', 2)[2]

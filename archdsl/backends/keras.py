@@ -176,6 +176,8 @@ class _Function(CodeUnit):
         """Emit seq applied to the tensor in src, results in dst; returns the variable holding the result."""
         var = src
         for item in seq.items:
+            if isinstance(item, G.Check):  # checked when the spec was expanded
+                continue
             if isinstance(item, G.Let):
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))

@@ -178,6 +178,8 @@ class _Class(CodeUnit):
 
     def top(self, seq: G.Seq, cin: str, indent: int) -> str:
         for item in seq.items:
+            if isinstance(item, G.Check):  # checked when the spec was expanded
+                continue
             if isinstance(item, G.Let):
                 value = self.expr(item.value)
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
@@ -286,6 +288,8 @@ class _Class(CodeUnit):
             setup: list[str] = []
             parts: list[tuple[str | None, Br | str]] = []
             for item in node.items:
+                if isinstance(item, G.Check):  # checked when the spec was expanded
+                    continue
                 if isinstance(item, G.Let):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
