@@ -51,10 +51,9 @@ def parse_sets(items: list[str] | None) -> dict[str, Value]:
     return out
 
 
-def load(spec: str, overrides: dict[str, Value] | None = None, expander: Expander | None = None) -> Elaborated:
+def load(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated:
     """Parse, elaborate and shape-check a spec for one setting of its network parameters."""
-    program = elaborate(spec)
-    return (expander or Expander(program)).run(overrides)
+    return Expander(elaborate(spec)).run(overrides)
 
 
 def generate(elab: Elaborated, target: str) -> str:

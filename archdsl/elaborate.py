@@ -11,12 +11,11 @@ from __future__ import annotations
 import difflib
 import keyword
 import os
-import re
 
 from . import graph as G
 from . import syntax as S
 from .errors import ArchError, Span
-from .layers import FUNCTIONS, LAYERS, SYMBOLS
+from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS
 from .parser import parse
 
 IN_ATTRS = ("channels", "height", "width")
@@ -29,12 +28,6 @@ MODULE_ATTRS = frozenset(["T_destination", "add_module", "apply", "bfloat16", "b
 def _suggest(name: str, options) -> str:
     close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _snake(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
-    return s.lower()
 
 
 def safe_attr(name: str) -> str:
@@ -271,16 +264,14 @@ class _Elaborator:
             return G.Layer(call.span, "", ltype, args)
         if call.name in self.loader.blocks:
             block = self._block(call.name, call.name_span)
-            args = self._bind([(p.name, p.default) for p in block.params], call, scope, f"block {call.name}",
-                              fill=False)
+            args = self._bind([(p.name, REQUIRED if p.default is None else p.default) for p in block.params],
+                              call, scope, f"block {call.name}", fill=False)
             return G.BlockCall(call.span, "", call.name, args)
         known = set(LAYERS) | set(self.loader.blocks)
         raise ArchError(f"unknown layer or block '{call.name}'{_suggest(call.name, known)}", call.name_span)
 
     def _bind(self, sig: list[tuple[str, object]], call: S.Call, scope: _Scope, what: str,
               fill: bool = True) -> dict[str, G.Expr]:
-        from .layers import REQUIRED
-
         names = [n for n, _ in sig]
         bound: dict[str, G.Expr] = {}
         seen_keyword = False
@@ -306,11 +297,9 @@ class _Elaborator:
         for name, default in sig:
             if name in bound:
                 continue
-            if default is REQUIRED or default is None and not fill:
-                if not fill and default is not None:
-                    continue
+            if default is REQUIRED:
                 raise ArchError(f"{what} needs its argument '{name}'", call.span)
-            if fill:
+            if fill:  # layers get every argument; blocks keep their own defaults
                 bound[name] = G.Const(call.span, default)  # type: ignore[arg-type]
         return {n: bound[n] for n in names if n in bound}
 
@@ -370,7 +359,7 @@ def _kind(node: G.Node) -> str:
     if isinstance(node, G.Layer):
         return node.type.name
     if isinstance(node, G.BlockCall):
-        return _snake(node.block)
+        return G.snake(node.block)
     if isinstance(node, G.Repeat):
         return _kind(node.body)
     if isinstance(node, G.Choice):

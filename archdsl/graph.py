@@ -10,6 +10,7 @@ multiply-accumulates known (archdsl/shapes.py builds them).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,14 @@ from .errors import Span
 
 if TYPE_CHECKING:
     from .layers import LayerType
+
+
+def snake(name: str) -> str:
+    """A block name in snake case (`InvertedResidual` -> `inverted_residual`): how auto-names and
+    Keras functions are named after blocks."""
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,12 @@ def _as_int(v: Value) -> int | None:
     return None
 
 
-def _describe(v: Value) -> str:
+def describe(v: Value) -> str:
+    """A value as the spec language writes it (true/false, [a, b])."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, tuple):
-        return "[" + ", ".join(_describe(x) for x in v) + "]"
+        return "[" + ", ".join(describe(x) for x in v) + "]"
     if v is None:
         return "nothing"
     return str(v)
@@ -55,7 +56,7 @@ def _describe(v: Value) -> str:
 def k_int(v: Value, minimum: int = 1) -> int:
     i = _as_int(v)
     if i is None:
-        raise ArgError(f"expects an integer, got {_describe(v)}")
+        raise ArgError(f"expects an integer, got {describe(v)}")
     if i < minimum:
         raise ArgError(f"must be at least {minimum}, got {i}")
     return i
@@ -67,31 +68,31 @@ def k_int0(v: Value) -> int:
 
 def k_float(v: Value) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ArgError(f"expects a number, got {_describe(v)}")
+        raise ArgError(f"expects a number, got {describe(v)}")
     return float(v)
 
 
 def k_rate(v: Value) -> float:
     f = k_float(v)
     if not 0.0 <= f < 1.0:
-        raise ArgError(f"must be in [0, 1), got {_describe(v)}")
+        raise ArgError(f"must be in [0, 1), got {describe(v)}")
     return f
 
 
 def k_bool(v: Value) -> bool:
     if not isinstance(v, bool):
-        raise ArgError(f"expects true or false, got {_describe(v)}")
+        raise ArgError(f"expects true or false, got {describe(v)}")
     return v
 
 
 def _pair(v: Value, minimum: int) -> tuple[int, int]:
     if isinstance(v, tuple):
         if len(v) != 2:
-            raise ArgError(f"expects an integer or a pair [height, width], got {_describe(v)}")
+            raise ArgError(f"expects an integer or a pair [height, width], got {describe(v)}")
         return (k_int(v[0], minimum), k_int(v[1], minimum))
     i = _as_int(v)
     if i is None:
-        raise ArgError(f"expects an integer or a pair [height, width], got {_describe(v)}")
+        raise ArgError(f"expects an integer or a pair [height, width], got {describe(v)}")
     if i < minimum:
         raise ArgError(f"must be at least {minimum}, got {i}")
     return (i, i)
@@ -156,12 +157,6 @@ class LayerType:
     category: str
     doc: str
     weights: bool = False  # has trainable parameters
-
-    def param(self, name: str) -> P | None:
-        for p in self.params:
-            if p.name == name:
-                return p
-        return None
 
 
 def _need_map(shape: Shape, what: str) -> None:
@@ -268,7 +263,7 @@ def k_pad2(v: Value) -> tuple[int, int]:
     """Padding on the two ends of one axis: p (both) or [before, after]."""
     if isinstance(v, tuple):
         if len(v) != 2:
-            raise ArgError(f"expects an integer or [before, after], got {_describe(v)}")
+            raise ArgError(f"expects an integer or [before, after], got {describe(v)}")
         return (k_int0(v[0]), k_int0(v[1]))
     p = k_int0(v)
     return (p, p)
@@ -451,7 +446,6 @@ _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, l
 # expression is surely an integer)
 INT_KINDS = frozenset({k_int, k_int0, k_int2, k_stride, k_pad, k_pool, k_zpad, k_pad2})
 
-ACTIVATIONS = frozenset(n for n, t in LAYERS.items() if t.category == "activation")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -473,7 +467,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {  # name -> (min args, max args)
 def call_function(name: str, args: list) -> Value:
     for a in args:
         if isinstance(a, (Symbol, tuple, bool)) or a is None:
-            raise ArgError(f"{name}() expects numbers, got {_describe(a)}")
+            raise ArgError(f"{name}() expects numbers, got {describe(a)}")
     if name == "min":
         return min(args)
     if name == "max":

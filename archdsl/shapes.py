@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import graph as G
 from .errors import ArchError
 from .graph import Inst, Shape, Symbol, Value
-from .layers import ArgError, call_function
+from .layers import ArgError, call_function, describe
 
 _BINOPS = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -22,14 +22,6 @@ _BINOPS = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
     ">": operator.gt, ">=": operator.ge,
 }
-
-
-def describe(v: Value) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(describe(x) for x in v) + "]"
-    return "nothing" if v is None else str(v)
 
 
 @dataclass
@@ -394,8 +386,3 @@ def _all_nodes(seq: G.Seq):
             stack.extend([node.then, node.otherwise])
         elif isinstance(node, G.Repeat):
             stack.append(node.body)
-
-
-def expand(program: G.Program, overrides: dict[str, Value] | None = None, expander: Expander | None = None
-           ) -> G.Elaborated:
-    return (expander or Expander(program)).run(overrides)

@@ -28,6 +28,7 @@ from pathlib import Path
 from .compiler import load
 from .errors import ArchError
 from .graph import Value
+from .layers import describe
 
 _FIELDS = {"spec", "title", "paper", "variant", "sets", "test_sets", "torch_reference", "torch_reference_args",
            "keras_reference", "keras_reference_args", "params", "params_source", "output", "notes"}
@@ -50,7 +51,6 @@ class Entry:
     params_source: str = ""
     output: int = -1
     notes: str = ""
-    registry: str = ""
 
     def spec_path(self, root: Path) -> Path:
         return root / "specs" / f"{self.spec}.arch"
@@ -76,20 +76,11 @@ def read_registry(root: Path) -> list[Entry]:
             if key in seen:
                 raise ArchError(f"{path}: [{key}] is also in {seen[key]}")
             seen[key] = str(path)
-            entry = Entry(key=key, spec=table.get("spec", key), title=table.get("title", key), registry=path.name,
+            entry = Entry(key=key, spec=table.get("spec", key), title=table.get("title", key),
                           **{k: v for k, v in table.items() if k not in ("spec", "title")})
             entry.sets, entry.test_sets = _values(entry.sets), _values(entry.test_sets)
             entries.append(entry)
     return entries
-
-
-def _spec_value(v: Value) -> str:
-    """A value as the spec language writes it (true/false, [a, b])."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_spec_value(x) for x in v) + "]"
-    return str(v)
 
 
 def _human(n: int) -> str:
@@ -148,7 +139,7 @@ def render(root: Path) -> str:
         elab = load(str(e.spec_path(root).relative_to(root)) if e.spec_path(root).is_relative_to(root)
                     else str(e.spec_path(root)), e.sets)
         root_inst = elab.root
-        sets = " ".join(f"`{k} = {_spec_value(v)}`" for k, v in e.sets.items())
+        sets = " ".join(f"`{k} = {describe(v)}`" for k, v in e.sets.items())
         spec = f"[`{e.spec}.arch`](../specs/{e.spec}.arch)" + (f" {sets}" if sets else "")
         title = e.title + (f" ({e.variant})" if e.variant else "")
         if e.paper:

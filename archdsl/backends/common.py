@@ -29,12 +29,6 @@ def py_name(name: str) -> str:
     return name
 
 
-def snake(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
-    return s.lower()
-
-
 def quote(s: str) -> str:
     """A Python string literal in the style ruff format writes (double quotes)."""
     if '"' not in s and "\\" not in s and s.isprintable():

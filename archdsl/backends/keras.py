@@ -30,7 +30,6 @@ from .common import (
     pad_parts,
     py_name,
     quote,
-    snake,
     surely_int,
     templates,
 )
@@ -53,7 +52,7 @@ class _Module:
         self.functions: dict[str, str] = {}
         taken: set[str] = {"build_model"}
         for block in elab.program.blocks.values():
-            base = py_name(snake(block.name))
+            base = py_name(G.snake(block.name))
             name = base
             n = 1
             while name in taken:
