@@ -19,6 +19,9 @@ from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS
 from .parser import parse
 
 IN_ATTRS = ("channels", "height", "width")
+MERGES = ("add", "concat")  # the items that take named tensors as their inputs
+_TENSOR_USE = ("a named tensor can start a chain (`h = p conv(...)`), or be an argument of add(...), "
+               "concat(...) or of a block's tensor parameter")
 
 # Attributes of torch.nn.Module (and what generated code defines): a layer named like one of these
 # would shadow it, so such names get a trailing underscore in the module path.
@@ -64,7 +67,7 @@ class Loader:
                 first = self.blocks[block.name]
                 raise ArchError(f"block '{block.name}' is defined twice", block.name_span,
                                 notes=[f"first defined at {first.name_span}"])
-            if block.name in LAYERS:
+            if block.name in LAYERS or block.name in MERGES:
                 raise ArchError(f"block '{block.name}' has the name of a built-in layer", block.name_span)
             self.blocks[block.name] = block
         base = os.path.dirname(path)
@@ -112,8 +115,13 @@ class _Elaborator:
         self.active: list[str] = []  # blocks being elaborated, to catch recursion
 
     def run(self, net: S.NetworkDef) -> G.Program:
+        for p in net.params:
+            if p.tensor:
+                raise ArchError("a network's parameters are numbers; its input tensor is given by `input`", p.span)
+        self.in_assert = False
         params = self._params(net.params, f"network {net.name}")
         scope = _Scope({p.name: p.span for p in net.params}, f"network {net.name}")
+        scope.frames[0]["in"] = "tensor"
         self.uses_in: set[str] = set()
         stmts = list(net.body.stmts)
         if not stmts or not isinstance(stmts[0], S.Input):
@@ -153,12 +161,14 @@ class _Elaborator:
                 raise ArchError(f"parameter '{p.name}' is listed twice", p.span)
             if p.name in FUNCTIONS or p.name in SYMBOLS:
                 raise ArchError(f"'{p.name}' is a built-in name and cannot be a parameter", p.span)
+            if p.tensor and (p.name in LAYERS or p.name in self.loader.blocks or p.name in MERGES):
+                raise ArchError(f"'{p.name}' is the name of a layer or block and cannot name a tensor", p.span)
             default = self._expr(p.default, scope) if p.default is not None else None
             if out and out[-1].default is not None and default is None:
                 raise ArchError(f"parameter '{p.name}' needs a default: it follows one that has one", p.span)
-            out.append(G.Param(p.name, default, p.span))
+            out.append(G.Param(p.name, default, p.span, tensor=p.tensor))
             seen[p.name] = p.span
-            scope.frames[0][p.name] = "param"
+            scope.frames[0][p.name] = "tensor" if p.tensor else "param"
         return out
 
     def _block(self, name: str, called_at: Span) -> G.BlockDef:
@@ -173,6 +183,10 @@ class _Elaborator:
         self.uses_in = set()
         params = self._params(src.params, f"block {name}")
         scope = _Scope({p.name: p.span for p in src.params}, f"block {name}")
+        for p in params:
+            if p.tensor:
+                scope.frames[0][p.name] = "tensor"
+        scope.frames[0]["in"] = "tensor"
         body = self._seq(src.body, scope, network=False)
         _name_top(body, {}, set(), network=False)
         block = G.BlockDef(name, params, body, src.span, self.uses_in)
@@ -185,16 +199,35 @@ class _Elaborator:
 
     def _seq(self, body: S.Body, scope: _Scope, network: bool, top: bool = True) -> G.Seq:
         scope.frames.append({})
-        items: list[G.Node | G.Let] = []
+        items: list[G.Node | G.Let | G.Check | G.Load | G.Store] = []
+        if top:  # a block's body is elaborated in the middle of its caller's: keep the caller's state
+            saved = getattr(self, "tensors", {}), getattr(self, "tensor_params", {})
+            self.tensors: dict[str, tuple[Span, int]] = {}  # named tensors bound here -> (where, uses)
+            self.tensor_params = {n: 0 for n, k in scope.frames[0].items() if k == "tensor" and n != "in"}
+        unbound: S.Stmt | None = None  # the last statement, when its result goes only to the next one
         for stmt in body.stmts:
+            if isinstance(stmt, (S.Chain, S.Bind)) and top:
+                starts = self._starts_fresh(stmt.items[0], scope)
+                if starts and unbound is not None:
+                    raise ArchError("the result of this line is never used: the next line starts from "
+                                    f"{starts}", unbound.span,
+                                    notes=["name it (`name = ...`) to use it later, or remove it"])
+                unbound = stmt if isinstance(stmt, S.Chain) else None
+                items.extend(self._statement(stmt, scope, network))
+                continue
+            if isinstance(stmt, S.Bind):
+                raise ArchError("named tensors (`name = ...`) can be bound only at the top level of a block or "
+                                "network body, not inside a group, branch, repetition or `if`", stmt.name_span)
+            if isinstance(stmt, S.Output):
+                unbound = None
             if isinstance(stmt, S.Let):
                 if stmt.name in FUNCTIONS or stmt.name in SYMBOLS:
                     raise ArchError(f"'{stmt.name}' is a built-in name and cannot be bound by let", stmt.span)
+                if scope.lookup(stmt.name) == "tensor":
+                    raise ArchError(f"'{stmt.name}' names a tensor; a let needs another name", stmt.span)
                 value = self._expr(stmt.value, scope)
                 scope.frames[-1][stmt.name] = "let"
                 items.append(G.Let(stmt.span, stmt.name, value))
-            elif isinstance(stmt, S.Assert):
-                items.append(G.Check(stmt.span, self._expr(stmt.cond, scope), stmt.message))
             elif isinstance(stmt, S.Input):
                 raise ArchError("`input` comes once, first in the network", stmt.span)
             elif isinstance(stmt, S.Output):
@@ -204,14 +237,129 @@ class _Elaborator:
                 if stmt.chain is not None:
                     out_body = self._seq(S.Body([S.Chain(stmt.span, stmt.chain)], stmt.span), scope, network, False)
                 items.append(G.Output(stmt.span, stmt.name, out_body, label=stmt.name))
+            elif isinstance(stmt, S.Assert):
+                self.in_assert = True
+                try:
+                    items.append(G.Check(stmt.span, self._expr(stmt.cond, scope), stmt.message))
+                finally:
+                    self.in_assert = False
             else:
                 for item in stmt.items:
                     items.append(self._item(item, scope, network))
+        if top:
+            for name, (span, uses) in self.tensors.items():
+                if not uses:
+                    raise ArchError(f"the tensor name '{name}' is never used", span,
+                                    notes=["the next line takes the result anyway; drop the name, or use it: "
+                                           + _TENSOR_USE])
+            for name, uses in self.tensor_params.items():
+                if not uses:
+                    p = next(p for p in self.loader.blocks[self.active[-1]].params if p.name == name)
+                    raise ArchError(f"the tensor parameter '{name}' is never used", p.span, notes=[_TENSOR_USE])
+            self.tensors, self.tensor_params = saved
         scope.frames.pop()
         return G.Seq(body.span, "", items)
 
-    def _item(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
-        node = self._item_inner(item, scope, network)
+    # named tensors
+
+    def _tensor_name(self, item: S.Item, scope: _Scope) -> str | None:
+        """The tensor an item names (`in`, or a bound name), if it is one."""
+        if isinstance(item, S.InRef):
+            return "in"
+        if isinstance(item, S.Call) and not item.args and scope.lookup(item.name) == "tensor":
+            return item.name
+        return None
+
+    def _starts_fresh(self, item: S.Item, scope: _Scope) -> str | None:
+        """What a statement starts from when it does not take the previous statement's result."""
+        name = self._tensor_name(item, scope)
+        if name is not None:
+            return f"the tensor '{name}'" if name != "in" else "the block's input `in`"
+        if isinstance(item, S.ConcatCall) or (isinstance(item, S.Call) and item.name in MERGES
+                                                and item.name not in self.loader.blocks):
+            return f"the inputs of {item.name if isinstance(item, S.Call) else 'concat'}(...)"
+        return None
+
+    def _use(self, name: str, span: Span) -> None:
+        if name in self.tensors:
+            where, uses = self.tensors[name]
+            self.tensors[name] = (where, uses + 1)
+        elif name in self.tensor_params:
+            self.tensor_params[name] += 1
+
+    def _statement(self, stmt: S.Chain | S.Bind, scope: _Scope, network: bool) -> list:
+        out: list = []
+        items = list(stmt.items)
+        name = self._tensor_name(items[0], scope)
+        if name is not None:
+            first = items.pop(0)
+            if first.label is not None:
+                raise ArchError("a label names a layer or block; a tensor is named by `name = ...`",
+                                first.label_span or first.span)
+            self._use(name, first.span)
+            out.append(G.Load(first.span, name))
+        for i, item in enumerate(items):
+            inner = item.item if isinstance(item, S.Repeat) else item
+            if self._tensor_name(inner, scope) is not None:
+                raise ArchError(f"a named tensor starts a chain; here it follows something whose result would be lost",
+                                item.span, notes=[_TENSOR_USE])
+            if (i or out) and self._starts_fresh(inner, scope) is not None:
+                raise ArchError(f"{self._starts_fresh(inner, scope)[len('the inputs of '):]} takes its inputs from its "
+                                "arguments, so it starts a chain", item.span)
+            out.append(self._item(item, scope, network, top=True))
+        if isinstance(stmt, S.Bind):
+            self._bind_name(stmt, scope)
+            out.append(G.Store(stmt.name_span, stmt.name))
+        elif not out:  # pragma: no cover - the grammar makes a chain at least one item
+            raise ArchError("empty statement", stmt.span)
+        return out
+
+    def _bind_name(self, stmt: S.Bind, scope: _Scope) -> None:
+        name, span = stmt.name, stmt.name_span
+        kind = scope.lookup(name)
+        if kind == "tensor":
+            where = self.tensors[name][0] if name in self.tensors else None
+            raise ArchError(f"the tensor '{name}' is already bound{f' (at {where})' if where else ''}; "
+                            "give this one a new name", span)
+        if kind is not None:
+            raise ArchError(f"'{name}' is a {'parameter' if kind == 'param' else kind}; a tensor needs another name",
+                            span)
+        if name in LAYERS or name in self.loader.blocks or name in MERGES:
+            raise ArchError(f"'{name}' is the name of a layer or block and cannot name a tensor", span)
+        if name in FUNCTIONS or name in SYMBOLS:
+            raise ArchError(f"'{name}' is a built-in name and cannot name a tensor", span)
+        scope.frames[1][name] = "tensor"
+        self.tensors[name] = (span, 0)
+
+    def _tensor_arg(self, e: S.Expr, scope: _Scope, what: str) -> G.TensorRef:
+        if isinstance(e, S.InTensor):
+            self._use("in", e.span)
+            return G.TensorRef(e.span, "in")
+        if isinstance(e, S.Name) and scope.lookup(e.id) == "tensor":
+            self._use(e.id, e.span)
+            return G.TensorRef(e.span, e.id)
+        if isinstance(e, S.Name) and scope.lookup(e.id) is None:
+            options = {n for f in scope.frames for n, k in f.items() if k == "tensor"}
+            raise ArchError(f"unknown tensor '{e.id}'{_suggest(e.id, options)}", e.span)
+        raise ArchError(f"{what} takes a named tensor (or `in`) here, not a value", e.span)
+
+    def _merge(self, call: S.Call | S.ConcatCall, scope: _Scope) -> G.Merge:
+        op = call.name if isinstance(call, S.Call) else "concat"
+        for arg in call.args:
+            if arg.name is not None:
+                raise ArchError(f"{op}(...) takes tensors, not keyword arguments", arg.span)
+        if len(call.args) < 2:
+            raise ArchError(f"{op}(...) needs at least two tensors", call.span)
+        inputs = [self._tensor_arg(a.value, scope, f"{op}(...)") for a in call.args]
+        return G.Merge(call.span, "", op, inputs)
+
+    def _item(self, item: S.Item, scope: _Scope, network: bool, top: bool = False) -> G.Node:
+        if not top:
+            for_what = self._starts_fresh(item, scope)
+            if for_what is not None:
+                raise ArchError(f"{for_what} can be used only at the top level of a block or network body, "
+                                "not inside a group, branch, repetition or `if`", item.span)
+        node = self._item_inner(item, scope, network, top)
         node.label, node.label_span = item.label, item.label_span
         if isinstance(node, G.Repeat) and node.label is None and node.body.label is not None:
             # `stage: Block(64) * 3` names the repetition, not each copy
@@ -219,10 +367,12 @@ class _Elaborator:
             node.body.label = node.body.label_span = None
         return node
 
-    def _item_inner(self, item: S.Item, scope: _Scope, network: bool) -> G.Node:
+    def _item_inner(self, item: S.Item, scope: _Scope, network: bool, top: bool) -> G.Node:
         sub = lambda b: self._seq(b, scope, network, top=False)
+        if isinstance(item, S.ConcatCall) or (isinstance(item, S.Call) and item.name in MERGES):
+            return self._merge(item, scope)
         if isinstance(item, S.Call):
-            return self._call(item, scope)
+            return self._call(item, scope, top)
         if isinstance(item, S.Group):
             return sub(item.body)
         if isinstance(item, S.Concat):
@@ -251,27 +401,32 @@ class _Elaborator:
                 if item.index in FUNCTIONS or item.index in SYMBOLS:
                     raise ArchError(f"'{item.index}' is a built-in name and cannot be a loop index", item.span)
                 scope.frames.append({item.index: "index"})
-            body = self._item(item.item, scope, network)
+            body = self._item(item.item, scope, network)  # repeated: never at the top level
             if item.index is not None:
                 scope.frames.pop()
             return G.Repeat(item.span, "", body, count, item.index)
         raise AssertionError(item)  # pragma: no cover
 
-    def _call(self, call: S.Call, scope: _Scope) -> G.Node:
+    def _call(self, call: S.Call, scope: _Scope, top: bool = False) -> G.Node:
         if call.name in LAYERS:
             ltype = LAYERS[call.name]
             args = self._bind([(p.name, p.default) for p in ltype.params], call, scope, f"{call.name}")
             return G.Layer(call.span, "", ltype, args)
         if call.name in self.loader.blocks:
             block = self._block(call.name, call.name_span)
+            tensors = {p.name for p in block.params if p.tensor}
+            if tensors and not top:
+                raise ArchError(f"block {call.name} takes a tensor ({', '.join(sorted(tensors))}), so it can be "
+                                "called only at the top level of a block or network body, not inside a group, "
+                                "branch, repetition or `if`", call.name_span)
             args = self._bind([(p.name, REQUIRED if p.default is None else p.default) for p in block.params],
-                              call, scope, f"block {call.name}", fill=False)
+                              call, scope, f"block {call.name}", fill=False, tensors=tensors)
             return G.BlockCall(call.span, "", call.name, args)
         known = set(LAYERS) | set(self.loader.blocks)
         raise ArchError(f"unknown layer or block '{call.name}'{_suggest(call.name, known)}", call.name_span)
 
     def _bind(self, sig: list[tuple[str, object]], call: S.Call, scope: _Scope, what: str,
-              fill: bool = True) -> dict[str, G.Expr]:
+              fill: bool = True, tensors: set[str] = frozenset()) -> dict[str, G.Expr]:  # type: ignore[assignment]
         names = [n for n, _ in sig]
         bound: dict[str, G.Expr] = {}
         seen_keyword = False
@@ -293,7 +448,10 @@ class _Elaborator:
                                     arg.span)
                 if key in bound:
                     raise ArchError(f"argument '{key}' of {what} is given twice", arg.span)
-            bound[key] = self._expr(arg.value, scope)
+            if key in tensors:
+                bound[key] = self._tensor_arg(arg.value, scope, f"parameter '{key}' of {what}")
+            else:
+                bound[key] = self._expr(arg.value, scope)
         for name, default in sig:
             if name in bound:
                 continue
@@ -312,6 +470,8 @@ class _Elaborator:
             return G.Const(e.span, e.value)
         if isinstance(e, S.Name):
             kind = scope.lookup(e.id)
+            if kind == "tensor":
+                raise ArchError(f"'{e.id}' is a tensor, not a value", e.span, notes=[_TENSOR_USE])
             if kind is not None:
                 return G.Ref(e.span, e.id, kind)
             if e.id in SYMBOLS:
@@ -321,8 +481,22 @@ class _Elaborator:
         if isinstance(e, S.InAttr):
             if e.attr not in IN_ATTRS:
                 raise ArchError(f"'in' has no attribute '{e.attr}' (it has: {', '.join(IN_ATTRS)})", e.span)
-            self.uses_in.add(e.attr)
+            if not self.in_assert:  # an assert generates no code
+                self.uses_in.add(e.attr)
             return G.InShape(e.span, e.attr)
+        if isinstance(e, S.InTensor):
+            raise ArchError("`in` is a tensor, not a value; its sizes are in.channels, in.height and in.width",
+                            e.span)
+        if isinstance(e, S.TensorAttr):
+            if scope.lookup(e.name) != "tensor":
+                raise ArchError(f"unknown tensor '{e.name}' (only tensors have attributes, like "
+                                f"{e.name}.channels)", e.span)
+            if e.attr not in IN_ATTRS:
+                raise ArchError(f"a tensor has no attribute '{e.attr}' (it has: {', '.join(IN_ATTRS)})", e.span)
+            if not self.in_assert:
+                raise ArchError(f"{e.name}.{e.attr}: the sizes of a named tensor can be used only in `assert` "
+                                "(the generated code fixes structure from parameters and in.*)", e.span)
+            return G.TensorAttr(e.span, e.name, e.attr)
         if isinstance(e, S.FunCall):
             if e.func not in FUNCTIONS:
                 raise ArchError(f"unknown function '{e.func}'{_suggest(e.func, FUNCTIONS)}"
@@ -358,6 +532,8 @@ class _Elaborator:
 def _kind(node: G.Node) -> str:
     if isinstance(node, G.Layer):
         return node.type.name
+    if isinstance(node, G.Merge):
+        return node.op
     if isinstance(node, G.BlockCall):
         return G.snake(node.block)
     if isinstance(node, G.Repeat):

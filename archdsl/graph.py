@@ -67,6 +67,22 @@ class InShape(Expr):
 
 
 @dataclass
+class TensorRef(Expr):
+    """A named tensor as a value (an argument of add/concat or of a block's tensor parameter);
+    `in` is the tensor entering the block."""
+
+    name: str
+
+
+@dataclass
+class TensorAttr(Expr):
+    """`p.channels`, `p.height`, `p.width` of a named tensor (in assert conditions)."""
+
+    name: str
+    attr: str
+
+
+@dataclass
 class Func(Expr):
     func: str
     args: list[Expr]
@@ -124,6 +140,24 @@ class Let:
 
 
 @dataclass(eq=False)
+class Load:
+    """A chain that starts from a named tensor (`h = p conv(...)`): the items after it take that
+    tensor instead of the result of the statement before. `in` is the block's input."""
+
+    span: Span
+    name: str
+
+
+@dataclass(eq=False)
+class Store:
+    """The end of `name = chain`: the result so far gets a name; the chain's result also goes on
+    to the next statement."""
+
+    span: Span
+    name: str
+
+
+@dataclass(eq=False)
 class Check:
     """`assert cond, "message"`, checked when the spec is expanded; no code is generated for it."""
 
@@ -137,7 +171,7 @@ class Seq(Node):
     """A run of items. At the top of a block it is the block's body; nested, it is a group that
     the PyTorch backend makes one module of (a single module, or an nn.Sequential)."""
 
-    items: list[Node | Let | Check]
+    items: list[Node | Let | Check | Load | Store]
 
     @property
     def nodes(self) -> list[Node]:
@@ -147,6 +181,14 @@ class Seq(Node):
 @dataclass(eq=False)
 class Concat(Node):
     branches: list[Seq]
+
+
+@dataclass(eq=False)
+class Merge(Node):
+    """`add(a, b, ...)` or `concat(a, b, ...)` of named tensors (it starts a chain)."""
+
+    op: str  # "add" or "concat"
+    inputs: list[TensorRef]
 
 
 @dataclass(eq=False)
@@ -190,6 +232,7 @@ class Param:
     name: str
     default: Expr | None
     span: Span
+    tensor: bool = False  # a second input tensor of the block (`prev: tensor`), not a number
 
 
 @dataclass(eq=False)
@@ -199,6 +242,10 @@ class BlockDef:
     body: Seq
     span: Span
     uses_in: set[str] = field(default_factory=set)  # which of in.channels/height/width it reads
+
+    @property
+    def tensor_params(self) -> list[Param]:
+        return [p for p in self.params if p.tensor]
     instances: list[Inst] = field(default_factory=list, repr=False)
 
 
@@ -219,6 +266,37 @@ class Program:
     sources: dict[str, str]  # file -> text, for error messages
     blocks: dict[str, BlockDef]  # definitions in dependency order (callees first)
     network: NetworkDef
+
+
+def names_input(seq: Seq) -> bool:
+    """Whether a body names its input tensor (`in` starting a chain or as an argument), so that
+    generated code must keep the input in a variable of its own."""
+    for item in seq.items:
+        if isinstance(item, Load) and item.name == "in":
+            return True
+        if isinstance(item, Merge) and any(r.name == "in" for r in item.inputs):
+            return True
+        if isinstance(item, BlockCall) and any(isinstance(a, TensorRef) and a.name == "in" for a in item.args.values()):
+            return True
+    return False
+
+
+def statement_targets(seq: Seq) -> dict[int, str | None]:
+    """For each node of a body, by index: the named tensor its statement binds (`name = ...`), or
+    None for a statement whose result only goes on to the next one."""
+    targets: dict[int, str | None] = {}
+    target: str | None = None
+    for i in range(len(seq.items) - 1, -1, -1):
+        item = seq.items[i]
+        if isinstance(item, Store):
+            target = item.name
+        elif isinstance(item, Load):
+            target = None
+        elif isinstance(item, Node):
+            targets[i] = target
+            if isinstance(item, Merge):
+                target = None
+    return targets
 
 
 # Shapes and instances -------------------------------------------------------------------------

@@ -162,6 +162,9 @@ class _ToSyntax(Transformer):
     def param(self, meta, name, default):
         return S.Param(str(name), default, self._span(meta))
 
+    def tensor_param(self, meta, name):
+        return S.Param(str(name), None, self._span(meta), tensor=True)
+
     def body(self, meta, *stmts):
         return S.Body([s for s in stmts if s is not None], self._span(meta))
 
@@ -185,6 +188,9 @@ class _ToSyntax(Transformer):
 
     def chain(self, meta, *items):
         return S.Chain(self._span(meta), list(items))
+
+    def bind_stmt(self, meta, name, chain):
+        return S.Bind(self._span(meta), str(name), self._tok(name), chain.items)
 
     # items
     def repeat(self, meta, item, count):
@@ -215,6 +221,12 @@ class _ToSyntax(Transformer):
 
     def branch(self, meta, body):
         return body
+
+    def concat_call(self, meta, args):
+        return S.ConcatCall(self._span(meta), args or [])
+
+    def in_ref(self, meta):
+        return S.InRef(self._span(meta))
 
     def residual(self, meta, args, body, shortcut):
         sc_body = sc_if = sc_span = None
@@ -287,6 +299,12 @@ class _ToSyntax(Transformer):
 
     def in_attr(self, meta, attr):
         return S.InAttr(self._span(meta), str(attr))
+
+    def in_tensor(self, meta):
+        return S.InTensor(self._span(meta))
+
+    def tensor_attr(self, meta, name, attr):
+        return S.TensorAttr(self._span(meta), str(name), str(attr))
 
     def list(self, meta, *items):
         return S.ListExpr(self._span(meta), [i for i in items if i is not None])

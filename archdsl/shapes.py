@@ -9,7 +9,7 @@ The walk is iterative over repetitions, so deep networks cost no recursion depth
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import graph as G
 from .errors import ArchError
@@ -29,9 +29,10 @@ class _Env:
     values: dict[str, Value]
     in_shape: Shape
     context: str  # e.g. "in layer2.0 (Bottleneck)"
+    tensors: dict[str, _State] = field(default_factory=dict)  # named tensors of the block, `in` too
 
     def child(self) -> _Env:
-        return _Env(dict(self.values), self.in_shape, self.context)
+        return _Env(dict(self.values), self.in_shape, self.context, self.tensors)
 
 
 def evaluate(e: G.Expr, env: _Env) -> Value:
@@ -47,6 +48,15 @@ def evaluate(e: G.Expr, env: _Env) -> Value:
         value = dims[e.attr]
         if value is None:
             raise ArchError(f"in.{e.attr} is not known: the network's input leaves it open (`?`)", e.span,
+                            context=env.context)
+        return value
+    if isinstance(e, G.TensorAttr):
+        shape = env.tensors[e.name].shape
+        if shape.rank != 3 and e.attr != "channels":
+            raise ArchError(f"{e.name}.{e.attr}: the tensor is flat, {shape}", e.span, context=env.context)
+        value = {"channels": shape.channels, "height": shape.height, "width": shape.width}[e.attr]
+        if value is None:
+            raise ArchError(f"{e.name}.{e.attr} is not known: the network's input leaves it open (`?`)", e.span,
                             context=env.context)
         return value
     if isinstance(e, G.Cond):
@@ -174,7 +184,14 @@ class Expander:
         outputs: list[tuple[str, Inst]] = []
         last: Inst | None = None
         seq_env = env.child()
+        seq_env.tensors = {"in": state}
         for item in net.body.items:
+            if isinstance(item, G.Load):
+                state = seq_env.tensors[item.name]
+                continue
+            if isinstance(item, G.Store):
+                seq_env.tensors[item.name] = state
+                continue
             if isinstance(item, G.Let):
                 seq_env.values[item.name] = evaluate(item.value, seq_env)
                 continue
@@ -209,7 +226,11 @@ class Expander:
     def _seq(self, seq: G.Seq, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
         env = env.child()
         for item in seq.items:
-            if isinstance(item, G.Let):
+            if isinstance(item, G.Load):
+                state = env.tensors[item.name]
+            elif isinstance(item, G.Store):
+                env.tensors[item.name] = state
+            elif isinstance(item, G.Let):
                 env.values[item.name] = evaluate(item.value, env)
             elif isinstance(item, G.Check):
                 _check(item, env)
@@ -223,6 +244,8 @@ class Expander:
             return self._layer(node, state, env, path, out)
         if isinstance(node, G.BlockCall):
             return self._call(node, state, env, path, out)
+        if isinstance(node, G.Merge):
+            return self._merge(node, env, path, out)
         inst = Inst(node, path, type(node).__name__.lower(), state.shape, state.shape)
         node.instances.append(inst)
         out.append(inst)
@@ -319,9 +342,14 @@ class Expander:
     def _call(self, node: G.BlockCall, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
         block = self.program.blocks[node.block]
         context = f"in {path or '<network>'} ({block.name})"
-        inner = _Env({}, state.shape, context)
+        inner = _Env({}, state.shape, context, {"in": state})
         values: dict[str, Value] = {}
         for p in block.params:
+            if p.tensor:
+                ref = node.args[p.name]
+                assert isinstance(ref, G.TensorRef)
+                inner.tensors[p.name] = env.tensors[ref.name]
+                continue
             if p.name in node.args:
                 values[p.name] = evaluate(node.args[p.name], env)
             else:
@@ -337,17 +365,37 @@ class Expander:
         inst.rf = (end.rf, end.jump)
         return end
 
-    def _concat(self, node: G.Concat, ends: list[_State], env: _Env) -> _State:
+    def _merge(self, node: G.Merge, env: _Env, path: str, out: list[Inst]) -> _State:
+        ins = [env.tensors[r.name] for r in node.inputs]
+        shapes = [s.shape for s in ins]
+        if node.op == "concat":
+            end = self._concat(node, ins, env, [f"'{r.name}'" for r in node.inputs])
+        else:
+            if len(set(shapes)) > 1:
+                listing = ", ".join(f"'{r.name}' is {s}" for r, s in zip(node.inputs, shapes))
+                raise ArchError(f"add of unequal shapes: {listing}", node.span, context=env.context)
+            end = _State(shapes[0], max(s.rf for s in ins), max(s.jump for s in ins))
+        inst = Inst(node, path, node.op, shapes[0], end.shape)
+        inst.args = {"inputs": tuple(r.name for r in node.inputs)}
+        inst.rf = (end.rf, end.jump)
+        node.instances.append(inst)
+        out.append(inst)
+        self.done.append(inst)
+        return end
+
+    def _concat(self, node: G.Concat | G.Merge, ends: list[_State], env: _Env,
+                names: list[str] | None = None) -> _State:
         shapes = [s.shape for s in ends]
         for sh in shapes:
             if sh.rank != 3:
-                raise ArchError(f"concat joins feature maps on channels; a branch gives the flat {sh}", node.span,
-                                context=env.context)
+                raise ArchError(f"concat joins feature maps on channels; {'a branch gives' if names is None else 'got'} "
+                                f"the flat {sh}", node.span, context=env.context)
         sizes = {(s.height, s.width) for s in shapes}
         if len(sizes) > 1:
-            listing = ", ".join(f"branch {i + 1} gives {s}" for i, s in enumerate(shapes))
+            listing = ", ".join(f"branch {i + 1} gives {s}" if names is None else f"{names[i]} is {s}"
+                                for i, s in enumerate(shapes))
             raise ArchError(f"concat of unequal spatial sizes: {listing}", node.span, context=env.context,
-                            notes=["branches must keep the same height and width to be joined on channels"])
+                            notes=["the inputs must have the same height and width to be joined on channels"])
         first = shapes[0]
         return _State(Shape((sum(s.channels for s in shapes), first.height, first.width)),
                       max(s.rf for s in ends), max(s.jump for s in ends))

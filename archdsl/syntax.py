@@ -39,6 +39,19 @@ class InAttr(Expr):
 
 
 @dataclass
+class InTensor(Expr):
+    """`in` as a value: the tensor entering the block (an argument of add/concat or a block)."""
+
+
+@dataclass
+class TensorAttr(Expr):
+    """`p.channels`, `p.height`, `p.width`: the shape of a named tensor."""
+
+    name: str
+    attr: str
+
+
+@dataclass
 class FunCall(Expr):
     func: str
     args: list[Expr]
@@ -110,6 +123,18 @@ class Concat(Item):
 
 
 @dataclass
+class ConcatCall(Item):
+    """`concat(a, b, ...)`: named tensors joined on channels."""
+
+    args: list[Arg]
+
+
+@dataclass
+class InRef(Item):
+    """`in` at the start of a chain: the chain starts from the block's input."""
+
+
+@dataclass
 class Residual(Item):
     args: list[Arg]
     body: Body
@@ -175,6 +200,15 @@ class Chain(Stmt):
 
 
 @dataclass
+class Bind(Stmt):
+    """`name = chain`: the chain's result gets a name (a tensor other statements can start from)."""
+
+    name: str
+    name_span: Span
+    items: list[Item]
+
+
+@dataclass
 class Body:
     stmts: list[Stmt]
     span: Span
@@ -185,6 +219,7 @@ class Param:
     name: str
     default: Expr | None
     span: Span
+    tensor: bool = False  # `prev: tensor`: a second input tensor, not a number
 
 
 @dataclass

@@ -298,13 +298,18 @@ def value_type(values: list) -> str:
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
-def block_params(block: G.BlockDef, printer, local=py_name, indent: int = 4) -> tuple[list[str], list[str]]:
+def block_params(block: G.BlockDef, printer, local=py_name, indent: int = 4,
+                 tensor: Callable[[str], str] = str) -> tuple[list[str], list[str]]:
     """Typed Python parameters of a block, and the lines that fill in defaults computed from
-    other parameters (Python defaults cannot refer to them)."""
+    other parameters (Python defaults cannot refer to them). A tensor parameter is written as
+    `tensor(name)` says."""
     params, fixups = [], []
     for p in block.params:
-        ann = value_type([i.args[p.name] for i in block.instances if p.name in i.args])
         name = local(p.name)
+        if p.tensor:
+            params.append(tensor(name))
+            continue
+        ann = value_type([i.args[p.name] for i in block.instances if p.name in i.args])
         if p.default is None:
             params.append(f"{name}: {ann}")
         elif refers_to_params(p.default):

@@ -9,6 +9,8 @@ the code pads explicitly so the two frameworks compute the same thing.
 
 from __future__ import annotations
 
+import re
+
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID, same_pads
@@ -124,6 +126,11 @@ class _Function(CodeUnit):
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
         self.lines: list[str] = []
+        self.input_var = "inputs" if self.is_network or G.names_input(owner.body) else "x"
+        self.tensors: dict[str, str] = {"in": self.input_var}  # named tensor -> its variable
+        if not self.is_network:
+            for p in owner.tensor_params:  # type: ignore[union-attr]
+                self.tensors[p.name] = self.m.local(p.name)
 
     def _in_shape(self, e: G.InShape) -> str:
         if self.is_network:
@@ -132,6 +139,16 @@ class _Function(CodeUnit):
             d = net.input[index]
             return self.expr(d) if d is not None else "None"
         return {"channels": "in_channels", "height": "in_height", "width": "in_width"}[e.attr]
+
+    def tensor_var(self, name: str) -> str:
+        """The Python variable of a named tensor."""
+        if name in self.tensors:
+            return self.tensors[name]
+        var = self.m.local(name)
+        taken = {*self.tensors.values(), "x", "inputs", "name", "in_channels", "in_height", "in_width", *self.outputs}
+        while var in taken or re.fullmatch(r"(identity|branch|shortcut|scaled|i)\d*", var):
+            var += "_"
+        return var
 
     def render(self) -> str:
         owner = self.owner
@@ -154,17 +171,19 @@ class _Function(CodeUnit):
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            typed, fixups = block_params(block, self.expr, self.m.local, indent=4)
+            typed, fixups = block_params(block, self.expr, self.m.local, indent=4,
+                                         tensor=lambda name: f"{name}: keras.KerasTensor")
             head: list[str] = []
+            x = self.input_var
             if "channels" in block.uses_in:
-                head.append("    in_channels = x.shape[-1]")
+                head.append(f"    in_channels = {x}.shape[-1]")
             if "height" in block.uses_in or "width" in block.uses_in:
-                head.append("    in_height, in_width = x.shape[1], x.shape[2]")
+                head.append(f"    in_height, in_width = {x}.shape[1], {x}.shape[2]")
             self.lines.extend(fixups)
             self.lines.extend(head)
-            result = self.seq(block.body, "x", "x", _Path().var("name"), 4)
+            result = self.seq(block.body, x, "x", _Path().var("name"), 4)
             self.lines.append(f"    return {result}")
-            signature = lay(Br(f"def {self.m.functions[block.name]}", ["x: keras.KerasTensor", *typed, "*",
+            signature = lay(Br(f"def {self.m.functions[block.name]}", [f"{x}: keras.KerasTensor", *typed, "*",
                                                                          "name: str"]), 0, "", " -> keras.KerasTensor:")
         return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc,
                                                                        lines=self.lines)
@@ -174,14 +193,25 @@ class _Function(CodeUnit):
     def seq(self, seq: G.Seq, src: str, dst: str, path: _Path, indent: int) -> str:
         """Emit seq applied to the tensor in src, results in dst; returns the variable holding the result."""
         var = src
-        for item in seq.items:
+        targets = G.statement_targets(seq)
+        for index, item in enumerate(seq.items):
             if isinstance(item, G.Check):  # checked when the spec was expanded
+                continue
+            if isinstance(item, G.Load):
+                var = self.tensors[item.name]
+                continue
+            if isinstance(item, G.Store):
+                name = self.tensor_var(item.name)
+                if var != name:
+                    self.lines.append(f"{' ' * indent}{name} = {var}")
+                self.tensors[item.name] = var = name
                 continue
             if isinstance(item, G.Let):
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                 continue
-            var = self.node(item, var, dst, path, indent)
+            target = targets.get(index)
+            var = self.node(item, var, self.tensor_var(target) if target else dst, path, indent)
         return var
 
     def node(self, node: G.Node, src: str, dst: str, path: _Path, indent: int) -> str:
@@ -189,6 +219,11 @@ class _Function(CodeUnit):
         pad = " " * indent
         if isinstance(node, G.Layer):
             return self.layer(node, src, dst, here, indent)
+        if isinstance(node, G.Merge):
+            cls = {"add": "layers.Add", "concat": "layers.Concatenate"}[node.op]
+            names = [self.tensors[r.name] for r in node.inputs]
+            self.lines.extend(lay(Br(f"{cls}(name={here.code()})", [Br("", names, "[", "]")]), indent, f"{dst} = "))
+            return dst
         if isinstance(node, G.BlockCall):
             block = self.m.elab.program.blocks[node.block]
             args = [src]
@@ -197,7 +232,8 @@ class _Function(CodeUnit):
                 if p.name not in node.args:
                     positional = False
                     continue
-                value = self.expr(node.args[p.name])
+                arg = node.args[p.name]
+                value = self.tensors[arg.name] if isinstance(arg, G.TensorRef) else self.expr(arg)
                 args.append(value if positional else f"{self.m.local(p.name)}={value}")
             args.append(f"name={here.code()}")
             self.lines.extend(lay(Br(self.m.functions[block.name], args), indent, f"{dst} = "))

@@ -9,6 +9,8 @@ ones nested inside a group become small generic modules (Concat, Residual, Scale
 
 from __future__ import annotations
 
+import re
+
 from .. import graph as G
 from ..errors import ArchError
 from ..layers import GLOBAL, SAME, VALID
@@ -119,6 +121,9 @@ class _Class(CodeUnit):
         self.fwd: list[str] = []
         self.previous: G.Node | None = None  # the item before the one being emitted, in its sequence
         self.lets: dict[str, str] = {}  # let bindings at the top of the class, for out_channels formulas
+        self.input_var = "inputs" if G.names_input(owner.body) else "x"
+        self.src = self.input_var  # the variable holding the tensor the next item takes
+        self.tensors: dict[str, tuple[str, str]] = {}  # named tensor -> (variable, channels code)
 
     # names and expressions
 
@@ -147,14 +152,19 @@ class _Class(CodeUnit):
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
             cin = "in_channels"
-            typed, fixups = block_params(block, self.expr, self.m.local, indent=8)
+            typed, fixups = block_params(block, self.expr, self.m.local, indent=8,
+                                         tensor=lambda name: f"{name}_channels: int")
             params = ["in_channels: int", *typed]
             self.init.extend(fixups)
+            for p in block.tensor_params:
+                self.tensors[p.name] = (self.m.local(p.name), f"{self.m.local(p.name)}_channels")
+        self.tensors["in"] = (self.input_var, cin)
         cout = self.top(owner.body, cin, 8)
         if not self.is_network:
             self.init.extend(lay(cout, 8, "self.out_channels = "))
             formula = substitute(cout, self.lets, strict=False)
-            if formula is not None and names_in(formula) <= {"in_channels", *(self.m.local(p.name) for p in owner.params)}:
+            known = {"in_channels", *(self.m.local(p.name) + ("_channels" if p.tensor else "") for p in owner.params)}
+            if formula is not None and names_in(formula) <= known:
                 self.m.out_formulas[owner.name] = formula
         doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
@@ -164,21 +174,35 @@ class _Class(CodeUnit):
                 returns = "torch.Tensor" if len(self.outputs) == 1 else \
                     "tuple[" + ", ".join(["torch.Tensor"] * len(self.outputs)) + "]"
             else:
-                result, returns = "x", "torch.Tensor"
+                result, returns = self.src, "torch.Tensor"
         else:
-            result, returns = "x", "torch.Tensor"
+            result, returns = self.src, "torch.Tensor"
         self.init = _drop_unused(self.init)
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
-        forward = lay(Br("def forward", ["self", "x: torch.Tensor"]), 4, "", f" -> {returns}:")
+        inputs = [f"{self.input_var}: torch.Tensor"]
+        if not self.is_network:
+            inputs += [f"{self.m.local(p.name)}: torch.Tensor" for p in owner.tensor_params]  # type: ignore[union-attr]
+        forward = lay(Br("def forward", ["self", *inputs]), 4, "", f" -> {returns}:")
         return templates().get_template("torch_class.py.j2").render(
             name=py_name(owner.name), doc=doc, signature=signature, init=self.init, forward=self.fwd,
             forward_signature=forward, result=result)
 
     # top-level items: attributes of the class, forward written inline
 
-    def top(self, seq: G.Seq, cin: str, indent: int) -> str:
-        for item in seq.items:
+    def top(self, seq: G.Seq, cin: str, indent: int, dst: str = "x") -> str:
+        targets = G.statement_targets(seq)
+        for index, item in enumerate(seq.items):
             if isinstance(item, G.Check):  # checked when the spec was expanded
+                continue
+            if isinstance(item, G.Load):
+                self.src, cin = self.tensors[item.name]
+                continue
+            if isinstance(item, G.Store):
+                var = self.tensor_var(item.name)
+                if self.src != var:
+                    self.fwd.append(f"        {var} = {self.src}")
+                self.src = var
+                self.tensors[item.name] = (var, cin)
                 continue
             if isinstance(item, G.Let):
                 value = self.expr(item.value)
@@ -186,32 +210,58 @@ class _Class(CodeUnit):
                 self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
-            cin = self.top_node(item, cin)
+            target = targets.get(index)
+            cin = self.top_node(item, cin, self.tensor_var(target) if target else dst)
             self.previous = item
         return cin
 
-    def top_node(self, node: G.Node, cin: str) -> str:
+    def tensor_var(self, name: str) -> str:
+        """The Python variable of a named tensor."""
+        if name in self.tensors:
+            return self.tensors[name][0]
+        var = self.m.local(name)
+        taken = {v for v, _ in self.tensors.values()} | {"x", "inputs", "self", "in_channels", *self.outputs}
+        while var in taken or re.fullmatch(r"(identity|m|channels)\d*", var):
+            var += "_"
+        return var
+
+    def top_node(self, node: G.Node, cin: str, dst: str) -> str:
         attr = f"self.{node.name}"
+        src = self.src
+        if not isinstance(node, G.Output):
+            self.src = dst
         if isinstance(node, G.Layer):
             kind = node.type.name
             if kind in _ACT_FUNCTIONAL or kind in ("leaky_relu", "identity"):
                 if kind == "identity":
+                    self.src = src
                     return cin
-                self.fwd.append(f"        x = {self.functional(node)}")
+                self.fwd.append(f"        {dst} = {self.functional(node, src)}")
                 return self.layer_cout(node, cin)
             ctor, cout = self.layer(node, cin)
             self.init.extend(lay(ctor, 8, f"{attr} = "))
-            self.fwd.append(f"        x = {attr}(x)")
+            self.fwd.append(f"        {dst} = {attr}({src})")
             return cout
         if isinstance(node, G.BlockCall):
             ctor = self.block_call(node, cin)
             self.init.extend(lay(ctor, 8, f"{attr} = "))
-            self.fwd.append(f"        x = {attr}(x)")
+            extra = [self.tensors[a.name][0] for a in node.args.values() if isinstance(a, G.TensorRef)]
+            self.fwd.extend(lay(Br(attr, [src, *extra]), 8, f"{dst} = "))
             return f"{attr}.out_channels"
+        if isinstance(node, G.Merge):
+            names = [self.tensors[r.name][0] for r in node.inputs]
+            if node.op == "add":
+                self.fwd.extend(lay(" + ".join(names), 8, f"{dst} = "))
+                return self.tensors[node.inputs[0].name][1]
+            self.fwd.extend(lay(Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]), 8, f"{dst} = "))
+            return " + ".join(paren(self.tensors[r.name][1]) for r in node.inputs)
         if isinstance(node, G.Residual):
             identity = self.fresh("identity")
-            self.fwd.append(f"        {identity} = x")
-            cout = self.top(node.body, cin, 8)
+            self.fwd.append(f"        {identity} = {src}")
+            self.src = src
+            cout = self.top(node.body, cin, 8, dst)
+            body_var = self.src
+            self.src = dst
             other = identity
             if node.shortcut is not None:
                 sc_attr = f"self.{node.shortcut.name}"
@@ -223,38 +273,38 @@ class _Class(CodeUnit):
                     self.init.append("        else:")
                     self.init.append(f"            {sc_attr} = nn.Identity()")
                 other = f"{sc_attr}({identity})"
-            body = "x"
+            body = body_var
             if not is_zero(node.drop_path):
                 self.m.need("DropPath")
                 self.init.extend(lay(Br("DropPath", [self.expr(node.drop_path)]), 8, f"{attr} = "))
-                body = f"{attr}(x)"
-            self.fwd.append(f"        x = {body} + {other}")
+                body = f"{attr}({body_var})"
+            self.fwd.append(f"        {dst} = {body} + {other}")
             return cout
         if isinstance(node, G.Concat):
             calls, couts = [], []
             for branch in node.branches:
                 battr = f"self.{branch.name}"
                 couts.append(self.assign(battr, branch, cin))
-                calls.append(f"{battr}(x)")
-            self.fwd.extend(lay(Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]), 8, "x = "))
+                calls.append(f"{battr}({src})")
+            self.fwd.extend(lay(Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]), 8, f"{dst} = "))
             return " + ".join(couts)
         if isinstance(node, G.Scale):
             battr = f"self.{node.body.name}"
             self.assign(battr, node.body, cin)
-            self.fwd.append(f"        x = x * {battr}(x)")
+            self.fwd.append(f"        {dst} = {src} * {battr}({src})")
             return cin
         if isinstance(node, G.Output):
             var = self.m.local(node.name)
             if node.body is None:
-                self.fwd.append(f"        {var} = x")
+                self.fwd.append(f"        {var} = {src}")
             else:
                 self.assign(attr, node.body, cin)
-                self.fwd.append(f"        {var} = {attr}(x)")
+                self.fwd.append(f"        {var} = {attr}({src})")
             self.outputs.append(var)
             return cin
         # a group, a repetition or a choice: one attribute holding a module
         cout = self.assign(attr, node, cin)
-        self.fwd.append(f"        x = {attr}(x)")
+        self.fwd.append(f"        {dst} = {attr}({src})")
         return cout
 
     def assign(self, target: str, node: G.Node, cin: str, indent: int = 8) -> str:
@@ -379,7 +429,9 @@ class _Class(CodeUnit):
         block = self.m.elab.program.blocks[node.block]
         values = {"in_channels": cin}
         for p in block.params:
-            if p.name in node.args:
+            if p.tensor:
+                values[f"{self.m.local(p.name)}_channels"] = self.tensors[node.args[p.name].name][1]  # type: ignore[union-attr]
+            elif p.name in node.args:
                 values[self.m.local(p.name)] = self.expr(node.args[p.name])
             elif p.default is not None and not refers_to_params(p.default):
                 values[self.m.local(p.name)] = self.expr(p.default)
@@ -395,17 +447,19 @@ class _Class(CodeUnit):
             if p.name not in node.args:
                 positional = False
                 continue
-            value = self.expr(node.args[p.name])
-            args.append(value if positional else f"{self.m.local(p.name)}={value}")
+            arg = node.args[p.name]
+            value = self.tensors[arg.name][1] if isinstance(arg, G.TensorRef) else self.expr(arg)
+            name = self.m.local(p.name) + ("_channels" if p.tensor else "")
+            args.append(value if positional else f"{name}={value}")
         return Br(py_name(block.name), args)
 
     # layers
 
-    def functional(self, node: G.Layer) -> str:
+    def functional(self, node: G.Layer, src: str) -> str:
         kind = node.type.name
         if kind == "leaky_relu":
-            return f"F.leaky_relu(x, {self.expr(node.args['slope'])})"
-        return _ACT_FUNCTIONAL[kind].format(x="x")
+            return f"F.leaky_relu({src}, {self.expr(node.args['slope'])})"
+        return _ACT_FUNCTIONAL[kind].format(x=src)
 
     def layer_cout(self, node: G.Layer, cin: str) -> str:
         kind = node.type.name
