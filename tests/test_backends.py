@@ -300,3 +300,55 @@ def test_for_loop_index_reaches_the_body(tmp_path):
         "[8, 16, 16]", "[16, 16, 16]"]
     assert "for j in range(2):" in paths["torch"].read_text()
     assert_parity(elab, tm, km)
+
+
+
+DAG = """
+# named tensors, blocks with a second tensor input, add/concat of tensors, a residual in the middle
+# of named statements, and tensor names that are Python keywords or names generated code uses
+block Cell(filters, prev: tensor, shrink = false) {
+    assert (prev.height != in.height) == shrink, "shrink says whether prev is larger"
+    lambda = prev avgpool(2 if shrink else 1) conv(filters, 1)
+    x = in relu conv(filters, 3, pad = 1) bn
+    inputs = add(x, lambda)
+    self = in conv(filters, 1)
+    residual { conv(filters, 3, pad = 1) } shortcut { conv(filters, 1) }
+    channels1 = bn
+    concat(inputs, self, channels1, lambda)
+}
+
+block Pad(c) {
+    # used at two sizes: the PyTorch class takes in.height as a constructor argument
+    zeropad([in.height % 2, 1, in.width % 2, 1])
+    conv(c, 2)
+}
+
+network N(classes = 5) {
+    input [3, 16, 16]
+    stem: conv(8, 3, stride = 2, pad = 1)
+    s0 = bn
+    s1 = Pad(8)
+    c1 = Cell(8, prev = s0)
+    c2 = s1 maxpool(1) Cell(8, prev = c1)
+    c2 maxpool(2)
+    class = Cell(8, prev = c2, shrink = true)
+    Pad(16)
+    output aux = avgpool(global) flatten dense(classes)
+    r = class conv(16, 1)
+    concat(class, r)
+    conv(8, 1)
+    output logits = avgpool(global) flatten dense(classes)
+}
+"""
+
+
+def test_named_tensors_and_two_input_blocks(tmp_path):
+    elab, tm, km, paths = build(tmp_path, DAG)
+    assert_parity(elab, tm, km)
+    torch_code = paths["torch"].read_text()
+    assert "def forward(self, inputs: torch.Tensor, prev: torch.Tensor)" in torch_code
+    assert "in_height: int" in torch_code  # Pad is used at heights 8 and 4
+    assert "class_ = self.cell3(" in torch_code and "self_ = " in torch_code and "lambda_ = " in torch_code
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", *map(str, paths.values())],
+                          check=False, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout

@@ -281,16 +281,19 @@ class _Function(CodeUnit):
             return dst
         if isinstance(node, G.Choice):
             self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
+            before = len(self.lines)
             result = self.seq(node.then, src, dst, here, indent + 4)
             if result != dst:
                 self.lines.append(f"{pad}    {dst} = {result}")
+            if len(self.lines) == before:  # an empty branch: the input goes through
+                self.lines.append(f"{pad}    pass")
             self.lines.append(f"{pad}else:")
             before = len(self.lines)
             result = self.seq(node.otherwise, src, dst, here, indent + 4)
             if result != dst:
                 self.lines.append(f"{pad}    {dst} = {result}")
-            if len(self.lines) == before:  # pragma: no cover - both sides empty
-                self.lines.append(f"{pad}    pass")
+            if len(self.lines) == before:
+                self.lines.pop()  # no `else:` for an empty branch
             return dst
         if isinstance(node, G.Repeat):
             if src != dst:

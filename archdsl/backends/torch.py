@@ -70,6 +70,7 @@ class _Module:
         self.prelude: set[str] = set()
         self.uses_ordered = False
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
+        self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
 
     def local(self, name: str) -> str:
@@ -124,6 +125,7 @@ class _Class(CodeUnit):
         self.input_var = "inputs" if G.names_input(owner.body) else "x"
         self.src = self.input_var  # the variable holding the tensor the next item takes
         self.tensors: dict[str, tuple[str, str]] = {}  # named tensor -> (variable, channels code)
+        self.size_args: set[str] = set()  # in.height / in.width, where uses differ: constructor arguments
 
     # names and expressions
 
@@ -133,11 +135,22 @@ class _Class(CodeUnit):
         insts = self.owner.instances if not self.is_network else None
         sizes = {getattr(i.in_shape, e.attr) for i in insts} if insts is not None else \
             {getattr(self.m.elab.root.in_shape, e.attr)}
-        if len(sizes) != 1 or None in sizes:
-            raise ArchError(f"in.{e.attr} differs between the uses of block {self.owner.name} "
-                            f"({', '.join(map(str, sorted(sizes, key=str)))}); the PyTorch class needs it fixed",
+        if None in sizes:
+            raise ArchError(f"in.{e.attr} is left open by the network's input (`?`); the PyTorch class needs it",
                             e.span)
-        return str(sizes.pop())
+        if len(sizes) == 1:
+            return str(sizes.pop())
+        # uses at different sizes: the class takes the size as an argument, each call passes its own
+        self.size_args.add(e.attr)
+        return f"in_{e.attr}"
+
+    def size_values(self, node: G.BlockCall) -> list[str]:
+        """The input sizes a call passes to a block class that takes them (see _in_shape)."""
+        values = []
+        for attr in self.m.size_args.get(node.block, ()):
+            value = agreed(node, lambda i, a=attr: getattr(i.in_shape, a), f"the input {attr}", self.owner_desc())
+            values.append(str(value))
+        return values
 
     # the class
 
@@ -160,6 +173,10 @@ class _Class(CodeUnit):
                 self.tensors[p.name] = (self.m.local(p.name), f"{self.m.local(p.name)}_channels")
         self.tensors["in"] = (self.input_var, cin)
         cout = self.top(owner.body, cin, 8)
+        if self.size_args:
+            sizes = [a for a in ("height", "width") if a in self.size_args]
+            self.m.size_args[owner.name] = sizes
+            params[1:1] = [f"in_{a}: int" for a in sizes]
         if not self.is_network:
             self.init.extend(lay(cout, 8, "self.out_channels = "))
             formula = substitute(cout, self.lets, strict=False)
@@ -441,7 +458,7 @@ class _Class(CodeUnit):
 
     def block_call(self, node: G.BlockCall, cin: str) -> Br:
         block = self.m.elab.program.blocks[node.block]
-        args: list[str] = [cin]
+        args: list[str] = [cin, *self.size_values(node)]
         positional = True
         for p in block.params:
             if p.name not in node.args:

@@ -92,8 +92,6 @@ def conv_ne_xt_stage(
     if downsample:
         x = layers.LayerNormalization(epsilon=eps, name=f"{name}.downsample.0")(x)
         x = layers.Conv2D(dim, 2, strides=2, name=f"{name}.downsample.1")(x)
-    else:
-        pass
     for i_ in range(depth):
         x = conv_ne_xt_block(
             x,

@@ -71,8 +71,6 @@ def conv_bn_act(
     )(x)
     if act:
         x = layers.Activation("silu", name=f"{name}.choice1")(x)
-    else:
-        pass
     return x
 
 
@@ -255,8 +253,6 @@ def mb_conv_layers(
             momentum=momentum,
             name=f"{name}.expand",
         )
-    else:
-        pass
     x = conv_bn_act(
         x,
         hidden,

@@ -241,8 +241,6 @@ def inception_res_net_c(
     x = layers.Add(name=f"{name}.residual1")([x, identity])
     if activation:
         x = layers.Activation("relu", name=f"{name}.choice1")(x)
-    else:
-        pass
     return x
 
 
@@ -270,7 +268,5 @@ def build_model(
     x = layers.Flatten(name="flatten1")(x)
     if not keras_layout:
         x = layers.Dropout(dropout_rate, name="choice1")(x)
-    else:
-        pass
     x = layers.Dense(classes, name="fc")(x)
     return keras.Model(inputs, x, name="InceptionResNetV2")

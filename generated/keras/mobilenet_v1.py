@@ -21,8 +21,6 @@ def depthwise_separable(
     """block DepthwiseSeparable (specs/mobilenet_v1.arch:14)."""
     if stride > 1:
         x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}.choice1")(x)
-    else:
-        pass
     x = layers.ZeroPadding2D(1 if stride == 1 else 0, name=f"{name}.conv_dw_pad")(x)
     x = layers.DepthwiseConv2D(
         3,

@@ -63,8 +63,6 @@ def inverted_bottleneck(
     hidden = round(in_channels * expand_ratio)
     if expand_ratio != 1:
         x = conv_bn_re_lu6(x, hidden, 1, eps=eps, tf_pad=tf_pad, name=f"{name}.choice1")
-    else:
-        pass
     x = conv_bn_re_lu6(
         x, hidden, 3, stride, hidden, eps, tf_pad, name=f"{name}.conv_bn_re_lu61"
     )

@@ -167,8 +167,6 @@ def bottleneck(
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn3")(x)
     if se:
         x = squeeze_excite(x, name=f"{name}.se")
-    else:
-        pass
     if stride != 1 or in_channels != out:
         identity = layers.Conv2D(
             out, 1, strides=stride, use_bias=bias, name=f"{name}.shortcut1.0"

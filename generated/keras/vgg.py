@@ -59,8 +59,6 @@ def vgg_conv(
     x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}.conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn")(x)
-    else:
-        pass
     x = layers.Activation("relu", name=f"{name}.relu1")(x)
     return x
 
@@ -91,8 +89,6 @@ def vgg_conv_stage(
     x = vgg_conv(x, filters, last_kernel, batch_norm, name=f"{name}.last")
     if lrn:
         x = response_norm(x, name=f"{name}.norm")
-    else:
-        pass
     x = layers.MaxPooling2D(2, name=f"{name}.pool")(x)
     return x
 

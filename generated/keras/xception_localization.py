@@ -24,8 +24,6 @@ def xception_down(
     identity = x
     if start_with_relu:
         x = layers.Activation("relu", name=f"{name}.choice1.sepconv1_act")(x)
-    else:
-        pass
     x = layers.SeparableConv2D(
         filters1, 3, padding="same", use_bias=False, name=f"{name}.sepconv1"
     )(x)
