@@ -301,11 +301,11 @@ class _Elaborator:
         for i, item in enumerate(items):
             inner = item.item if isinstance(item, S.Repeat) else item
             if self._tensor_name(inner, scope) is not None:
-                raise ArchError(f"a named tensor starts a chain; here it follows something whose result would be lost",
+                raise ArchError("a named tensor starts a chain; here it follows something whose result would be lost",
                                 item.span, notes=[_TENSOR_USE])
             if (i or out) and self._starts_fresh(inner, scope) is not None:
-                raise ArchError(f"{self._starts_fresh(inner, scope)[len('the inputs of '):]} takes its inputs from its "
-                                "arguments, so it starts a chain", item.span)
+                op = inner.name if isinstance(inner, S.Call) else "concat"
+                raise ArchError(f"{op}(...) takes its inputs from its arguments, so it starts a chain", item.span)
             out.append(self._item(item, scope, network, top=True))
         if isinstance(stmt, S.Bind):
             self._bind_name(stmt, scope)

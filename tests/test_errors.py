@@ -294,32 +294,32 @@ def cell(body: str, network: str = "s0 = conv(4, 1)\nCell(4, prev = s0)") -> str
 
 @pytest.mark.parametrize("body, network, message, line, column", [
     ("a = prev conv(c, 1)\nadd(in, prev)", None, "the tensor name 'a' is never used", 2, 5),
-    ("conv(c, 1)\nadd(in, prev)", None, "the result of this line is never used: the next line starts from "
-     "the inputs of add(...)", 2, 5),
-    ("relu\nprev conv(c, 1)", None, "the result of this line is never used: the next line starts from the "
-     "tensor 'prev'", 2, 5),
+    ("conv(c, 1)\nadd(in, prev)", None, ("the result of this line is never used: the next line starts from "
+     "the inputs of add(...)"), 2, 5),
+    ("relu\nprev conv(c, 1)", None, ("the result of this line is never used: the next line starts from the "
+     "tensor 'prev'"), 2, 5),
     ("in conv(c, 1)", None, "the tensor parameter 'prev' is never used", 1, 15),
     ("{ a = prev }\nconv(c, 1)", None, "can be bound only at the top level", 2, 7),
     ("concat { branch { prev } branch { relu } }", None, "the tensor 'prev' can be used only at the top level",
      2, 23),
     ("conv(c, 1) prev", None, "a named tensor starts a chain", 2, 16),
     ("conv(c, 1) add(in, prev)", None, "add(...) takes its inputs from its arguments, so it starts a chain", 2, 16),
-    ("add(in, prev)", "s0 = conv(5, 1)\nin conv(3, 1)\nCell(4, prev = s0)", "add of unequal shapes: 'in' is [3, 8, 8], "
-     "'prev' is [5, 8, 8]", 2, 5),
-    ("concat(in, prev)", "s0 = conv(5, 3)\nin conv(3, 1)\nCell(4, prev = s0)", "concat of unequal spatial sizes: 'in' is "
-     "[3, 8, 8], 'prev' is [5, 6, 6]", 2, 5),
+    ("add(in, prev)", "s0 = conv(5, 1)\nin conv(3, 1)\nCell(4, prev = s0)", ("add of unequal shapes: 'in' is [3, 8, 8], "
+     "'prev' is [5, 8, 8]"), 2, 5),
+    ("concat(in, prev)", "s0 = conv(5, 3)\nin conv(3, 1)\nCell(4, prev = s0)", ("concat of unequal spatial sizes: 'in' is "
+     "[3, 8, 8], 'prev' is [5, 6, 6]"), 2, 5),
     ("conv(prev, 1)", None, "'prev' is a tensor, not a value", 2, 10),
     ("a = prev relu\na = prev relu\nadd(a, in)", None, "the tensor 'a' is already bound", 3, 5),
     ("c = prev relu\nadd(c, in)", None, "'c' is a parameter; a tensor needs another name", 2, 5),
-    ("conv(prev.channels, 1)\nadd(in, prev)", None, "prev.channels: the sizes of a named tensor can be used "
-     "only in `assert`", 2, 10),
+    ("conv(prev.channels, 1)\nadd(in, prev)", None, ("prev.channels: the sizes of a named tensor can be used "
+     "only in `assert`"), 2, 10),
     ("add(in, prev)", "s0 = conv(3, 1)\nCell(4, prev = 3)", "parameter 'prev' of block Cell takes a named tensor",
      7, 20),
     ("add(in, prev)", "s0 = conv(3, 1)\nCell(4, prev = s1)", "unknown tensor 's1'", 7, 20),
-    ("add(in, prev)", "s0 = conv(3, 1)\n{ Cell(4, prev = s0) }", "block Cell takes a tensor (prev), so it can be "
-     "called only at the top level", 7, 7),
-    ("add(in, prev)", "s0 = conv(3, 1)\nCell(4, prev = s0) * 2", "block Cell takes a tensor (prev), so it can be "
-     "called only at the top level", 7, 5),
+    ("add(in, prev)", "s0 = conv(3, 1)\n{ Cell(4, prev = s0) }", ("block Cell takes a tensor (prev), so it can be "
+     "called only at the top level"), 7, 7),
+    ("add(in, prev)", "s0 = conv(3, 1)\nCell(4, prev = s0) * 2", ("block Cell takes a tensor (prev), so it can be "
+     "called only at the top level"), 7, 5),
     ("add(in)", "s0 = conv(3, 1)\nCell(4, prev = s0)", "add(...) needs at least two tensors", 2, 5),
     ("assert prev.height == 2 * in.height, \"prev is twice in\"\nadd(in, prev)", "s0 = conv(3, 1)\nCell(4, prev = s0)",
      "prev is twice in", 2, 5),
