@@ -38,6 +38,7 @@ class Row:
     macs: int | None  # None where an open input size (`?`) leaves it unknown
     activations: int | None  # output elements; None where a size is open
     rf: tuple[int, int] | None  # receptive field size and jump at the output
+    layers: int = 1  # how many layers the row stands for (more than one for a collapsed block)
 
     @property
     def rf_text(self) -> str:
@@ -82,6 +83,55 @@ def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
     return [make_row(i) for i in insts]
 
 
+def _describe_group(inst: Inst) -> str:
+    """What a collapsed row stands for: a block's name, `Bottleneck x3` for a repetition of one
+    block, or the composite's kind (group, concat, ...)."""
+    if inst.block is not None:
+        return inst.block.name
+    if inst.kind == "repeat" and inst.children:
+        kinds = {c.block.name if c.block is not None else c.kind for c in inst.children}
+        return f"{kinds.pop()} x{len(inst.children)}" if len(kinds) == 1 else f"repeat x{len(inst.children)}"
+    return inst.kind
+
+
+def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
+    """The rows with everything nested deeper than `depth` module levels folded into one row per
+    module at that level (like torchinfo's depth): `--depth 1` shows the network's own layers and one
+    row per top-level block, its params, MACs and activations the sums of the layers inside it."""
+    if depth < 1:
+        raise ValueError("depth must be at least 1")
+    elab = source if isinstance(source, Elaborated) else None
+    table = rows(source)
+    modules: dict[str, Inst] = {}  # path -> the outermost instance with that path
+    if elab is not None:
+        for inst in elab.root.walk():
+            if inst.path and inst.path not in modules:
+                modules[inst.path] = inst
+    out: list[Row] = []
+    groups: dict[str, list[Row]] = {}
+    for r in table:
+        parts = r.path.split(".")
+        if len(parts) <= depth:
+            out.append(r)
+            continue
+        key = ".".join(parts[:depth])
+        if key not in groups:
+            groups[key] = []
+            out.append(Row(key, "", r.in_shape, r.out_shape, 0, 0, 0, None))  # filled in below
+        groups[key].append(r)
+    for i, r in enumerate(out):
+        members = groups.get(r.path) if r.layer == "" else None
+        if not members:
+            continue
+        inst = modules.get(r.path)
+        out[i] = Row(r.path, _describe_group(inst) if inst is not None else "block",
+                     members[0].in_shape, inst.out_shape if inst is not None else members[-1].out_shape,
+                     sum(m.params for m in members), _sum(m.macs for m in members),
+                     _sum(m.activations for m in members), inst.rf if inst is not None else members[-1].rf,
+                     layers=len(members))
+    return out
+
+
 def _sum(values: Iterable[int | None]) -> int | None:
     total = 0
     for v in values:
@@ -94,7 +144,7 @@ def _sum(values: Iterable[int | None]) -> int | None:
 def totals(table: list[Row], dtype: str = "float32") -> Totals:
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
-    return Totals(len(table), sum(r.params for r in table), _sum(r.macs for r in table),
+    return Totals(sum(r.layers for r in table), sum(r.params for r in table), _sum(r.macs for r in table),
                   _sum(r.activations for r in table), dtype)
 
 
@@ -244,6 +294,7 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
             "macs": r.macs,
             "activations": r.activations,
             "receptive_field": None if r.rf is None else {"size": r.rf[0], "jump": r.rf[1]},
+            **({"collapsed_layers": r.layers} if r.layers > 1 or r.layer not in LAYERS else {}),
         }
         for r in table
     ]
@@ -283,10 +334,13 @@ def format_json(table: list[Row], t: Totals, elab: Elaborated | None = None, net
 
 
 def render(source: Elaborated | Iterable[Inst], fmt: str = "table", dtype: str = "float32", *,
-           network: str | None = None, spec: str | None = None) -> str:
-    """The report in one of FORMATS, for an expanded network or the layers checked before an error."""
+           network: str | None = None, spec: str | None = None, depth: int | None = None) -> str:
+    """The report in one of FORMATS, for an expanded network or the layers checked before an error;
+    with `depth`, blocks nested deeper are collapsed (see collapse())."""
     elab = source if isinstance(source, Elaborated) else None
-    table = rows(source)
+    if not isinstance(source, Elaborated):
+        source = list(source)
+    table = rows(source) if depth is None else collapse(source, depth)
     t = totals(table, dtype)
     name = elab.program.network.name if elab is not None else network
     title = None

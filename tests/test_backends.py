@@ -352,3 +352,24 @@ def test_named_tensors_and_two_input_blocks(tmp_path):
     ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", *map(str, paths.values())],
                           check=False, capture_output=True, text=True)
     assert ruff.returncode == 0, ruff.stdout
+
+
+POWERS = """
+network P(a = 2, b = 3) {
+    input [3, 8, 8]
+    conv(int(a ** 2 + (-a) ** 2 + a ** -1 * 2), 1, stride = int(a ** b ** 2 - (-2) ** 2 + 2.0 ** -a + 2 ** a))
+}
+"""
+
+
+def test_powers_are_written_as_ruff_format_writes_them(tmp_path):
+    spec = tmp_path / "powers.arch"
+    spec.write_text(POWERS)
+    elab = load(str(spec))
+    for target in ("torch", "keras"):
+        path = tmp_path / f"powers_{target}.py"
+        path.write_text(generate(elab, target))
+        assert "a**b**2" in path.read_text() and "(-a) ** 2" in path.read_text()
+        fmt = subprocess.run([sys.executable, "-m", "ruff", "format", "--isolated", "--check", str(path)],
+                             check=False, capture_output=True, text=True)
+        assert fmt.returncode == 0, fmt.stdout + fmt.stderr

@@ -101,8 +101,11 @@ class ExprPrinter:
                 return f"not {self._wrap(e.args[0], p)}", p
             if e.op in ("neg", "pos"):
                 return f"{'-' if e.op == 'neg' else '+'}{self._wrap(e.args[0], p)}", p
-            if e.op == "**":  # right-associative
-                return f"{self._wrap(e.args[0], p + 1)} ** {self._wrap(e.args[1], p)}", p
+            if e.op == "**":  # right-associative; hugged between simple operands, as ruff format writes it
+                base, exponent = e.args
+                hug = _simple_power_operand(base, wrapped=True) and _simple_power_operand(exponent, wrapped=False)
+                op = "**" if hug else " ** "
+                return f"{self._wrap(e.args[0], p + 1)}{op}{self._wrap(e.args[1], p)}", p
             if p == 4:  # comparisons do not chain
                 return f"{self._wrap(e.args[0], p + 1)} {e.op} {self._wrap(e.args[1], p + 1)}", p
             return f"{self._wrap(e.args[0], p)} {e.op} {self._wrap(e.args[1], p + 1)}", p
@@ -111,6 +114,17 @@ class ExprPrinter:
     def _wrap(self, e: G.Expr, min_prec: int) -> str:
         text, prec = self._p(e)
         return f"({text})" if prec < min_prec else text
+
+
+def _simple_power_operand(e: G.Expr, wrapped: bool) -> bool:
+    """Whether ruff format hugs `**` next to this operand (`x**2`): a name or a non-negative number
+    (the printer parenthesizes negations, which are then not simple), or, as the exponent, a power
+    of simple operands itself (`a**b**2`)."""
+    if isinstance(e, G.Const):
+        return isinstance(e.value, (int, float)) and not isinstance(e.value, bool) and e.value >= 0
+    if isinstance(e, G.Op) and e.op == "**" and not wrapped:
+        return _simple_power_operand(e.args[0], True) and _simple_power_operand(e.args[1], False)
+    return isinstance(e, (G.Ref, G.InShape))
 
 
 def atomic(text: str) -> bool:

@@ -289,12 +289,7 @@ class NASNetAMobile(nn.Module):
         self.stem_conv1 = nn.Conv2d(3, stem_filters, 3, stride=2, bias=False)
         self.stem_bn1 = nn.BatchNorm2d(stem_filters, eps=0.001, momentum=0.0003)
         self.stem_1 = ReductionCell(
-            stem_filters,
-            111,
-            111,
-            f // multiplier ** 2,
-            stem_filters,
-            adjust_prev=False,
+            stem_filters, 111, 111, f // multiplier**2, stem_filters, adjust_prev=False
         )
         self.stem_2 = ReductionCell(
             self.stem_1.out_channels, 56, 56, f // multiplier, stem_filters, True
@@ -324,23 +319,23 @@ class NASNetAMobile(nn.Module):
             self.cell_8.out_channels,
             14,
             14,
-            f * multiplier ** 2,
+            f * multiplier**2,
             self.cell_7.out_channels,
         )
         self.cell_9 = NormalCell(
             self.reduce_8.out_channels,
-            f * multiplier ** 2,
+            f * multiplier**2,
             self.cell_8.out_channels,
             True,
         )
         self.cell_10 = NormalCell(
-            self.cell_9.out_channels, f * multiplier ** 2, self.reduce_8.out_channels
+            self.cell_9.out_channels, f * multiplier**2, self.reduce_8.out_channels
         )
         self.cell_11 = NormalCell(
-            self.cell_10.out_channels, f * multiplier ** 2, self.cell_9.out_channels
+            self.cell_10.out_channels, f * multiplier**2, self.cell_9.out_channels
         )
         self.cell_12 = NormalCell(
-            self.cell_11.out_channels, f * multiplier ** 2, self.cell_10.out_channels
+            self.cell_11.out_channels, f * multiplier**2, self.cell_10.out_channels
         )
         self.avgpool1 = nn.AdaptiveAvgPool2d(1)
         self.predictions = nn.Linear(self.cell_12.out_channels, classes)
