@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from . import __version__
 from .compiler import TARGETS, generate, parse_sets, write_atomically
+from .draw import FORMATS as DRAW_FORMATS
+from .draw import SUFFIXES as DRAW_SUFFIXES
 from .elaborate import elaborate
 from .errors import ArchError
 from .graph import Elaborated, Program
@@ -140,6 +142,32 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--root", default=".", metavar="DIR", help="the repository root (default: the current folder)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--check", action="store_true", help="fail (exit 1) if FILE differs from what would be written")
+
+    p = sub.add_parser(
+        "graph", help="draw the network: blocks as clusters, shapes on edges (SVG, PNG, DOT or Mermaid)",
+        formatter_class=_Formatter,
+        description=_para("Draw the expanded network as a data-flow graph: the input at the top, one node per "
+                          "layer, block instances as labelled clusters (nested blocks nested), parallel branches "
+                          "side by side meeting in concat, + (residual add) or x (scale) nodes, the tensor's "
+                          "shape on every edge, and every named output (side heads too) as an output node. "
+                          "svg and png are drawn by Graphviz `dot` (the system package graphviz); dot and "
+                          "mermaid are text, for documentation. The format comes from --format, else from the "
+                          "suffix of FILE (.svg, .png, .dot/.gv, .mmd, .md: a ```mermaid block); without -o the "
+                          "DOT text goes to stdout. FILE is replaced whole or not at all."),
+        epilog="examples:\n"
+               "  archdsl graph specs/googlenet.arch -o googlenet.svg\n"
+               "  archdsl graph specs/resnet50.arch --depth 1 -o resnet50.png\n"
+               "  archdsl graph specs/mobilenet_v2.arch --depth 0 -o mobilenet_v2.md\n"
+               "  archdsl graph specs/vgg16.arch | dot -Tpdf -o vgg16.pdf\n")
+    _add_spec(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the drawing to FILE instead of stdout")
+    p.add_argument("-f", "--format", metavar="{" + ",".join(DRAW_FORMATS) + "}",
+                   help="svg or png (drawn by Graphviz dot), dot or mermaid (text); default: from the suffix "
+                        "of FILE, dot on stdout")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="draw N levels of nested blocks expanded as clusters; a block nested deeper is one node "
+                        "(its name, output shape and parameters). 0: every block the network calls is one "
+                        "node. Default: every level expanded")
     return parser
 
 
@@ -262,7 +290,54 @@ def cmd_zoo(args: argparse.Namespace, session: _Session) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "zoo": cmd_zoo}
+def _graph_format(fmt: str | None, output: str | None) -> str:
+    """The drawing format: --format if given, else the suffix of -o FILE; DOT text on stdout."""
+    if fmt is not None:
+        return _choice(fmt, DRAW_FORMATS, "format")
+    if output is None or output == "-":
+        return "dot"
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix not in DRAW_SUFFIXES:
+        raise ArchError(f"cannot tell the drawing format from '{output}': give --format "
+                        f"({', '.join(DRAW_FORMATS)}) or a FILE ending in {', '.join(DRAW_SUFFIXES)}")
+    return DRAW_SUFFIXES[suffix]
+
+
+def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
+    from . import draw
+
+    fmt = _graph_format(args.format, args.output)
+    to_file = args.output is not None and args.output != "-"
+    if args.depth is not None and args.depth < 0:
+        raise ArchError(f"--depth must be at least 0, got {args.depth}")
+    if fmt in ("svg", "png"):
+        draw.find_dot()  # before any work: say at once that Graphviz is missing
+    if to_file:
+        _check_writable(args.output)
+    elab = session.load(args.spec, args.sets)
+    drawing = draw.build(elab, args.depth)
+    if fmt in ("dot", "mermaid"):
+        fenced = fmt == "mermaid" and to_file and args.output.lower().endswith(".md")
+        text = draw.to_dot(drawing) if fmt == "dot" else draw.to_mermaid(drawing, fenced=fenced)
+        if not to_file:
+            _out(text)
+            return EXIT_OK
+        data = text.encode("utf-8")
+    else:
+        data = draw.render(draw.to_dot(drawing), fmt)
+        if not to_file:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            return EXIT_OK
+    try:
+        draw.write_bytes_atomically(args.output, data)
+    except OSError as e:
+        raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
+    return EXIT_OK
+
+
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "zoo": cmd_zoo,
+            "graph": cmd_graph}
 
 
 def _error(text: str) -> None:
