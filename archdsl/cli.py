@@ -1,4 +1,4 @@
-"""The command line: `archdsl compile | check | summary SPEC ...`.
+"""The command line: `archdsl compile | check | summary | sweep | graph | zoo`.
 
 Every error, whether in the spec or in the use of the command, is one clear message on stderr and
 exit status 1; no traceback. Nothing here imports torch or tensorflow.
@@ -38,6 +38,9 @@ _EPILOG = """\
 examples:
   archdsl check specs/resnet50.arch
   archdsl summary specs/vgg16.arch --set classes=10
+  archdsl summary specs/googlenet.arch --depth 0
+  archdsl sweep specs/efficientnet.arch phi=0..7
+  archdsl graph specs/resnet50.arch --depth 1 -o resnet50.svg
   archdsl compile specs/googlenet.arch --target torch -o generated/torch/googlenet.py
 
 exit status: 0 on success, 1 on any error (in the spec or in the command), 130 when interrupted.
@@ -129,6 +132,26 @@ def build_parser() -> ArgumentParser:
                    help="table (default), json, csv or markdown")
     p.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_BYTES) + "}",
                    help="element type for the activation memory total (default float32)")
+    p.add_argument("--depth", type=_depth, default=None, metavar="N",
+                   help="show N levels of blocks; a block nested deeper is one row with the sums of its layers "
+                        "(--depth 0: the network's own layers and one row per block it calls)")
+
+    p = sub.add_parser(
+        "sweep", help="one row per setting of network parameters: input size, params, MACs",
+        formatter_class=_Formatter,
+        description=_para("Expand the network once for each value of one or more of its parameters and print "
+                          "one row per setting: the input shape, parameters, multiply-accumulates (MACs), "
+                          "activations and output shapes. NAME=VALUES is a comma-separated list "
+                          "(width=0.5,0.75,1.0) or a range of whole numbers with both ends included (phi=0..7); "
+                          "several give every combination, the last varying fastest."),
+        epilog="examples:\n"
+               "  archdsl sweep specs/efficientnet.arch phi=0..7\n"
+               "  archdsl sweep specs/mobilenet_v1.arch alpha=0.25,0.5,0.75,1.0 resolution=128,160,192,224\n"
+               "  archdsl sweep specs/resnet.arch depth=18,34,50,101,152 --format markdown\n")
+    _add_spec(p)
+    p.add_argument("axes", nargs="+", metavar="NAME=VALUES", help="a network parameter and the values to sweep")
+    p.add_argument("-f", "--format", default="table", metavar="{" + ",".join(FORMATS) + "}",
+                   help="table (default), json, csv or markdown")
 
     p = sub.add_parser(
         "zoo", help="write docs/zoo.md: every network, its size, reference and what is verified",
@@ -243,6 +266,29 @@ def cmd_check(args: argparse.Namespace, session: _Session) -> int:
     return EXIT_OK
 
 
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depth takes a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--depth must be at least 0, got {value}")
+    return value
+
+
+def cmd_sweep(args: argparse.Namespace, session: _Session) -> int:
+    from .sweep import parse_axis, sweep
+    from .sweep import render as render_sweep
+
+    fmt = _choice(args.format, FORMATS, "format")
+    axes = [parse_axis(a) for a in args.axes]
+    fixed = parse_sets(args.sets)
+    session.program = elaborate(args.spec)
+    table = sweep(session.program, axes, fixed)
+    _out(render_sweep(table, axes, fmt, title=f"network {session.program.network.name} ({args.spec})"))
+    return EXIT_OK
+
+
 def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
     fmt = _choice(args.format, FORMATS, "format")
     dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
@@ -252,9 +298,9 @@ def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
         # The shape check stopped at a layer: show the layers it got through, then the error.
         if session.expander is not None and session.expander.done and err.report is None:
             err.report = render(session.expander.done, fmt, dtype, network=session.program.network.name,
-                                spec=args.spec)
+                                spec=args.spec, depth=args.depth)
         raise
-    _out(render(elab, fmt, dtype, spec=args.spec))
+    _out(render(elab, fmt, dtype, spec=args.spec, depth=args.depth))
     return EXIT_OK
 
 
@@ -336,7 +382,7 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "zoo": cmd_zoo,
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "sweep": cmd_sweep, "zoo": cmd_zoo,
             "graph": cmd_graph}
 
 

@@ -83,52 +83,33 @@ def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
     return [make_row(i) for i in insts]
 
 
-def _describe_group(inst: Inst) -> str:
-    """What a collapsed row stands for: a block's name, `Bottleneck x3` for a repetition of one
-    block, or the composite's kind (group, concat, ...)."""
-    if inst.block is not None:
-        return inst.block.name
-    if inst.kind == "repeat" and inst.children:
-        kinds = {c.block.name if c.block is not None else c.kind for c in inst.children}
-        return f"{kinds.pop()} x{len(inst.children)}" if len(kinds) == 1 else f"repeat x{len(inst.children)}"
-    return inst.kind
-
-
 def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
-    """The rows with everything nested deeper than `depth` module levels folded into one row per
-    module at that level (like torchinfo's depth): `--depth 1` shows the network's own layers and one
-    row per top-level block, its params, MACs and activations the sums of the layers inside it."""
-    if depth < 1:
-        raise ValueError("depth must be at least 1")
-    elab = source if isinstance(source, Elaborated) else None
-    table = rows(source)
-    modules: dict[str, Inst] = {}  # path -> the outermost instance with that path
-    if elab is not None:
-        for inst in elab.root.walk():
-            if inst.path and inst.path not in modules:
-                modules[inst.path] = inst
+    """The rows with blocks nested more than `depth` levels deep folded into one row each (the
+    same levels as `archdsl graph --depth`): `depth` 0 gives the network's own layers and one row
+    per block it calls, 1 expands those blocks and folds the blocks they call, and so on. A folded
+    row's params, MACs and activations are the sums of the layers inside it, so the totals do not
+    change. A partial expansion (the layers checked before an error) has no block structure: its
+    rows are all shown."""
+    if depth < 0:
+        raise ValueError("depth must be at least 0")
+    if not isinstance(source, Elaborated):
+        return rows(source)
     out: list[Row] = []
-    groups: dict[str, list[Row]] = {}
-    for r in table:
-        parts = r.path.split(".")
-        if len(parts) <= depth:
-            out.append(r)
-            continue
-        key = ".".join(parts[:depth])
-        if key not in groups:
-            groups[key] = []
-            out.append(Row(key, "", r.in_shape, r.out_shape, 0, 0, 0, None))  # filled in below
-        groups[key].append(r)
-    for i, r in enumerate(out):
-        members = groups.get(r.path) if r.layer == "" else None
-        if not members:
-            continue
-        inst = modules.get(r.path)
-        out[i] = Row(r.path, _describe_group(inst) if inst is not None else "block",
-                     members[0].in_shape, inst.out_shape if inst is not None else members[-1].out_shape,
-                     sum(m.params for m in members), _sum(m.macs for m in members),
-                     _sum(m.activations for m in members), inst.rf if inst is not None else members[-1].rf,
-                     layers=len(members))
+
+    def visit(inst: Inst, level: int) -> None:
+        for child in inst.children:
+            if is_layer(child):
+                out.append(make_row(child))
+            elif child.block is not None and level + 1 > depth:
+                members = rows(child.walk())
+                if members:
+                    out.append(Row(child.path, child.block.name, child.in_shape, child.out_shape,
+                                   sum(m.params for m in members), _sum(m.macs for m in members),
+                                   _sum(m.activations for m in members), child.rf, layers=len(members)))
+            else:
+                visit(child, level + (child.block is not None))
+
+    visit(source.root, 0)
     return out
 
 

@@ -459,3 +459,94 @@ def test_keyboard_interrupt_exits_130_quietly(tmp_path, spec):
                          timeout=300)
     assert res.returncode == 130
     assert res.stderr == "" and res.stdout == ""
+
+
+# Collapsing blocks and sweeping parameters -----------------------------------------------------
+
+BLOCKS = """\
+block Pair(c) {
+    conv(c, 3, pad = 1) relu
+    conv(c, 3, pad = 1) relu
+}
+
+block Stage(c) {
+    first: Pair(c)
+    second: Pair(c)
+    maxpool(2)
+}
+
+network Staged(width = 8, size = 32) {
+    input [3, size, size]
+    stage1: Stage(width)
+    stage2: Stage(2 * width)
+    avgpool(global) flatten
+    fc: dense(10)
+}
+"""
+
+
+def test_summary_depth_collapses_blocks_into_rows_with_their_sums(tmp_path, spec):
+    name = spec(BLOCKS)
+    full = json.loads(run("summary", name, "--format", "json", cwd=tmp_path).stdout)
+    one = json.loads(run("summary", name, "--format", "json", "--depth", "0", cwd=tmp_path).stdout)
+    two = json.loads(run("summary", name, "--format", "json", "--depth", "1", cwd=tmp_path).stdout)
+    assert [r["path"] for r in one["layers"]] == ["stage1", "stage2", "avgpool1", "flatten1", "fc"]
+    assert [r["path"] for r in two["layers"]][:3] == ["stage1.first", "stage1.second", "stage1.maxpool1"]
+    assert two["layers"][0]["layer"] == "Pair" and two["layers"][0]["collapsed_layers"] == 4
+    stage1 = one["layers"][0]
+    assert stage1["layer"] == "Stage" and stage1["output_shape"] == [8, 16, 16]
+    inside = [r for r in full["layers"] if r["path"].startswith("stage1.")]
+    assert stage1["collapsed_layers"] == len(inside) == 9
+    for key in ("params", "macs", "activations"):
+        assert stage1[key] == sum(r[key] for r in inside)
+    assert one["totals"] == two["totals"] == full["totals"]
+    table = run("summary", name, "--depth", "0", cwd=tmp_path).stdout
+    assert "stage2    Stage" in table and "stage2.first" not in table
+
+
+def test_summary_depth_must_be_a_whole_number(tmp_path, spec):
+    assert_clean_failure(run("summary", spec(BLOCKS), "--depth", "-1", cwd=tmp_path))
+    assert_clean_failure(run("summary", spec(BLOCKS), "--depth", "x", cwd=tmp_path))
+
+
+def test_sweep_prints_one_row_per_setting(tmp_path, spec):
+    name = spec(BLOCKS)
+    res = run("sweep", name, "width=4,8", "size=16..17", "--format", "json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [(r["setting"]["width"], r["setting"]["size"]) for r in data] == [(4, 16), (4, 17), (8, 16), (8, 17)]
+    for r in data:
+        check = json.loads(run("summary", name, "--format", "json", "--set", f"width={r['setting']['width']}",
+                               "--set", f"size={r['setting']['size']}", cwd=tmp_path).stdout)
+        assert r["params"] == check["totals"]["params"] and r["macs"] == check["totals"]["macs"]
+        assert r["input_shape"] == [3, r["setting"]["size"], r["setting"]["size"]]
+    # params depend on the width only; MACs grow with the input size
+    assert data[0]["params"] == data[1]["params"] != data[2]["params"]
+    assert data[0]["macs"] < data[1]["macs"]
+    table = run("sweep", name, "width=4,8", cwd=tmp_path).stdout
+    assert table.splitlines()[1].split()[:2] == ["width", "input"]
+
+
+def test_sweep_of_efficientnet_compound_coefficient(tmp_path):
+    res = run("sweep", "specs/efficientnet.arch", "phi=0..7", "--format", "csv", cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    lines = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [int(r["phi"]) for r in lines] == list(range(8))
+    assert [r["input_shape"] for r in lines][::7] == ["[3, 224, 224]", "[3, 600, 600]"]
+    assert int(lines[0]["params"]) == 5_288_548  # EfficientNet-B0, as torchvision's efficientnet_b0
+    params = [int(r["params"]) for r in lines]
+    assert params == sorted(params)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["phi"], "a sweep is NAME=VALUES"),
+    (["width=8..4"], "the range 8..4 is empty"),
+    (["width=4,,8"], "an empty value"),
+    (["nope=1,2"], "has no parameter 'nope'"),
+    (["width=4", "--set", "width=8"], "both swept and set"),
+    (["width=0,8"], "in the sweep at width = 0"),
+])
+def test_sweep_errors(tmp_path, spec, args, message):
+    res = run("sweep", spec(BLOCKS), *args, cwd=tmp_path)
+    assert_clean_failure(res)
+    assert message in res.stderr, res.stderr
