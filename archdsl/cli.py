@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 
 from . import __version__
-from .compiler import TARGETS, generate, parse_sets, write_atomically
+from .compiler import OPTIMIZATIONS, TARGETS, generate, parse_sets, write_atomically
 from .draw import FORMATS as DRAW_FORMATS
 from .draw import SUFFIXES as DRAW_SUFFIXES
 from .elaborate import elaborate
@@ -99,12 +99,17 @@ def build_parser() -> ArgumentParser:
         epilog="examples:\n"
                "  archdsl compile specs/googlenet.arch --target torch\n"
                "  archdsl compile specs/resnet50.arch --target keras -o generated/keras/resnet50.py\n"
-               "  archdsl compile specs/mobilenet_v2.arch --target torch --set width=0.5 --set classes=10\n")
+               "  archdsl compile specs/mobilenet_v2.arch --target torch --set width=0.5 --set classes=10\n"
+               "  archdsl compile specs/resnet50.arch --target torch --optimize inference -o resnet50_fast.py\n")
     _add_spec(p)
     p.add_argument("-t", "--target", required=True, metavar="{" + ",".join(TARGETS) + "}",
                    help="the framework to generate code for: torch (PyTorch nn.Module classes) or keras "
                         "(Keras 3 functional API)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the code to FILE instead of stdout")
+    p.add_argument("--optimize", metavar="{" + ",".join(OPTIMIZATIONS) + "}",
+                   help="inference (torch only): a model for inference: activations in place where nothing else "
+                        "holds their input, every batch norm that follows a convolution folded into it when "
+                        "build_model(state_dict) loads the weights of the plain model, channels-last memory")
 
     p = sub.add_parser(
         "check", help="parse a spec and check every shape", formatter_class=_Formatter,
@@ -235,7 +240,7 @@ def cmd_compile(args: argparse.Namespace, session: _Session) -> int:
     if args.output is not None and args.output != "-":
         _check_writable(args.output)
     elab = session.load(args.spec, args.sets)
-    code = generate(elab, target)
+    code = generate(elab, target, args.optimize)
     if not code.endswith("\n"):
         code += "\n"
     if args.output is None or args.output == "-":

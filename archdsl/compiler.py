@@ -56,15 +56,26 @@ def load(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated:
     return Expander(elaborate(spec)).run(overrides)
 
 
-def generate(elab: Elaborated, target: str) -> str:
-    """Generated source code for a target ("torch" or "keras")."""
+OPTIMIZATIONS = ("inference",)
+
+
+def generate(elab: Elaborated, target: str, optimize: str | None = None) -> str:
+    """Generated source code for a target ("torch" or "keras"); `optimize="inference"` gives the
+    PyTorch emission for inference (in-place activations, batch norms folded, channels-last)."""
+    if optimize is not None and optimize not in OPTIMIZATIONS:
+        raise ArchError(f"unknown optimization '{optimize}' (optimizations: {', '.join(OPTIMIZATIONS)})")
     if target == "torch":
         from .backends import torch as backend
-    elif target == "keras":
-        from .backends import keras as backend  # type: ignore[no-redef]
-    else:
-        raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
-    return backend.emit(elab)
+
+        return backend.emit(elab, optimize)
+    if target == "keras":
+        if optimize is not None:
+            raise ArchError(f"--optimize {optimize} is for --target torch; Keras models are optimized by "
+                            "TensorFlow's own graph compiler (XLA)")
+        from .backends import keras as backend_keras
+
+        return backend_keras.emit(elab)
+    raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
 
 
 def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = None) -> str:

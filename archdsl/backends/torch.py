@@ -60,13 +60,29 @@ _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_paddin
                   "Residual": {"DropPath"}}
 
 
-def emit(elab: G.Elaborated) -> str:
-    return _Module(elab).render()
+# Layers whose output is a new tensor, so an activation right after them may work in place.
+_ALLOCATING = frozenset({"conv", "dwconv", "sepconv", "bn", "dense", "maxpool", "avgpool", "adaptive_avgpool",
+                         "lrn", "layernorm", "layerscale", "rescale", "normalize", "zeropad", "zeropad_channels"})
+_INPLACE = frozenset({"relu", "relu6", "silu", "hardswish", "hardsigmoid", "leaky_relu"})
+
+
+def emit(elab: G.Elaborated, optimize: str | None = None) -> str:
+    return _Module(elab, optimize).render()
+
+
+def _allocates(item: object) -> bool:
+    """Whether an item's result is a tensor of its own (not its input, a view or a named tensor)."""
+    if isinstance(item, G.Layer):
+        return item.type.name in _ALLOCATING
+    return isinstance(item, (G.Residual, G.Concat, G.Scale, G.Merge))
 
 
 class _Module:
-    def __init__(self, elab: G.Elaborated) -> None:
+    def __init__(self, elab: G.Elaborated, optimize: str | None = None) -> None:
         self.elab = elab
+        # --optimize inference: activations in place where nothing else holds their input, batch norms
+        # folded into the convolutions before them when weights are loaded, channels-last memory
+        self.inference = optimize == "inference"
         self.prelude: set[str] = set()
         self.uses_ordered = False
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
@@ -105,6 +121,7 @@ class _Module:
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
                 "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
             prelude=prelude_names,
+            inference=self.inference,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
             output_names=literal(tuple(name for name, _ in self.elab.outputs)),
@@ -126,6 +143,8 @@ class _Class(CodeUnit):
         self.src = self.input_var  # the variable holding the tensor the next item takes
         self.tensors: dict[str, tuple[str, str]] = {}  # named tensor -> (variable, channels code)
         self.size_args: set[str] = set()  # in.height / in.width, where uses differ: constructor arguments
+        self.folds: list[tuple[str, str]] = []  # top-level (conv, bn) attribute pairs, --optimize inference
+        self.owned = False  # the tensor the next item takes is the previous item's own result
 
     # names and expressions
 
@@ -172,6 +191,8 @@ class _Class(CodeUnit):
             for p in block.tensor_params:
                 self.tensors[p.name] = (self.m.local(p.name), f"{self.m.local(p.name)}_channels")
         self.tensors["in"] = (self.input_var, cin)
+        if self.is_network and self.m.inference and len(owner.input) == 3:
+            self.fwd.append(f"        {self.input_var} = {self.input_var}.contiguous(memory_format=torch.channels_last)")
         cout = self.top(owner.body, cin, 8)
         if self.size_args:
             sizes = [a for a in ("height", "width") if a in self.size_args]
@@ -200,21 +221,29 @@ class _Class(CodeUnit):
         if not self.is_network:
             inputs += [f"{self.m.local(p.name)}: torch.Tensor" for p in owner.tensor_params]  # type: ignore[union-attr]
         forward = lay(Br("def forward", ["self", *inputs]), 4, "", f" -> {returns}:")
+        folds = []
+        if self.folds:
+            pairs = [Br("", [quote(conv), quote(bn)], "(", ")") for conv, bn in self.folds]
+            folds = (lay(Br("", pairs, "(", ")"), 4, "folds = ") if len(pairs) > 1 else
+                     [f"    folds = (({quote(self.folds[0][0])}, {quote(self.folds[0][1])}),)"])
         return templates().get_template("torch_class.py.j2").render(
             name=py_name(owner.name), doc=doc, signature=signature, init=self.init, forward=self.fwd,
-            forward_signature=forward, result=result)
+            forward_signature=forward, result=result, folds=folds)
 
     # top-level items: attributes of the class, forward written inline
 
     def top(self, seq: G.Seq, cin: str, indent: int, dst: str = "x") -> str:
         targets = G.statement_targets(seq)
+        self.owned = False  # the first item takes the input, which its caller may still hold
         for index, item in enumerate(seq.items):
             if isinstance(item, G.Check):  # checked when the spec was expanded
                 continue
             if isinstance(item, G.Load):
                 self.src, cin = self.tensors[item.name]
+                self.owned = False
                 continue
             if isinstance(item, G.Store):
+                self.owned = False
                 var = self.tensor_var(item.name)
                 if self.src != var:
                     self.fwd.append(f"        {var} = {self.src}")
@@ -227,10 +256,20 @@ class _Class(CodeUnit):
                 self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
+            if self.m.inference and isinstance(item, G.Layer) and item.type.name == "bn" and self._foldable(item) \
+                    and isinstance(self.previous, G.Layer) and self.previous.type.name in ("conv", "dwconv", "sepconv") \
+                    and index > 0 and seq.items[index - 1] is self.previous:
+                self.folds.append((self.previous.name, item.name))
             target = targets.get(index)
-            cin = self.top_node(item, cin, self.tensor_var(target) if target else dst)
+            owned = self.owned
+            cin = self.top_node(item, cin, self.tensor_var(target) if target else dst, inplace=owned)
+            self.owned = _allocates(item) or (owned and isinstance(item, G.Layer) and item.type.name in _INPLACE)
             self.previous = item
         return cin
+
+    def _foldable(self, node: G.Layer) -> bool:
+        """A batch norm over a feature map (a BatchNorm2d), which fold_batchnorm() can fold."""
+        return agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3) == 3
 
     def tensor_var(self, name: str) -> str:
         """The Python variable of a named tensor."""
@@ -242,7 +281,7 @@ class _Class(CodeUnit):
             var += "_"
         return var
 
-    def top_node(self, node: G.Node, cin: str, dst: str) -> str:
+    def top_node(self, node: G.Node, cin: str, dst: str, inplace: bool = False) -> str:
         attr = f"self.{node.name}"
         src = self.src
         if not isinstance(node, G.Output):
@@ -253,7 +292,7 @@ class _Class(CodeUnit):
                 if kind == "identity":
                     self.src = src
                     return cin
-                self.fwd.append(f"        {dst} = {self.functional(node, src)}")
+                self.fwd.append(f"        {dst} = {self.functional(node, src, inplace and self.m.inference)}")
                 return self.layer_cout(node, cin)
             ctor, cout = self.layer(node, cin)
             self.init.extend(lay(ctor, 8, f"{attr} = "))
@@ -334,11 +373,13 @@ class _Class(CodeUnit):
 
     # nested items: modules built as expressions
 
-    def build(self, node: G.Node, cin: str, target: str | None, indent: int) -> tuple[list[str], Br | str | None, str]:
-        """(setup lines, module expression or None if setup already assigned target, out channels)."""
+    def build(self, node: G.Node, cin: str, target: str | None, indent: int,
+              inplace: bool = False) -> tuple[list[str], Br | str | None, str]:
+        """(setup lines, module expression or None if setup already assigned target, out channels).
+        With inplace (the input is the previous module's own result), an activation may work in place."""
         pad = " " * indent
         if isinstance(node, G.Layer):
-            ctor, cout = self.layer(node, cin)
+            ctor, cout = self.layer(node, cin, inplace and self.m.inference)
             return [], ctor, cout
         if isinstance(node, G.BlockCall):
             ctor = self.block_call(node, cin)
@@ -354,6 +395,7 @@ class _Class(CodeUnit):
                 return self.build(node.nodes[0], cin, target, indent)
             setup: list[str] = []
             parts: list[tuple[str | None, Br | str]] = []
+            owned = False
             for item in node.items:
                 if isinstance(item, G.Check):  # checked when the spec was expanded
                     continue
@@ -361,7 +403,8 @@ class _Class(CodeUnit):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
-                s, code, cin = self.build(item, cin, None, indent)
+                s, code, cin = self.build(item, cin, None, indent, inplace=owned)
+                owned = _allocates(item) or (owned and isinstance(item, G.Layer) and item.type.name in _INPLACE)
                 self.previous = item
                 setup.extend(s)
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]
@@ -472,11 +515,12 @@ class _Class(CodeUnit):
 
     # layers
 
-    def functional(self, node: G.Layer, src: str) -> str:
+    def functional(self, node: G.Layer, src: str, inplace: bool = False) -> str:
         kind = node.type.name
         if kind == "leaky_relu":
-            return f"F.leaky_relu({src}, {self.expr(node.args['slope'])})"
-        return _ACT_FUNCTIONAL[kind].format(x=src)
+            return f"F.leaky_relu({src}, {self.expr(node.args['slope'])}{', inplace=True' if inplace else ''})"
+        code = _ACT_FUNCTIONAL[kind].format(x=src)
+        return code[:-1] + ", inplace=True)" if inplace and kind in _INPLACE else code
 
     def layer_cout(self, node: G.Layer, cin: str) -> str:
         kind = node.type.name
@@ -498,16 +542,16 @@ class _Class(CodeUnit):
             return cin if size == (1, 1) else f"{paren(cin)} * {size[0]} * {size[1]}"
         return cin
 
-    def layer(self, node: G.Layer, cin: str) -> tuple[Br | str, str]:
+    def layer(self, node: G.Layer, cin: str, inplace: bool = False) -> tuple[Br | str, str]:
         """(constructor, out channels) of a layer used as a module."""
         kind = node.type.name
         a = node.args
         e = lambda ex: self.typed(node, ex)
         cout = self.layer_cout(node, cin)
         if kind in _ACT_MODULE:
-            return f"{_ACT_MODULE[kind]}()", cout
+            return f"{_ACT_MODULE[kind]}({'inplace=True' if inplace and kind in _INPLACE else ''})", cout
         if kind == "leaky_relu":
-            return Br("nn.LeakyReLU", [e(a["slope"])]), cout
+            return Br("nn.LeakyReLU", [e(a["slope"]), *(["inplace=True"] if inplace else [])]), cout
         if kind == "softmax":
             return "nn.Softmax(dim=1)", cout
         if kind in ("conv", "dwconv", "sepconv"):
