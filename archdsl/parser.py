@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
@@ -16,11 +15,13 @@ _OPENERS = {"(": ")", "[": "]"}
 
 
 def _grammar_text() -> str:
-    """The grammar ships inside the wheel as archdsl/grammar; a source checkout keeps it in grammar/."""
-    packaged = resources.files("archdsl").joinpath("grammar/archdsl.lark")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "archdsl.lark").read_text(encoding="utf-8")
+    """The grammar ships inside the wheel as archdsl/grammar; a source checkout keeps it in grammar/.
+    (Read as a plain file next to this module: importlib.resources would cost more start-up time than
+    the rest of the parser.)"""
+    here = Path(__file__).resolve().parent
+    packaged = here / "grammar" / "archdsl.lark"
+    path = packaged if packaged.is_file() else here.parent / "grammar" / "archdsl.lark"
+    return path.read_text(encoding="utf-8")
 
 
 class _Newlines:

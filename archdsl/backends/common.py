@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import graph as G
 from ..errors import ArchError
@@ -232,7 +233,8 @@ def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list
 
 @lru_cache(maxsize=1)
 def templates() -> Environment:
-    env = Environment(loader=PackageLoader("archdsl.backends", "templates"), undefined=StrictUndefined,
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+    env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     return env
 
