@@ -353,9 +353,13 @@ class Inst:
     rf: tuple[int, int] | None = None  # receptive field size and jump (stride product) at output
 
     def walk(self):
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This instance and every one below it, depth first in order (iterative: networks may be
+        deep, and nested generators would cost a step per level for every instance)."""
+        stack = [self]
+        while stack:
+            inst = stack.pop()
+            yield inst
+            stack.extend(reversed(inst.children))
 
     def total_params(self) -> int:
         return sum(i.params for i in self.walk())

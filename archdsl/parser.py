@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as S
@@ -84,7 +84,14 @@ def _expected(names: set[str]) -> str:
 
 
 def parse(text: str, file: str) -> S.Module:
-    """Parse one spec file into its syntax tree; raises ArchError on a syntax error."""
+    """Parse one spec file into its syntax tree; raises ArchError on a syntax error. The same text
+    of the same file is parsed once per process (the tree is never changed after parsing), so the
+    library files that many specs import cost one parse."""
+    return _parse(text, file)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str, file: str) -> S.Module:
     try:
         tree = _lark().parse(text)
     except UnexpectedCharacters as e:
@@ -121,13 +128,18 @@ def _unquote(token: Token) -> str:
     return str(token)[1:-1]
 
 
-@v_args(meta=True, inline=True)
 class _ToSyntax(Transformer):
-    """Turns Lark's parse tree into syntax.py nodes, each with its span."""
+    """Turns Lark's parse tree into syntax.py nodes, each with its span. Each rule's method takes
+    the node's meta (its place) and its children as arguments; _call_userfunc calls it directly
+    (Lark's v_args decorator would build a wrapper object for every node)."""
 
     def __init__(self, file: str) -> None:
-        super().__init__()
+        super().__init__(visit_tokens=False)
         self.file = file
+
+    def _call_userfunc(self, tree, new_children=None):
+        children = tree.children if new_children is None else new_children
+        return getattr(self, tree.data)(tree.meta, *children)
 
     def _span(self, meta) -> Span:
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
