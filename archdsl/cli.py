@@ -14,13 +14,11 @@ from collections.abc import Sequence
 
 from . import __version__
 from .compiler import OPTIMIZATIONS, TARGETS, generate, parse_sets, write_atomically
-from .draw import FORMATS as DRAW_FORMATS
-from .draw import SUFFIXES as DRAW_SUFFIXES
 from .elaborate import elaborate
 from .errors import ArchError
+from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
 from .graph import Elaborated, Program
 from .shapes import Expander
-from .summary import DTYPE_BYTES, FORMATS, check_line, render
 
 PROG = "archdsl"
 
@@ -267,6 +265,8 @@ def _check_writable(path: str) -> None:
 
 def cmd_check(args: argparse.Namespace, session: _Session) -> int:
     elab = session.load(args.spec, args.sets)
+    from .summary import check_line
+
     _out(check_line(args.spec, elab))
     return EXIT_OK
 
@@ -295,6 +295,8 @@ def cmd_sweep(args: argparse.Namespace, session: _Session) -> int:
 
 
 def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
+    from .summary import render
+
     fmt = _choice(args.format, FORMATS, "format")
     dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
     try:

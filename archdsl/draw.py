@@ -27,13 +27,14 @@ from typing import NamedTuple
 
 from . import graph as G
 from .errors import ArchError
+from .formats import DRAW_FORMATS, DRAW_SUFFIXES
 from .graph import Elaborated, Inst, Shape, Symbol
 from .layers import LAYERS
 
-FORMATS = ("dot", "mermaid", "svg", "png")
+FORMATS = DRAW_FORMATS
 
 # The format an output file's name asks for.
-SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "mermaid", ".svg": "svg", ".png": "png"}
+SUFFIXES = DRAW_SUFFIXES
 
 DOT_MISSING = ("Graphviz `dot` is not on PATH: install the system package graphviz (e.g. `apt-get install "
                "graphviz` or `brew install graphviz`), or write the graph as text with --format dot "

@@ -13,12 +13,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .formats import DTYPE_BYTES, FORMATS
 from .graph import Elaborated, Inst, Shape
 from .layers import LAYERS
-
-FORMATS = ("table", "json", "csv", "markdown")
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 # Instance kinds that are structure, not layers: they never make a row of the table.
 COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", "scale", "output", "seq"})
