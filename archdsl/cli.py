@@ -383,7 +383,7 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
             sys.stdout.flush()
             return EXIT_OK
     try:
-        draw.write_bytes_atomically(args.output, data)
+        write_atomically(args.output, data)
     except OSError as e:
         raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
     return EXIT_OK

@@ -84,12 +84,14 @@ def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = No
     return generate(load(spec, overrides), target)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write a file so that it is either replaced whole or left as it was."""
+def write_atomically(path: str, text: str | bytes) -> None:
+    """Write a file so that it is either replaced whole or left as it was: text as UTF-8 with
+    newline line ends, bytes (an SVG or PNG from dot) as they are."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".archdsl-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        f = os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        with f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -16,11 +16,9 @@ layers that really produce and consume them. Every named output ends its chain i
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -452,23 +450,3 @@ def render(dot_text: str, fmt: str) -> bytes:
         detail = done.stderr.decode("utf-8", "replace").strip() or f"exit status {done.returncode}"
         raise ArchError(f"Graphviz dot failed: {detail}")
     return done.stdout
-
-
-def write_bytes_atomically(path: str, data: bytes) -> None:
-    """Write a binary file so that it is either replaced whole or left as it was (the bytes twin of
-    compiler.write_atomically, for SVG and PNG as dot writes them)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".archdsl-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
