@@ -1,0 +1,471 @@
+"""Run every benchmark of issue 5 and write the results: benchmarks/results.md (tables: measured values,
+ratios, goals, pass/miss) and benchmarks/results.json (every raw number).
+
+    python benchmarks/run.py [--quick] [--only compile,scale,torch,keras] [-o benchmarks/results.md]
+                             [--at REV]
+
+Each part runs in its own processes (torch and tensorflow never share one). --quick is a smoke run:
+few repeats, no 100k-layer networks. --at REV measures the committed tree REV (exported with `git
+archive` into a temporary directory, with these benchmark scripts) instead of the working tree, for
+numbers that do not depend on what is being edited. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_compile
+import bench_scale
+from common import BENCH, PYTHON, ROOT, Load, machine, write_json
+
+PARTS = ("compile", "scale", "torch", "keras")
+IMPORT_CLI = "python -c 'import archdsl.cli'"
+
+FULL = {"compile_repeats": 5, "all_repeats": 5, "scale_sizes": (1_000, 10_000, 100_000), "scale_rounds": 3,
+        "repeats": 11, "repeats_train": 7, "warmup": 2, "profile_runs": 2}
+QUICK = {"compile_repeats": 2, "all_repeats": 2, "scale_sizes": (1_000, 10_000), "scale_rounds": 1,
+         "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1}
+
+
+def git_state() -> dict:
+    rev = os.environ.get("ARCHDSL_BENCH_REV")
+    if rev:
+        return {"commit": rev, "tree": f"committed tree {rev[:12]} (run with --at)", "dirty": []}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "archdsl", "grammar", "specs"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "tree": "not a git checkout", "dirty": []}
+    tree = "working tree, clean" if not dirty else (f"working tree with uncommitted changes in {len(dirty)} "
+                                                   "file(s) of archdsl/, grammar/ or specs/")
+    return {"commit": commit, "tree": tree, "dirty": [d.strip() for d in dirty]}
+
+
+def gpu_probe() -> dict:
+    """Whether torch sees a CUDA device (in a process of its own), and TensorFlow a GPU."""
+    out = {"torch": None, "tensorflow": None}
+    proc = subprocess.run([PYTHON, "-c", ("import torch; print(torch.cuda.get_device_name(0) "
+                           "if torch.cuda.is_available() else '')")], capture_output=True, text=True, check=False)
+    if proc.returncode == 0 and proc.stdout.strip():
+        out["torch"] = proc.stdout.strip().splitlines()[-1]
+    proc = subprocess.run([PYTHON, "-c", ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+                           "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))")],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] not in ([], ["0"]):
+        out["tensorflow"] = "GPU:0"
+    return out
+
+
+def run_worker(script: str, args: list[str], out_json: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([PYTHON, str(BENCH / script), *args, "-o", str(out_json)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    log = [line for line in proc.stdout.splitlines() if ": forward " in line]
+    for line in log:
+        print("   ", line, flush=True)
+    data = json.loads(out_json.read_text()) if out_json.exists() else {"pairs": []}
+    if proc.returncode != 0:
+        data["error"] = f"{script} exit status {proc.returncode}: {proc.stdout[-3000:]}"
+        print(data["error"], file=sys.stderr)
+    return data
+
+
+def part_torch(cfg: dict, gpu: dict, tmp: Path) -> dict:
+    common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
+              "--warmup", str(cfg["warmup"])]
+    result = {"cpu": run_worker("bench_torch.py", [*common, "--profile-runs", str(cfg["profile_runs"])],
+                                tmp / "torch_cpu.json")}
+    if gpu.get("torch"):  # item 5: the same comparisons on the lent GPU
+        result["gpu"] = run_worker("bench_torch.py", [*common, "--profile-runs", "0", "--device", "cuda"],
+                                   tmp / "torch_gpu.json")
+    return result
+
+
+def part_keras(cfg: dict, gpu: dict, tmp: Path) -> dict:
+    common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
+              "--warmup", str(cfg["warmup"])]
+    result = {"cpu": run_worker("bench_keras.py", [*common, "--device", "/CPU:0"], tmp / "keras_cpu.json")}
+    if gpu.get("tensorflow"):
+        result["gpu"] = run_worker("bench_keras.py", [*common, "--device", "/GPU:0"], tmp / "keras_gpu.json")
+    return result
+
+
+# The report -----------------------------------------------------------------------------------------
+
+def _s(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _ok(flag: bool | None) -> str:
+    return "-" if flag is None else ("pass" if flag else "**miss**")
+
+
+def _table(head: list[str], rows: list[list], align: str | None = None) -> list[str]:
+    align = align or "l" + "r" * (len(head) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(head) + " |", "| " + " | ".join(sep) + " |"] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def report(res: dict) -> str:
+    m = res["machine"]
+    v = m["versions"]
+    g = res["git"]
+    runs = res.get("runs", {})
+    distinct = {(r.get("date"), (r.get("git") or {}).get("commit")) for r in runs.values()}
+    lines = ["# archdsl benchmarks (issue 5)", "",
+             f"Written by `{res['command']}` on {res['date']}; the run took {res['wall_s'] / 60:.1f} min.", ""]
+    if len(distinct) > 1:
+        lines += ["The parts come from different runs (`--merge`):", ""]
+        for part, r in runs.items():
+            lines.append(f"- {part}: `{r['command']}` on {r['date']}, commit `{r['git']['commit'][:12]}`, "
+                         f"{r['git']['tree']}")
+        lines += ["", _same_generators(sorted({c for _, c in distinct if c})), ""]
+    lines += [f"- archdsl {v['archdsl']}, commit `{g['commit'][:12]}`, {g['tree']}",
+             (f"- machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+             f"{m['memory_gib']:.1f} GiB memory; {m['platform']}"),
+             (f"- Python {m['python']}; torch {v['torch']}, torchvision {v['torchvision']}, "
+              f"tensorflow {v['tensorflow']}, keras {v['keras']}; lark {v['lark']}, jinja2 {v['jinja2']}")]
+    gpu = res.get("gpu", {})
+    if gpu.get("torch") or gpu.get("tensorflow"):
+        lines.append(f"- GPU: {gpu.get('torch') or gpu.get('tensorflow')} (item 5: the comparisons below are "
+                     "repeated on it)")
+    else:
+        lines.append("- GPU: none lent to this run (item 5: the GPU comparisons were not run; they run "
+                     "by themselves where torch or TensorFlow sees a GPU)")
+    shares = {p: res["load"][p].get("others_share") for p in res.get("load", {})}
+    busy = [f"{p} {100 * s:.0f}%" for p, s in shares.items() if s is not None]
+    if busy:
+        shared = any(s is not None and s > 0.05 for s in shares.values())
+        lines.append(f"- load: CPU capacity used by other processes while each part ran: {', '.join(busy)}"
+                     + (" — **the machine was shared with other work during this run**: absolute times are "
+                        "inflated and noisy; the ratios, timed side by side and interleaved, much less so"
+                        if shared else ""))
+    lines += ["", ("Every figure is a median of repeats; every ratio is measured within one run, the two sides "
+              "timed alternately (ABBA). See benchmarks/README.md for the method."), ""]
+
+    summary: list[list] = []
+    body: list[str] = []
+    if "compile" in res:
+        body += _compile_section(res["compile"], summary)
+    if "scale" in res:
+        body += _scale_section(res["scale"], summary)
+    if "torch" in res:
+        body += _framework_section(res["torch"], "PyTorch", "3a. Generated PyTorch vs torchvision", summary)
+    if "keras" in res:
+        body += _framework_section(res["keras"], "Keras", "3b. Generated Keras vs keras.applications", summary)
+    body += _optimize_section(res)
+    body += ["## 5. GPU", ""]
+    if gpu.get("torch") or gpu.get("tensorflow"):
+        body += [f"Device: {gpu.get('torch') or gpu.get('tensorflow')}; its tables are in sections 3a/3b.", ""]
+    else:
+        body += ["No GPU was lent to this run: nothing was measured on a GPU.", ""]
+    lines += ["## Summary", ""] + _table(["goal", "measured", "target", ""], summary, "llll") + [""] + body
+    return "\n".join(lines) + "\n"
+
+
+def _same_generators(commits: list[str]) -> str:
+    """Whether the code generators, the weight loaders and the specs are the same at these commits (then
+    the runtime comparisons of one commit hold for the other)."""
+    paths = ["archdsl/backends", "archdsl/interop.py", "specs", "grammar"]
+    try:
+        same = all(subprocess.run(["git", "diff", "--quiet", commits[0], c, "--", *paths], cwd=ROOT,
+                                  capture_output=True, check=False).returncode == 0 for c in commits[1:])
+    except OSError:
+        return ""
+    short = ", ".join(f"`{c[:12]}`" for c in commits)
+    return (f"Between commits {short}, {', '.join(paths)} are " + ("the same." if same else "**not** the same."))
+
+
+def _compile_section(c: dict, summary: list) -> list[str]:
+    out = ["## 1. Compile", ""]
+    single = c["single"]
+    ref = single["reference"]
+    rows = {}
+    for r in single["rows"]:
+        rows.setdefault(r["spec"], {})[r["target"]] = r
+    out.append(f"Wall time of one fresh `python -m archdsl compile SPEC --target T -o FILE` process (interpreter "
+               f"start-up included), median of {single['repeats']} interleaved rounds. For reference, "
+               f"`python -c pass`: {_s(ref['python -c pass']['median_s'])} s; "
+               f"`python -c 'import archdsl.cli'`: {_s(ref[IMPORT_CLI]['median_s'])} s; "
+               f"resnet50 to torch, code to stdout (no file written): "
+               f"{_s(ref['resnet50 torch to stdout']['median_s'])} s.")
+    out.append("")
+    table = []
+    for spec, t in rows.items():
+        worst = max(t["torch"]["median_s"], t["keras"]["median_s"])
+        table.append([f"`{spec}`", _s(t["torch"]["median_s"]), _s(t["keras"]["median_s"]), "0.3",
+                      _ok(worst <= bench_compile.GOAL_SINGLE_S)])
+    out += _table(["spec", "torch (s)", "keras (s)", "goal (s)", ""], table) + [""]
+    worst = max(single["rows"], key=lambda r: r["median_s"])
+    n_pass = sum(r["pass"] for r in single["rows"])
+    summary.append(["1. single-spec `archdsl compile` <= 0.3 s wall", (f"slowest {_s(worst['median_s'])} s "
+                    f"({worst['spec']} {worst['target']}); {n_pass}/{len(single['rows'])} within"),
+                    "<= 0.3 s", _ok(n_pass == len(single["rows"]))])
+    a = c["all"]
+    out += [(f"Every spec to both targets in one process ({a['n_compiles']} `compile_spec` calls), a fresh "
+            f"interpreter per repeat, median of {a['repeats']}:"), ""]
+    out += _table(["", "s"], [["import archdsl.compiler", _s(a["import_s"])],
+                             ["first pass over all specs", _s(a["first_pass_s"])],
+                             ["second (warm) pass, same process", _s(a["warm_pass_s"])],
+                             ["import + first pass (the goal's measure)", _s(a["goal_value_s"])],
+                             ["whole process, interpreter start-up included", _s(a["process_wall_s"])]])
+    out += ["", "Slowest compiles of the first pass: " + ", ".join(
+        f"{x['spec_target']} {x['s']:.3f} s" for x in a["slowest_first_pass"][:6]) + ".", ""]
+    summary.append(["1. all specs x both targets, one process <= 2 s",
+                    f"{_s(a['goal_value_s'])} s (import + first pass; warm pass {_s(a['warm_pass_s'])} s)",
+                    "<= 2 s", _ok(a["pass"])])
+    return out
+
+
+def _scale_section(sc: dict, summary: list) -> list[str]:
+    out = ["## 2. Scale", "", (f"Synthetic networks (see benchmarks/bench_scale.py). One timing per fresh interpreter, "
+           "after a warm-up compile of a tiny spec (so imports, grammar and templates are not counted; part 1 "
+           f"counts them); medians of {sc['rounds']} round(s) x {sc.get('per_round', 1)} process(es) per size, "
+           "100k: a single timing. check = elaborate (which parses) + expand (shape check); compile T = check + "
+           "generate T; parse: the parse alone, timed apart."), ""]
+    table = []
+    for r in sc["rows"]:
+        if "load_s" not in r:
+            table.append([r["shape"], f"{r['n']:,}", "-", "-", "-", "-", "-", "-", "-", "-", "-",
+                          f"**failed**: {r.get('error', '')[:160]}"])
+            continue
+        table.append([r["shape"], f"{r['n']:,}", f"{r['layers']:,}", f"{r['source_lines']:,}", _s(r["parse_s"], 2),
+                      _s(r["elaborate_s"], 2), _s(r["expand_s"], 2), _s(r["load_s"], 2), _s(r["torch_s"], 2),
+                      _s(r["keras_s"], 2), _s(r["check_compile_s"], 2),
+                      (f"<= 2 s per target: {_ok(r['pass'])}" if "pass" in r else "")
+                      + ("" if r["ok"] else f" **failed**: {r.get('error', '')[:160]}")])
+    out += _table(["shape", "n", "layers", "source lines", "parse", "elaborate (incl. parse)", "expand", "check",
+                   "gen torch", "gen keras", "check + both (s)", "10k goal"], table, "llrrrrrrrrrl") + [""]
+    grow = []
+    for gr in sc["growth"]:
+        if "time_ratio" not in gr:
+            grow.append([gr["shape"], f"{gr['from']:,} -> {gr['to']:,}", "-", "-", "-", "-", "-", "-",
+                         gr.get("note", ""), _ok(False)])
+            continue
+        grow.append([gr["shape"], f"{gr['from']:,} -> {gr['to']:,}", _s(gr["layers_ratio"], 2),
+                     _s(gr["time_ratio"], 1), _s(gr["parse_ratio"], 1), _s(gr["expand_ratio"], 1),
+                     _s(gr["torch_ratio"], 1), _s(gr["keras_ratio"], 1), _s(gr["ratio_per_10x_layers"], 1),
+                     _ok(gr["pass"])])
+    out += [("Growth: time ratio of the bigger network to the smaller (check + both targets; per stage), and the "
+            "total scaled to exactly 10x the layers. Goal: <= 12."), ""]
+    out += _table(["shape", "layers", "layer ratio", "time ratio", "parse", "expand", "gen torch", "gen keras",
+                   "per 10x layers", ""], grow, "llrrrrrrrl") + [""]
+    failures = [r for r in sc["rows"] if not r["ok"]]
+    recursion = [r for r in failures if "RecursionError" in r.get("error", "")]
+    for r in failures:
+        out += [f"Failure, {r['shape']} {r['n']:,}: {r.get('error', '')}", "", "```", r.get("trace", "").strip(),
+                "```", ""]
+    probe = sc.get("depth_probe", [])
+    if probe:
+        fail = next((p for p in probe if not p["ok"]), None)
+        deepest = max((p["depth"] for p in probe if p["ok"]), default=0)
+        out += ["Block nesting depth (not a goal; no real network nests deeper than a few levels): the `chain` "
+                "shape, block Ck calling C(k-1), checked and compiled at depths "
+                + ", ".join(str(p["depth"]) for p in probe) + f": fine up to {deepest}"
+                + (f"; at {fail['depth']}: {fail['error']}" if fail else "") + ".", ""]
+    worst = max((g for g in sc["growth"] if "ratio_per_10x_layers" in g), key=lambda g: g["ratio_per_10x_layers"],
+                default=None)
+    all_growth = all(g["pass"] for g in sc["growth"])
+    summary.append(["2. 10x the layers -> <= 12x check + compile time",
+                    f"worst {_s(worst['ratio_per_10x_layers'], 1)}x ({worst['shape']} {worst['from']:,} -> "
+                    f"{worst['to']:,})" if worst else "not measured", "<= 12x", _ok(all_growth)])
+    tenk = [r for r in sc["rows"] if r["n"] == 10_000 and "pass" in r]
+    if tenk:
+        slow = max(tenk, key=lambda r: max(r["compile_torch_s"], r["compile_keras_s"]))
+        summary.append(["2. 10k layers compile <= 2 s",
+                        f"slowest {_s(max(slow['compile_torch_s'], slow['compile_keras_s']), 2)} s ({slow['shape']})",
+                        "<= 2 s", _ok(all(r["pass"] for r in tenk))])
+    summary.append(["2. no recursion-depth failure", "RecursionError in " + ", ".join(
+        f"{r['shape']} {r['n']:,}" for r in recursion) if recursion else
+        f"none (sizes up to {max(sc['sizes']):,})", "none", _ok(not recursion)])
+    return out
+
+
+def _framework_section(part: dict, name: str, title: str, summary: list) -> list[str]:
+    out = [f"## {title}", ""]
+    for where, data in part.items():
+        pairs = data.get("pairs", [])
+        dev = data.get("device_name", where)
+        mode = ("eval mode under torch.no_grad()" if name == "PyTorch" else "`model(x, training=False)`")
+        train = ("train mode, loss = sum of all outputs, backward" if name == "PyTorch" else
+                 "`model(x, training=True)` under tf.GradientTape, loss = sum of all outputs, gradients")
+        out += [(f"Device: {dev}; {data.get('threads', '?')} threads; batch 8, 224x224. Forward: {mode}; "
+                f"forward+backward: {train}. Ratio = median(generated) / median(reference), the goal's measure; "
+                "in brackets the median and the range of the per-repeat ratios (generated and reference timed "
+                "back to back): a view of the noise. On a shared machine a range wider than the 2% goal means "
+                "the run cannot tell a 2% difference."), ""]
+        if data.get("error"):
+            out += ["**The worker failed**:", "", "```", data["error"][-1500:], "```", ""]
+        rows = []
+        for p in pairs:
+            f, t = p["forward"], p["train"]
+            rows.append([p["key"], p["reference"].replace("torchvision:", "torchvision."),
+                         f"{'yes' if p['outputs_match'] else '**NO**'} ({p['max_abs_diff']:.1e})",
+                         _s(f["gen_s"]), _s(f["ref_s"]),
+                         _ratio(f), _ok(f["pass"]), _s(t["gen_s"]), _s(t["ref_s"]), _ratio(t), _ok(t["pass"])])
+            for kind, r in (("forward", f), ("forward+backward", t)):
+                summary.append([f"3. {name} {p['key']} {kind} ({where}) generated/reference",
+                                f"{r['ratio']:.3f}", "<= 1.02", _ok(r["pass"])])
+        out += _table(["network", "reference", "same outputs (max abs diff)", "fwd gen (s)", "fwd ref (s)",
+                       "fwd ratio", "<= 1.02", "fwd+bwd gen (s)", "fwd+bwd ref (s)", "fwd+bwd ratio", "<= 1.02"],
+                      rows, "lllrrrlrrrl") + [""]
+        if name == "PyTorch":
+            for p in pairs:
+                if "forward_ops" not in p:
+                    continue
+                out += [(f"Where the time differs, {p['key']}: self CPU time per operator (torch.profiler, ms per "
+                        "call of the model, few runs: a rough guide), the largest differences:"), ""]
+                ops = []
+                for kind in ("forward_ops", "train_ops"):
+                    for o in p[kind][:6]:
+                        ops.append(["forward" if kind == "forward_ops" else "fwd+bwd", f"`{o['op']}`",
+                                    _s(o["gen_ms"], 1), _s(o["ref_ms"], 1), f"{o['diff_ms']:+.1f}",
+                                    f"{o['gen_calls']:g} / {o['ref_calls']:g}"])
+                out += _table(["step", "operator", "generated ms", "reference ms", "difference", "calls gen / ref"],
+                              ops, "llrrrr") + [""]
+        else:
+            for p in pairs:
+                kinds = sorted(set(p["gen_layer_kinds"]) | set(p["ref_layer_kinds"]))
+                out += [f"Layers of {p['key']} by class, generated / reference ({p['gen_layers']} / "
+                        f"{p['ref_layers']}): " + ", ".join(
+                            f"{k} {p['gen_layer_kinds'].get(k, 0)}/{p['ref_layer_kinds'].get(k, 0)}" for k in kinds)
+                        + ".", ""]
+    return out
+
+
+def _ratio(r: dict) -> str:
+    return (f"{r['ratio']:.3f} ({r['paired_ratio_median']:.3f}; "
+            f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f})")
+
+
+def _optimize_section(res: dict) -> list[str]:
+    """Item 4: the optimized inference emission (`archdsl compile --optimize inference`), timed in the
+    forward comparison of the torch and keras parts when the compiler has the option."""
+    out = ["## 4. Optimized inference emission", ""]
+    notes, rows = [], []
+    errors: dict[tuple[str, str, str], list[str]] = {}
+    for part in ("torch", "keras"):
+        for where, data in res.get(part, {}).items():
+            if "optimize" in data:
+                notes.append(f"{part}: {data['optimize']}")
+            for p in data.get("pairs", []):
+                f = p["forward"]
+                if "opt_ratio" in f:
+                    rows.append([f"{p['key']} ({where})", _s(f["opt_s"]), _s(f["ref_s"]), _s(f["gen_s"]),
+                                 f"{f['opt_ratio']:.3f}", "yes" if p.get("optimized_outputs_match") else
+                                 f"**no** ({p.get('optimized_max_abs_diff', float('nan')):.1e})"])
+                elif "optimized_error" in p:
+                    errors.setdefault((part, where, p["optimized_error"]), []).append(p["key"])
+    notes += [f"{part} ({where}), not timed for {', '.join(keys)}: {err}"
+              for (part, where, err), keys in errors.items()]
+    if not notes and not rows:
+        return out + ["Not run (neither the torch nor the keras part ran).", ""]
+    out += [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    if rows:
+        out += ["Forward (inference), timed interleaved with the plain generated model and the reference:", ""]
+        out += _table(["network", "optimized (s)", "reference (s)", "plain generated (s)", "optimized / reference",
+                       "same outputs"], rows, "lrrrrl") + [""]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few repeats, no 100k-layer networks (a smoke run)")
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ",".join(PARTS))
+    ap.add_argument("-o", "--output", default=str(BENCH / "results.md"),
+                    help="the Markdown report; the raw numbers go next to it as .json")
+    ap.add_argument("--at", metavar="REV", help="measure the committed tree REV instead of the working tree")
+    ap.add_argument("--render", metavar="JSON", help="only write the Markdown report of an earlier run's JSON")
+    ap.add_argument("--merge", action="store_true",
+                    help="run only the --only parts and keep the other parts of the existing results (the report "
+                         "says when and at which commit each part ran)")
+    args = ap.parse_args()
+    if args.render:
+        Path(args.output).write_text(report(json.loads(Path(args.render).read_text())), encoding="utf-8")
+        return None
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    output = Path(args.output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.at:
+        return _run_at(args, output)
+    cfg = QUICK if args.quick else FULL
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:]) if os.environ.get("ARCHDSL_BENCH_REV") is None \
+        else os.environ.get("ARCHDSL_BENCH_COMMAND", "")
+    res: dict = {"command": command.strip(), "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+                 "machine": machine(), "git": git_state(), "load": {}}
+    t0 = time.monotonic()
+    res["gpu"] = gpu_probe() if ("torch" in parts or "keras" in parts) else {}
+    json_path = output.with_suffix(".json")
+    this_run = {k: res[k] for k in ("command", "date", "git", "config")}
+    res["runs"] = {}
+    if args.merge and json_path.exists():
+        old = json.loads(json_path.read_text())
+        for part in PARTS:
+            if part not in parts and part in old:
+                res[part] = old[part]
+                res["load"][part] = old.get("load", {}).get(part, {})
+                res["runs"][part] = old.get("runs", {}).get(part) or {k: old.get(k) for k in this_run}
+        if not res["gpu"]:
+            res["gpu"] = old.get("gpu", {})
+
+    def save() -> None:
+        res["wall_s"] = time.monotonic() - t0
+        write_json(json_path, res)
+        output.write_text(report(res), encoding="utf-8")
+
+    with tempfile.TemporaryDirectory(prefix="archdsl-bench-run-") as tmp:
+        for part in parts:
+            print(f"== {part}", flush=True)
+            load = Load()
+            if part == "compile":
+                res["compile"] = {"single": bench_compile.single_spec_times(cfg["compile_repeats"]),
+                                  "all": bench_compile.all_specs_times(cfg["all_repeats"])}
+            elif part == "scale":
+                res["scale"] = bench_scale.run(cfg["scale_sizes"], cfg["scale_rounds"])
+                res["scale"]["depth_probe"] = bench_scale.depth_probe()
+            elif part == "torch":
+                res["torch"] = part_torch(cfg, res["gpu"], Path(tmp))
+            elif part == "keras":
+                res["keras"] = part_keras(cfg, res["gpu"], Path(tmp))
+            res["load"][part] = load.stop()
+            res["runs"][part] = this_run
+            print(f"   {part}: {res['load'][part]['wall_s']:.0f} s", flush=True)
+            save()
+    save()
+    print(f"wrote {output} and {json_path} ({res['wall_s'] / 60:.1f} min)")
+
+
+def _run_at(args: argparse.Namespace, output: Path) -> None:
+    rev = subprocess.run(["git", "rev-parse", args.at], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="archdsl-bench-at-") as tmp:
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        shutil.rmtree(Path(tmp) / "benchmarks", ignore_errors=True)
+        shutil.copytree(BENCH, Path(tmp) / "benchmarks", ignore=shutil.ignore_patterns("__pycache__", "results.*"))
+        argv = ["--only", args.only, "-o", str(output)] + (["--quick"] if args.quick else []) + (
+            ["--merge"] if args.merge else [])
+        env = {**os.environ, "ARCHDSL_BENCH_REV": rev,
+               "ARCHDSL_BENCH_COMMAND": "python benchmarks/run.py " + " ".join(sys.argv[1:])}
+        subprocess.run([PYTHON, str(Path(tmp) / "benchmarks" / "run.py"), *argv], env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
