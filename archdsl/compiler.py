@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 
 from .elaborate import elaborate
@@ -86,7 +87,14 @@ def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = No
 
 def write_atomically(path: str, text: str | bytes) -> None:
     """Write a file so that it is either replaced whole or left as it was: text as UTF-8 with
-    newline line ends, bytes (an SVG or PNG from dot) as they are."""
+    newline line ends, bytes (an SVG or PNG from dot) as they are. A path that exists and is not a
+    regular file (/dev/null, a named pipe, a terminal) is written in place: renaming over it would
+    replace the device or pipe with a file."""
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        with open(path, "wb" if isinstance(text, bytes) else "w", **({} if isinstance(text, bytes) else
+                                                                      {"encoding": "utf-8", "newline": "\n"})) as out:
+            out.write(text)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".archdsl-", suffix=".tmp", dir=directory)
     try:

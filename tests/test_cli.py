@@ -550,3 +550,21 @@ def test_sweep_errors(tmp_path, spec, args, message):
     res = run("sweep", spec(BLOCKS), *args, cwd=tmp_path)
     assert_clean_failure(res)
     assert message in res.stderr, res.stderr
+
+
+def test_output_to_a_pipe_stays_a_pipe(tmp_path, spec):
+    # -o onto something that is not a regular file (a named pipe; /dev/null alike) is written in
+    # place: the atomic rename would replace it with a file (and, as root, /dev/null with it)
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    res = run("compile", spec(SMALL), "--target", "torch", "-o", str(fifo), cwd=tmp_path)
+    reader.join(timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert received and "class Small(nn.Module)" in received[0]

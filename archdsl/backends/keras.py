@@ -62,6 +62,7 @@ class _Module:
                 name = f"{base}{n}"
             taken.add(name)
             self.functions[block.name] = name
+        self.function_names = set(self.functions.values())
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
@@ -69,7 +70,7 @@ class _Module:
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a function of the module."""
         out = py_name(name)
-        while out in self.functions.values() or out == "build_model":
+        while out in self.function_names or out == "build_model":
             out += "_"
         return out
 
