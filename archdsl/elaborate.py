@@ -113,12 +113,15 @@ class _Elaborator:
         self.spec = spec
         self.done: dict[str, G.BlockDef] = {}
         self.active: list[str] = []  # blocks being elaborated, to catch recursion
+        self.in_assert = False  # elaborating an assert condition (tensor sizes are readable there)
+        # the body being elaborated: its named tensors (where bound, how often used) and tensor parameters
+        self.tensors: dict[str, tuple[Span, int]] = {}
+        self.tensor_params: dict[str, int] = {}
 
     def run(self, net: S.NetworkDef) -> G.Program:
         for p in net.params:
             if p.tensor:
                 raise ArchError("a network's parameters are numbers; its input tensor is given by `input`", p.span)
-        self.in_assert = False
         params = self._params(net.params, f"network {net.name}")
         scope = _Scope({p.name: p.span for p in net.params}, f"network {net.name}")
         scope.frames[0]["in"] = "tensor"
@@ -201,8 +204,8 @@ class _Elaborator:
         scope.frames.append({})
         items: list[G.Node | G.Let | G.Check | G.Load | G.Store] = []
         if top:  # a block's body is elaborated in the middle of its caller's: keep the caller's state
-            saved = getattr(self, "tensors", {}), getattr(self, "tensor_params", {})
-            self.tensors: dict[str, tuple[Span, int]] = {}  # named tensors bound here -> (where, uses)
+            saved = self.tensors, self.tensor_params
+            self.tensors = {}
             self.tensor_params = {n: 0 for n, k in scope.frames[0].items() if k == "tensor" and n != "in"}
         unbound: S.Stmt | None = None  # the last statement, when its result goes only to the next one
         for stmt in body.stmts:

@@ -260,7 +260,7 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
     if network is not None:
         data["network"] = network
     if elab is not None:
-        data["args"] = {k: _jsonable(v) for k, v in elab.args.items()}
+        data["args"] = {k: jsonable(v) for k, v in elab.args.items()}
     data["complete"] = elab is not None
     data["layers"] = [
         {
@@ -289,11 +289,12 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
     return data
 
 
-def _jsonable(v):
+def jsonable(v):
+    """A network parameter value as JSON data: tuples as lists, symbols as their names."""
     if isinstance(v, (bool, int, float)) or v is None:
         return v
     if isinstance(v, tuple):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     return str(v)
 
 

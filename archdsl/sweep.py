@@ -19,7 +19,7 @@ from .compiler import parse_value
 from .errors import ArchError
 from .graph import Program, Value
 from .shapes import Expander
-from .summary import FORMATS, _jsonable, grouped, humanize, rows, totals
+from .summary import FORMATS, grouped, humanize, jsonable, rows, totals
 
 _AXIS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -110,7 +110,7 @@ def render(table: list[SweepRow], axes: list[Axis], fmt: str = "table", title: s
     header = [*names, "input", "params", "MACs", "MACs (short)", "activations", "output"]
     right = [True] * len(names) + [False, True, True, True, True, False]
     if fmt == "json":
-        data = [{"setting": {k: _jsonable(v) for k, v in r.setting.items()}, "input_shape": list(r.input_shape),
+        data = [{"setting": {k: jsonable(v) for k, v in r.setting.items()}, "input_shape": list(r.input_shape),
                  "params": r.params, "macs": r.macs, "activations": r.activations,
                  "outputs": {k: list(v) for k, v in r.outputs.items()}} for r in table]
         body = ",\n".join(f"  {json.dumps(d)}" for d in data)
