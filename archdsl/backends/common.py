@@ -499,6 +499,8 @@ class CodeUnit:
     names and expressions of its parameters and lets, and fresh local names."""
 
     FIRST_PLAIN: tuple[str, ...] = ()  # local names whose first use goes without a number
+    RESERVED_LOCALS: frozenset[str] = frozenset()  # locals the generated code itself defines
+    FRESH_LOCALS = re.compile(r"(?!)")  # the names fresh() makes, which a spec's name must not take
 
     def __init__(self, module, owner: G.BlockDef | G.NetworkDef) -> None:
         self.m = module
@@ -536,6 +538,15 @@ class CodeUnit:
             if node.args.get(p.name) is e and p.kind in INT_KINDS:
                 return int_code(e, self.expr, self.is_int)
         return self.expr(e)
+
+    def new_tensor_var(self, name: str, taken) -> str:
+        """A Python variable for a named tensor: its name, with trailing underscores where it would
+        clash with another tensor's variable, an output or a local of the generated code."""
+        var = self.m.local(name)
+        taken = {*taken, *self.RESERVED_LOCALS, *self.outputs}
+        while var in taken or self.FRESH_LOCALS.fullmatch(var):
+            var += "_"
+        return var
 
     def fresh(self, base: str) -> str:
         self.counters[base] = self.counters.get(base, 0) + 1

@@ -123,6 +123,8 @@ class _Function(CodeUnit):
     """One Python function: a block definition, or build_model() for the network."""
 
     FIRST_PLAIN = ("identity", "i")
+    RESERVED_LOCALS = frozenset({"x", "inputs", "name", "in_channels", "in_height", "in_width"})
+    FRESH_LOCALS = re.compile(r"(identity|branch|shortcut|scaled|i)\d*")
 
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
@@ -145,11 +147,7 @@ class _Function(CodeUnit):
         """The Python variable of a named tensor."""
         if name in self.tensors:
             return self.tensors[name]
-        var = self.m.local(name)
-        taken = {*self.tensors.values(), "x", "inputs", "name", "in_channels", "in_height", "in_width", *self.outputs}
-        while var in taken or re.fullmatch(r"(identity|branch|shortcut|scaled|i)\d*", var):
-            var += "_"
-        return var
+        return self.new_tensor_var(name, self.tensors.values())
 
     def render(self) -> str:
         owner = self.owner

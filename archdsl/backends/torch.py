@@ -132,6 +132,8 @@ class _Class(CodeUnit):
     """One nn.Module subclass: a block definition, or the network."""
 
     FIRST_PLAIN = ("identity",)
+    RESERVED_LOCALS = frozenset({"x", "inputs", "self", "in_channels"})
+    FRESH_LOCALS = re.compile(r"(identity|m|channels)\d*")
 
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
@@ -275,11 +277,7 @@ class _Class(CodeUnit):
         """The Python variable of a named tensor."""
         if name in self.tensors:
             return self.tensors[name][0]
-        var = self.m.local(name)
-        taken = {v for v, _ in self.tensors.values()} | {"x", "inputs", "self", "in_channels", *self.outputs}
-        while var in taken or re.fullmatch(r"(identity|m|channels)\d*", var):
-            var += "_"
-        return var
+        return self.new_tensor_var(name, (var for var, _ in self.tensors.values()))
 
     def top_node(self, node: G.Node, cin: str, dst: str, inplace: bool = False) -> str:
         attr = f"self.{node.name}"
@@ -716,8 +714,6 @@ class _Class(CodeUnit):
 def _drop_unused(lines: list[str]) -> list[str]:
     """Remove assignments to channel-count variables that nothing reads (after an `if` at the end
     of a network, say)."""
-    import re
-
     assigned = {m.group(1) for line in lines if (m := re.match(r"\s*(channels\d+) = ", line))}
     unused = set()
     for var in assigned:
