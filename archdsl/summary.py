@@ -198,36 +198,44 @@ def _cells(r: Row) -> list[str]:
 _RIGHT = (False, False, False, True, True, True, True)
 
 
-def format_table(table: list[Row], t: Totals, title: str | None = None) -> str:
-    """A plain-text table with aligned columns and a totals line."""
-    body = [list(COLUMNS)] + [_cells(r) for r in table]
-    widths = [max(len(line[c]) for line in body) for c in range(len(COLUMNS))]
+def aligned(header: list[str], body: list[list[str]], right) -> list[str]:
+    """Plain-text table lines: the header, a rule, the rows; columns padded, numbers right-aligned."""
+    widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        out = [c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, _RIGHT)]
-        return "  ".join(out).rstrip()
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
-    lines = [title] if title else []
-    lines += [line(body[0]), rule, *(line(cells) for cells in body[1:]), rule, totals_line(t)]
-    return "\n".join(lines) + "\n"
+    return [line(header), "  ".join("-" * w for w in widths), *(line(cells) for cells in body)]
 
 
-def format_markdown(table: list[Row], t: Totals, title: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table, numbers right-aligned, then the totals."""
+def markdown(header: list[str], body: list[list[str]], right, title: str | None = None) -> list[str]:
+    """GitHub-flavoured Markdown table lines (numbers right-aligned), after a bold title if given."""
 
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = [f"**{esc(title)}**", ""] if title else []
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---:" if right else "---" for right in _RIGHT) + "|")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
+    lines += ["| " + " | ".join(esc(c) for c in cells) + " |" for cells in body]
+    return lines
+
+
+def format_table(table: list[Row], t: Totals, title: str | None = None) -> str:
+    """A plain-text table with aligned columns and a totals line."""
+    lines = aligned(list(COLUMNS), [_cells(r) for r in table], _RIGHT)
+    lines.insert(2 + len(table), lines[1])  # the rule again, above the totals
+    return "\n".join([*([title] if title else []), *lines, totals_line(t)]) + "\n"
+
+
+def format_markdown(table: list[Row], t: Totals, title: str | None = None) -> str:
+    """A GitHub-flavoured Markdown table, numbers right-aligned, then the totals."""
+    body = []
     for r in table:
         cells = _cells(r)
         cells[0] = f"`{cells[0]}`" if cells[0] else ""
-        lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
-    lines += ["", totals_line(t)]
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    return "\n".join([*markdown(list(COLUMNS), body, _RIGHT, title), "", totals_line(t)]) + "\n"
 
 
 def format_csv(table: list[Row], t: Totals) -> str:

@@ -19,7 +19,7 @@ from .compiler import parse_value
 from .errors import ArchError
 from .graph import Program, Value
 from .shapes import Expander
-from .summary import FORMATS, grouped, humanize, jsonable, rows, totals
+from .summary import FORMATS, aligned, grouped, humanize, jsonable, markdown, rows, totals
 
 _AXIS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -126,19 +126,7 @@ def render(table: list[SweepRow], axes: list[Axis], fmt: str = "table", title: s
         return buf.getvalue()
     cells = [_text_cells(r) for r in table]
     if fmt == "markdown":
-        lines = [f"**{title}**", ""] if title else []
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        return "\n".join(lines) + "\n"
+        return "\n".join(markdown(header, cells, right, title)) + "\n"
     if fmt == "table":
-        widths = [max(len(x) for x in col) for col in zip(header, *cells)]
-
-        def line(row: list[str]) -> str:
-            return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        lines = [title] if title else []
-        lines += [line(header), rule, *(line(row) for row in cells)]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*([title] if title else []), *aligned(header, cells, right)]) + "\n"
     raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
