@@ -1,4 +1,4 @@
-"""The command line: `archdsl compile | check | summary | sweep | graph | zoo`.
+"""The command line: `archdsl compile | check | summary | sweep | graph | zoo | fmt | lsp`.
 
 Every error, whether in the spec or in the use of the command, is one clear message on stderr and
 exit status 1; no traceback. Nothing here imports torch or tensorflow.
@@ -195,6 +195,30 @@ def build_parser() -> ArgumentParser:
                    help="draw N levels of nested blocks expanded as clusters; a block nested deeper is one node "
                         "(its name, output shape and parameters). 0: every block the network calls is one "
                         "node. Default: every level expanded")
+
+    p = sub.add_parser(
+        "fmt", help="format specs in the canonical layout (comments kept, meaning unchanged)",
+        formatter_class=_Formatter,
+        description=_para("Rewrite each SPEC in the canonical layout: indentation, spacing, blank lines and "
+                          "line breaks, with every comment kept and nothing else changed. A file is replaced "
+                          "whole or not at all; `-` reads stdin and writes stdout. With --check nothing is "
+                          "written: the files that would change are listed and the exit status is 1 if any."),
+        epilog="examples:\n"
+               "  archdsl fmt specs/*.arch\n"
+               "  archdsl fmt --check specs/*.arch\n"
+               "  archdsl fmt --diff specs/resnet50.arch\n")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="the .arch files to format (- for stdin)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if any file is not in canonical form")
+    p.add_argument("--diff", action="store_true", help="write nothing; print a unified diff of the changes")
+
+    p = sub.add_parser(
+        "lsp", help="run the language server (LSP over stdio) for editors",
+        formatter_class=_Formatter,
+        description=_para("Serve the Language Server Protocol over stdin/stdout: diagnostics as you type, "
+                          "hover with shapes, parameters and MACs, go to definition, completion, document "
+                          "symbols and formatting. Editors start it; see editors/vscode."))
+    p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
     return parser
 
 
@@ -390,8 +414,22 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
     return EXIT_OK
 
 
+def cmd_fmt(args: argparse.Namespace, session: _Session) -> int:
+    from .fmt import run  # imported only for this command
+
+    return run(args.specs, check=args.check, diff=args.diff, out=_out, err=_error)
+
+
+def cmd_lsp(args: argparse.Namespace, session: _Session) -> int:
+    gc.enable()  # a long-running server: main() turned the collector off for one-shot commands
+    from .lsp import serve  # imported only for this command (pygls)
+
+    serve()
+    return EXIT_OK
+
+
 COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "sweep": cmd_sweep, "zoo": cmd_zoo,
-            "graph": cmd_graph}
+            "graph": cmd_graph, "fmt": cmd_fmt, "lsp": cmd_lsp}
 
 
 def _error(text: str) -> None:
