@@ -4,7 +4,7 @@ model of the same spec, so both compute the same function.
 The two generated models name their layers alike (the Keras layer `layer1.bottleneck1.conv1` is the
 PyTorch module at that path), so the mapping is by name; what differs is layout:
 
-- convolution kernels: PyTorch OIHW -> Keras HWIO (grouped convolutions too);
+- convolution kernels: PyTorch OIHW -> Keras HWIO (grouped convolutions too, GroupedConv2D);
 - depthwise kernels: PyTorch (C*M, 1, H, W) -> Keras (H, W, C, M);
 - dense kernels: transposed; after a flatten, rows reordered from PyTorch's (C, H, W) order to
   Keras' (H, W, C) order (also for a batch norm on the flat features);
@@ -72,7 +72,7 @@ def torch_to_keras(torch_model, keras_model) -> None:
         if name not in modules:
             raise ValueError(f"Keras layer {name!r} ({kind}) has no PyTorch module at that path")
         module = modules[name]
-        if kind == "Conv2D":
+        if kind in ("Conv2D", "GroupedConv2D"):  # GroupedConv2D: the generated code's Conv2D with groups
             weights = [take(name, "weight").transpose(2, 3, 1, 0)]
             if layer.use_bias:
                 weights.append(take(name, "bias"))

@@ -40,7 +40,8 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "LayerScale", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "GroupedConv2D", "LayerScale", "LocalResponseNorm",
+                  "AdaptiveAvgPool2D", "DropPath")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -418,6 +419,9 @@ class _Function(CodeUnit):
         if padding == "explicit":
             src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('_pad').code()}"]),
                              src, dst, indent)
+        grouping = self.grouping(node) if kind == "conv" else "none"
+        if grouping == "depthwise":
+            kind = "dwconv"
         args: list[str] = []
         if kind in ("conv", "sepconv"):
             args.append(e(a["filters"]))
@@ -428,14 +432,38 @@ class _Function(CodeUnit):
             args.append('padding="same"')
         if not is_one(a["dilation"]):
             args.append(f"dilation_rate={e(a['dilation'])}")
-        if kind == "conv" and not is_one(a["groups"]):
+        if grouping in ("grouped", "grouped-as-one"):
             args.append(f"groups={e(a['groups'])}")
-        if kind in ("dwconv", "sepconv") and not is_one(a["multiplier"]):
+        if grouping == "depthwise":
+            multiplier = agreed(node, lambda i: i.args["filters"] // i.args["groups"], "the depth multiplier",
+                                self.owner_desc())
+            if multiplier != 1:
+                args.append(f"depth_multiplier={multiplier}")
+        elif kind in ("dwconv", "sepconv") and not is_one(a["multiplier"]):
             args.append(f"depth_multiplier={e(a['multiplier'])}")
         if not is_true(a["bias"]):
             args.append(f"use_bias={e(a['bias'])}")
         cls = {"conv": "layers.Conv2D", "dwconv": "layers.DepthwiseConv2D", "sepconv": "layers.SeparableConv2D"}[kind]
+        if grouping == "grouped":
+            self.m.need("GroupedConv2D")
+            cls = "GroupedConv2D"
         return self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
+
+    def grouping(self, node: G.Layer) -> str:
+        """How a conv's groups are written in Keras: 'none' (no groups: Conv2D), 'grouped-as-one'
+        (groups from a parameter that is 1 in every use: Conv2D(groups=...)),
+        'depthwise' (one input channel per group in every use, with one depth multiplier:
+        DepthwiseConv2D) or 'grouped' (anything else: GroupedConv2D). Keras' own Conv2D(groups=g)
+        computes right, but its TensorFlow backend compiles every grouped convolution with XLA anew
+        on each call on CPU (MobileNetV2 ran 8x slower than keras.applications')."""
+        if is_one(node.args["groups"]):
+            return "none"
+        if node.instances and all(i.args["groups"] == 1 for i in node.instances):
+            return "grouped-as-one"  # Conv2D(groups=...) keeps the parameter; 1 in every use here
+        if node.instances and all(i.args["groups"] == i.in_shape.channels for i in node.instances) and \
+                len({i.args["filters"] // i.args["groups"] for i in node.instances}) == 1:
+            return "depthwise"
+        return "grouped"
 
     def conv_padding(self, node: G.Layer) -> str:
         """'valid', 'same' (where Keras' same pads exactly as the spec says) or 'explicit'."""

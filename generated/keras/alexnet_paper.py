@@ -11,6 +11,31 @@ OUTPUT_NAMES = ("logits",)
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
+class GroupedConv2D(layers.Conv2D):
+    """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
+    compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
+    single input channels runs as a depthwise convolution, any other as one convolution per group."""
+
+    def convolution_op(self, inputs, kernel):
+        options = {
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
+        channels = inputs.shape[-1]
+        if self.groups == 1:
+            return ops.conv(inputs, kernel, **options)
+        if self.groups == channels:
+            shape = (*self.kernel_size, channels, self.filters // channels)
+            return ops.depthwise_conv(inputs, ops.reshape(kernel, shape), **options)
+        pairs = zip(
+            ops.split(inputs, self.groups, axis=-1),
+            ops.split(kernel, self.groups, axis=-1),
+        )
+        return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
 class LocalResponseNorm(layers.Layer):
     """Local response normalization across channels, as torch.nn.LocalResponseNorm computes it:
     x / (k + alpha / size * sum of x^2 over `size` neighbouring channels) ** beta."""
@@ -64,15 +89,15 @@ def build_model(classes: int = 1000, dropout_rate: float = 0.5) -> keras.Model:
     x = layers.Activation("relu", name="relu1")(x)
     x = response_norm(x, name="norm1")
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-    x = layers.Conv2D(256, 5, padding="same", groups=2, name="conv2")(x)
+    x = GroupedConv2D(256, 5, padding="same", groups=2, name="conv2")(x)
     x = layers.Activation("relu", name="relu2")(x)
     x = response_norm(x, name="norm2")
     x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
     x = layers.Conv2D(384, 3, padding="same", name="conv3")(x)
     x = layers.Activation("relu", name="relu3")(x)
-    x = layers.Conv2D(384, 3, padding="same", groups=2, name="conv4")(x)
+    x = GroupedConv2D(384, 3, padding="same", groups=2, name="conv4")(x)
     x = layers.Activation("relu", name="relu4")(x)
-    x = layers.Conv2D(256, 3, padding="same", groups=2, name="conv5")(x)
+    x = GroupedConv2D(256, 3, padding="same", groups=2, name="conv5")(x)
     x = layers.Activation("relu", name="relu5")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
     x = layers.Flatten(name="flatten1")(x)

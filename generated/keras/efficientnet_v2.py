@@ -21,6 +21,31 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
+class GroupedConv2D(layers.Conv2D):
+    """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
+    compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
+    single input channels runs as a depthwise convolution, any other as one convolution per group."""
+
+    def convolution_op(self, inputs, kernel):
+        options = {
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
+        channels = inputs.shape[-1]
+        if self.groups == 1:
+            return ops.conv(inputs, kernel, **options)
+        if self.groups == channels:
+            shape = (*self.kernel_size, channels, self.filters // channels)
+            return ops.depthwise_conv(inputs, ops.reshape(kernel, shape), **options)
+        pairs = zip(
+            ops.split(inputs, self.groups, axis=-1),
+            ops.split(kernel, self.groups, axis=-1),
+        )
+        return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
 class DropPath(layers.Layer):
     """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
 
@@ -58,7 +83,7 @@ def conv_bn_act(
     x = layers.ZeroPadding2D(
         int("same" if pad_same else (kernel - 1) // 2), name=f"{name}.conv_pad"
     )(x)
-    x = layers.Conv2D(
+    x = GroupedConv2D(
         filters,
         kernel,
         strides=stride,

@@ -11,6 +11,31 @@ OUTPUT_NAMES = ("output",)
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
+class GroupedConv2D(layers.Conv2D):
+    """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
+    compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
+    single input channels runs as a depthwise convolution, any other as one convolution per group."""
+
+    def convolution_op(self, inputs, kernel):
+        options = {
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
+        channels = inputs.shape[-1]
+        if self.groups == 1:
+            return ops.conv(inputs, kernel, **options)
+        if self.groups == channels:
+            shape = (*self.kernel_size, channels, self.filters // channels)
+            return ops.depthwise_conv(inputs, ops.reshape(kernel, shape), **options)
+        pairs = zip(
+            ops.split(inputs, self.groups, axis=-1),
+            ops.split(kernel, self.groups, axis=-1),
+        )
+        return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
 class DropPath(layers.Layer):
     """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
 
@@ -185,7 +210,7 @@ def bottleneck(
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
     x = layers.Activation("relu", name=f"{name}.relu1")(x)
     x = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(x)
-    x = layers.Conv2D(
+    x = GroupedConv2D(
         int(width),
         3,
         strides=int(stride if v1_5 else 1),
