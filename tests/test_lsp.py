@@ -441,6 +441,13 @@ async def test_document_symbols(client: LanguageClient, resnet: Path, tiny: Path
     logits = net.children[-1]
     assert logits.kind == T.SymbolKind.Event and logits.detail == "output [10]"
     assert logits.selection_range.start == small.at("logits =")
+    # while the library has a syntax error, the outline is the last one that parsed
+    lib.edit("block BasicStage(", "block BasicStage((")
+    [d] = await lib.diagnostics()
+    assert d.message.startswith("syntax error")
+    symbols = await client.text_document_document_symbol_async(T.DocumentSymbolParams(
+        text_document=T.TextDocumentIdentifier(uri=lib.uri)))
+    assert [s.name for s in symbols] == ["BasicBlock", "SqueezeExcite", "Bottleneck", "BasicStage", "Stage"]
     small.close()
     lib.close()
 
@@ -499,6 +506,9 @@ async def test_odd_requests_do_not_kill_the_server(client: LanguageClient, tiny:
     other.set('import "junk.arch"\nblock A() { A }\nnetwork N { input [3, 8, 8]\n A }\n')
     [d] = await other.diagnostics()
     assert "calls itself" in d.message
+    other.set("network N { input [3, 8, 8]\n relu * 100000000\n}\n")  # half-typed into a huge count
+    [d] = await other.diagnostics()
+    assert "expands to more than 50,000" in d.message
     other.set('import "missing.arch"\nnetwork N { input [3, 8, 8]\n conv(4, 3) }\n')
     [d] = await other.diagnostics()
     assert d.message == f"cannot find '{tmp_path / 'missing.arch'}'" and d.range.start.line == 0

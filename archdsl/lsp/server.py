@@ -48,6 +48,7 @@ class ArchServer(LanguageServer):
         super().__init__("archdsl", __version__)
         self.analyses: dict[str, A.Analysis] = {}  # uri -> analysis of the document's latest text
         self.good: dict[str, A.Analysis] = {}  # uri -> the last analysis that got a typed graph
+        self.parsed: dict[str, A.Analysis] = {}  # uri -> the last analysis whose file parsed
         self.snapshots: dict[str, dict[str, tuple]] = {}  # uri -> the state of each file it read
         self.published: dict[str, list[T.Diagnostic]] = {}
         self.forced: set[str] = set()  # documents changed since their diagnostics were last sent
@@ -130,6 +131,7 @@ class ArchServer(LanguageServer):
             if uri not in docs:
                 del self.analyses[uri]
                 self.good.pop(uri, None)
+                self.parsed.pop(uri, None)
                 self.snapshots.pop(uri, None)
         for uri, doc in docs.items():
             if self.is_fresh(uri, overlay):
@@ -140,6 +142,8 @@ class ArchServer(LanguageServer):
                 self.log_to_client(f"archdsl: internal error analysing {path}:\n{a.internal}")
             self.analyses[uri] = a
             self.snapshots[uri] = {f: self.file_state(f, overlay) for f in a.files | {path}}
+            if a.module is not None:
+                self.parsed[uri] = a
             if a.program is not None and (a.elab is not None or uri not in self.good
                                           or self.good[uri].elab is None):
                 self.good[uri] = a
@@ -149,7 +153,7 @@ class ArchServer(LanguageServer):
         self.forced.add(uri)
         if self.pending is not None:
             self.pending.cancel()
-        loop = asyncio.get_event_loop()
+        loop = asyncio.get_running_loop()
         self.pending = loop.call_later(self.debounce, self._refresh_later)
 
     def _refresh_later(self) -> None:
@@ -438,7 +442,7 @@ def create_server() -> ArchServer:
         return _definition(server, params.text_document.uri, params.position)
 
     @server.feature(T.TEXT_DOCUMENT_COMPLETION,
-                    T.CompletionOptions(trigger_characters=["(", ",", " ", '"', "/"]))
+                    T.CompletionOptions(trigger_characters=["(", ",", '"', "/"]))
     @guarded(server)
     def completion(params: T.CompletionParams) -> T.CompletionList | None:
         if not server.is_open(params.text_document.uri):
@@ -535,13 +539,16 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
         if target.name in blocks:
             parts.append(f"```arch\n{blocks[target.name][1]}\n```")
     elif target.kind == "network":
-        parts.append(_network_hover(found[0] if found else own))
+        fresh = own if own is not None and own.elab is not None else server.good.get(uri, own)
+        parts.append(_network_hover(fresh))
     elif target.kind == "output":
         parts.append(_output_hover(server, uri, target.name))
     if found is not None and target.kind not in ("network", "output"):
         cand, _, node = found
         if node.instances:
             parts.append("---\n" + A.instances_text(node, A.where_text(cand)))
+            if cand.elab is None:
+                parts.append("_the shape check stopped at an error: instances after it are not shown_")
         elif target.kind in ("call", "composite", "blockdef") and cand.elab is not None:
             parts.append("---\n_not used in this expansion_")
     if target.kind in ("call", "blockdef") and (found is None or not found[2].instances):
@@ -678,8 +685,8 @@ def _value_items(server: ArchServer, uri: str, line0: int) -> list[T.CompletionI
     items += [T.CompletionItem(label=w, kind=K.Keyword, sort_text=f"5{w}") for w in _VALUE_WORDS]
     a = server.analyses.get(uri)
     module = a.module if a is not None and a.module is not None else None
-    if module is None and uri in server.good:
-        module = server.good[uri].modules.get(server.doc_path(uri))
+    if module is None and uri in server.parsed:
+        module = server.parsed[uri].module  # the last tree this file had
     if module is not None:
         for d in [*module.blocks, *module.networks]:
             if d.span.line <= line0 + 1 <= d.span.end_line:
@@ -709,11 +716,10 @@ def _file_items(path: str, prefix: str) -> list[T.CompletionItem]:
 
 def _symbols(server: ArchServer, uri: str) -> list[T.DocumentSymbol] | None:
     a = server.analyses.get(uri)
-    path = server.doc_path(uri)
     text = server.workspace.get_text_document(uri).source
     module = a.module if a is not None else None
-    if module is None and uri in server.good:
-        module = server.good[uri].modules.get(path)  # the last tree this file had
+    if module is None and uri in server.parsed:
+        module = server.parsed[uri].module  # the last tree this file had
     if module is None:
         return []
     elab = a.elab if a is not None and a.elab is not None else None
