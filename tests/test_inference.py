@@ -68,3 +68,60 @@ def test_inference_is_a_pytorch_option():
         generate(elab, "keras", "inference")
     with pytest.raises(ArchError, match="unknown optimization"):
         generate(elab, "torch", "speed")
+
+
+# The plain (trainable) emission works in place too, where autograd allows it -----------------------
+
+_INPLACE_ARG = re.compile(r",? ?inplace=True")
+
+
+@pytest.mark.parametrize("spec", sorted(ENTRIES))
+def test_plain_in_place_activations_keep_the_gradients(tmp_path, spec):
+    """The plain model's in-place activations (after a layer that makes a fresh tensor and does not keep
+    it for its gradient, never chained) give the gradients the same code computes without them."""
+    entry = ENTRIES[spec]
+    elab = load(str(entry.spec_path(ROOT)), {**entry.sets, **entry.test_sets})
+    code = generate(elab, "torch")
+    out_of_place = _INPLACE_ARG.sub("", code)
+    if code == out_of_place:
+        pytest.skip("no activation works in place in this network")
+    (tmp_path / "a.py").write_text(code)
+    (tmp_path / "b.py").write_text(out_of_place)
+    module = import_path(tmp_path / "a.py", f"inplace_{spec}")
+    torch.manual_seed(3)
+    a = module.build_model().train()
+    b = import_path(tmp_path / "b.py", f"outofplace_{spec}").build_model().train()
+    b.load_state_dict(a.state_dict())
+    x = torch.from_numpy(sample_input(module.INPUT_SHAPE, batch=2, seed=4))
+    results = []
+    for model in (a, b):
+        torch.manual_seed(5)  # the same dropout masks
+        outputs = model(x)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        sum((o.float() ** 2).mean() for o in outputs).backward()
+        results.append(([o.detach() for o in outputs], {n: p.grad for n, p in model.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    for p, q in zip(out_a, out_b, strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        g, h = grads_a[name], grads_b[name]
+        assert (g is None) == (h is None), name
+        if g is not None:
+            assert torch.allclose(g, h, rtol=1e-4, atol=1e-5), name
+
+
+def test_plain_emission_works_in_place_only_where_autograd_allows(tmp_path):
+    resnet = generate(load(str(ROOT / "specs" / "resnet50.arch")), "torch")
+    assert "x = F.relu(x, inplace=True)" in resnet  # after a batch norm
+    # NASNet's cells start from tensors other cells still read
+    nasnet = generate(load(str(ROOT / "specs" / "nasnet_mobile.arch")), "torch")
+    assert "F.relu(inputs, inplace=True)" not in nasnet and "h = F.relu(inputs)" in nasnet
+    # two activations in a row: only the first may work in place (the second would overwrite the
+    # result the first keeps for its gradient)
+    program = ("network N {\n    input [3, 8, 8]\n    conv(4, 3) relu relu6\n    avgpool(global) flatten\n"
+               "    dense(2)\n}\n")
+    spec = tmp_path / "chain.arch"
+    spec.write_text(program)
+    code = generate(load(str(spec)), "torch")
+    assert "x = F.relu(x, inplace=True)" in code and "x = F.relu6(x)" in code

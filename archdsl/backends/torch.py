@@ -64,6 +64,10 @@ _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_paddin
 _ALLOCATING = frozenset({"conv", "dwconv", "sepconv", "bn", "dense", "maxpool", "avgpool", "adaptive_avgpool",
                          "lrn", "layernorm", "layerscale", "rescale", "normalize", "zeropad", "zeropad_channels"})
 _INPLACE = frozenset({"relu", "relu6", "silu", "hardswish", "hardsigmoid", "leaky_relu"})
+# In place in the plain (trainable) model too: autograd computes their gradients from their result
+# or an in-place-safe formula (torchvision's ReLU/ReLU6/SiLU/Hardswish(inplace=True)); leaky_relu only
+# with a slope >= 0, which autograd requires of its in-place form.
+_INPLACE_TRAINING = frozenset({"relu", "relu6", "silu", "hardswish", "hardsigmoid"})
 
 
 def emit(elab: G.Elaborated, optimize: str | None = None) -> str:
@@ -263,11 +267,26 @@ class _Class(CodeUnit):
                     and index > 0 and seq.items[index - 1] is self.previous:
                 self.folds.append((self.previous.name, item.name))
             target = targets.get(index)
-            owned = self.owned
-            cin = self.top_node(item, cin, self.tensor_var(target) if target else dst, inplace=owned)
-            self.owned = _allocates(item) or (owned and isinstance(item, G.Layer) and item.type.name in _INPLACE)
+            inplace = self.owned and self.in_place(item)
+            cin = self.top_node(item, cin, self.tensor_var(target) if target else dst, inplace=inplace)
+            self.owned = _allocates(item) or (inplace and self.m.inference)
             self.previous = item
         return cin
+
+    def in_place(self, item: object) -> bool:
+        """Whether an activation may overwrite its input, given that the input is the previous
+        item's own result (nothing else holds it, and the layer that made it does not keep it for its
+        gradient). In the plain model no in-place activation follows another (the first keeps its
+        result for its gradient); --optimize inference chains them."""
+        if not isinstance(item, G.Layer):
+            return False
+        kind = item.type.name
+        if self.m.inference:
+            return kind in _INPLACE
+        if kind == "leaky_relu":
+            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in item.instances) \
+                and bool(item.instances)
+        return kind in _INPLACE_TRAINING
 
     def _foldable(self, node: G.Layer) -> bool:
         """A batch norm over a feature map (a BatchNorm2d), which fold_batchnorm() can fold."""
@@ -290,7 +309,7 @@ class _Class(CodeUnit):
                 if kind == "identity":
                     self.src = src
                     return cin
-                self.fwd.append(f"        {dst} = {self.functional(node, src, inplace and self.m.inference)}")
+                self.fwd.append(f"        {dst} = {self.functional(node, src, inplace)}")
                 return self.layer_cout(node, cin)
             ctor, cout = self.layer(node, cin)
             self.init.extend(lay(ctor, 8, f"{attr} = "))
@@ -377,7 +396,7 @@ class _Class(CodeUnit):
         With inplace (the input is the previous module's own result), an activation may work in place."""
         pad = " " * indent
         if isinstance(node, G.Layer):
-            ctor, cout = self.layer(node, cin, inplace and self.m.inference)
+            ctor, cout = self.layer(node, cin, inplace)
             return [], ctor, cout
         if isinstance(node, G.BlockCall):
             ctor = self.block_call(node, cin)
@@ -401,8 +420,9 @@ class _Class(CodeUnit):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
-                s, code, cin = self.build(item, cin, None, indent, inplace=owned)
-                owned = _allocates(item) or (owned and isinstance(item, G.Layer) and item.type.name in _INPLACE)
+                inplace = owned and self.in_place(item)
+                s, code, cin = self.build(item, cin, None, indent, inplace=inplace)
+                owned = _allocates(item) or (inplace and self.m.inference)
                 self.previous = item
                 setup.extend(s)
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]
@@ -518,7 +538,7 @@ class _Class(CodeUnit):
         if kind == "leaky_relu":
             return f"F.leaky_relu({src}, {self.expr(node.args['slope'])}{', inplace=True' if inplace else ''})"
         code = _ACT_FUNCTIONAL[kind].format(x=src)
-        return code[:-1] + ", inplace=True)" if inplace and kind in _INPLACE else code
+        return code[:-1] + ", inplace=True)" if inplace else code
 
     def layer_cout(self, node: G.Layer, cin: str) -> str:
         kind = node.type.name
@@ -547,7 +567,7 @@ class _Class(CodeUnit):
         e = lambda ex: self.typed(node, ex)
         cout = self.layer_cout(node, cin)
         if kind in _ACT_MODULE:
-            return f"{_ACT_MODULE[kind]}({'inplace=True' if inplace and kind in _INPLACE else ''})", cout
+            return f"{_ACT_MODULE[kind]}({'inplace=True' if inplace else ''})", cout
         if kind == "leaky_relu":
             return Br("nn.LeakyReLU", [e(a["slope"]), *(["inplace=True"] if inplace else [])]), cout
         if kind == "softmax":

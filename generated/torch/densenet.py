@@ -25,13 +25,13 @@ class DenseLayer(nn.Module):
             OrderedDict(
                 [
                     ("norm1", nn.BatchNorm2d(in_channels, eps=eps)),
-                    ("relu1", nn.ReLU()),
+                    ("relu1", nn.ReLU(inplace=True)),
                     (
                         "conv1",
                         nn.Conv2d(in_channels, bn_size * growth_rate, 1, bias=False),
                     ),
                     ("norm2", nn.BatchNorm2d(bn_size * growth_rate, eps=eps)),
-                    ("relu2", nn.ReLU()),
+                    ("relu2", nn.ReLU(inplace=True)),
                     (
                         "conv2",
                         nn.Conv2d(
@@ -88,7 +88,7 @@ class Transition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv(x)
         x = self.pool(x)
         return x
@@ -144,7 +144,7 @@ class DenseNet(nn.Module):
                         nn.Conv2d(3, init_features, 7, stride=2, padding=3, bias=False),
                     ),
                     ("norm0", nn.BatchNorm2d(init_features, eps=eps)),
-                    ("relu0", nn.ReLU()),
+                    ("relu0", nn.ReLU(inplace=True)),
                     ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
                     ("denseblock1", m1),
                     ("transition1", m2),

@@ -25,13 +25,13 @@ class DenseLayer(nn.Module):
             OrderedDict(
                 [
                     ("norm1", nn.BatchNorm2d(in_channels, eps=eps)),
-                    ("relu1", nn.ReLU()),
+                    ("relu1", nn.ReLU(inplace=True)),
                     (
                         "conv1",
                         nn.Conv2d(in_channels, bn_size * growth_rate, 1, bias=False),
                     ),
                     ("norm2", nn.BatchNorm2d(bn_size * growth_rate, eps=eps)),
-                    ("relu2", nn.ReLU()),
+                    ("relu2", nn.ReLU(inplace=True)),
                     (
                         "conv2",
                         nn.Conv2d(
@@ -88,7 +88,7 @@ class Transition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv(x)
         x = self.pool(x)
         return x
@@ -129,7 +129,7 @@ class DenseNetBC(nn.Module):
         x = self.transition2(x)
         x = self.denseblock3(x)
         x = self.norm(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.avgpool1(x)
         x = torch.flatten(x, 1)
         x = self.classifier(x)

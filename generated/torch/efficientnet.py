@@ -102,7 +102,7 @@ class SqueezeExcitation(nn.Module):
                 [
                     ("0", nn.AdaptiveAvgPool2d(1)),
                     ("fc1", nn.Conv2d(in_channels, squeeze, 1)),
-                    ("2", nn.SiLU()),
+                    ("2", nn.SiLU(inplace=True)),
                     ("fc2", nn.Conv2d(squeeze, in_channels, 1)),
                     ("4", nn.Sigmoid()),
                 ]

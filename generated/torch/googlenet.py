@@ -27,7 +27,7 @@ class BasicConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         x = self.bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -84,7 +84,7 @@ class AuxHead(nn.Module):
         x = self.conv(x)
         x = torch.flatten(x, 1)
         x = self.fc1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.dropout1(x)
         x = self.fc2(x)
         return x

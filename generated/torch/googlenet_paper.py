@@ -25,23 +25,25 @@ class PaperInception(nn.Module):
         pool_proj: int,
     ) -> None:
         super().__init__()
-        self.branch1 = nn.Sequential(nn.Conv2d(in_channels, ch1x1, 1), nn.ReLU())
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(in_channels, ch1x1, 1), nn.ReLU(inplace=True)
+        )
         self.branch2 = nn.Sequential(
             nn.Conv2d(in_channels, ch3x3red, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(ch3x3red, ch3x3, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.branch3 = nn.Sequential(
             nn.Conv2d(in_channels, ch5x5red, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(ch5x5red, ch5x5, 5, padding=2),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(3, stride=1, padding=1),
             nn.Conv2d(in_channels, pool_proj, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
 
@@ -69,10 +71,10 @@ class PaperAuxHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool1(x)
         x = self.conv(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = torch.flatten(x, 1)
         x = self.fc1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.dropout1(x)
         x = self.fc2(x)
         return x
@@ -137,13 +139,13 @@ class GoogLeNetPaper(nn.Module):
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.conv1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.pool1(x)
         x = self.norm1(x)
         x = self.conv2_reduce(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.norm2(x)
         x = self.pool2(x)
         x = self.inception3a(x)

@@ -66,7 +66,7 @@ class InceptionConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         x = self.bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -155,7 +155,7 @@ class InceptionResNetA(nn.Module):
         x = self.conv2d(x)
         x = self.rescale1(x)
         x = x + identity
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -209,7 +209,7 @@ class InceptionResNetB(nn.Module):
         x = self.conv2d(x)
         x = self.rescale1(x)
         x = x + identity
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 

@@ -26,16 +26,16 @@ class MnistConvnet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.maxpool1(x)
         x = self.conv2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.maxpool2(x)
         x = self.conv3(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = torch.flatten(x, 1)
         x = self.dense1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.dense2(x)
         x = F.softmax(x, dim=1)
         return x

@@ -64,10 +64,10 @@ class DepthwiseSeparable(nn.Module):
         x = self.choice1(x)
         x = self.conv_dw(x)
         x = self.conv_dw_bn(x)
-        x = F.relu6(x)
+        x = F.relu6(x, inplace=True)
         x = self.conv_pw(x)
         x = self.conv_pw_bn(x)
-        x = F.relu6(x)
+        x = F.relu6(x, inplace=True)
         return x
 
 
@@ -123,7 +123,7 @@ class MobileNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.conv1_bn(x)
-        x = F.relu6(x)
+        x = F.relu6(x, inplace=True)
         x = self.block1(x)
         x = self.block2(x)
         x = self.block3(x)

@@ -82,7 +82,7 @@ class ConvBNReLU6(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu6(x)
+        x = F.relu6(x, inplace=True)
         return x
 
 

@@ -161,7 +161,7 @@ class SepStack(nn.Module):
         x = F.relu(x)
         x = self.sepconv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.sepconv2(x)
         x = self.bn2(x)
         return x

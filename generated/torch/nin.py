@@ -25,11 +25,11 @@ class MlpConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.cccp1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.cccp2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 

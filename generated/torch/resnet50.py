@@ -38,7 +38,7 @@ class SqueezeExcite(nn.Module):
                 [
                     ("0", nn.AdaptiveAvgPool2d(1)),
                     ("fc1", nn.Conv2d(in_channels, int(in_channels // ratio), 1)),
-                    ("2", nn.ReLU()),
+                    ("2", nn.ReLU(inplace=True)),
                     ("fc2", nn.Conv2d(int(in_channels // ratio), in_channels, 1)),
                     ("4", nn.Sigmoid()),
                 ]
@@ -105,15 +105,15 @@ class Bottleneck(nn.Module):
         identity = x
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.se(x)
         x = self.residual1(x) + self.shortcut1(identity)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -191,7 +191,7 @@ class ResNet50(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.maxpool(x)
         x = self.layer1(x)
         x = self.layer2(x)

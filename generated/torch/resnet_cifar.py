@@ -75,11 +75,11 @@ class CifarBlock(nn.Module):
         identity = x
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
         x = self.residual1(x) + self.shortcut1(identity)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -142,7 +142,7 @@ class ResNetCifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)

@@ -43,10 +43,10 @@ class PreactBottleneckBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv3(x)
         return x
 
@@ -72,7 +72,7 @@ class PreactBottleneckProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preact_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         identity = x
         x = self.preact_bottleneck_body1(x)
         x = self.residual1(x) + self.shortcut1(identity)
@@ -105,7 +105,7 @@ class PreactBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         x = self.preact_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.preact_bottleneck_body1(x)
         x = self.residual1(x) + self.shortcut1(identity)
         return x
@@ -182,7 +182,7 @@ class ResNetV2(nn.Module):
         x = self.conv4(x)
         x = self.conv5(x)
         x = self.post_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.avg_pool(x)
         x = torch.flatten(x, 1)
         x = self.predictions(x)

@@ -29,7 +29,7 @@ class Fire(nn.Module):
             OrderedDict(
                 [
                     ("expand1x1", nn.Conv2d(squeeze_planes, expand1x1_planes, 1)),
-                    ("expand1x1_activation", nn.ReLU()),
+                    ("expand1x1_activation", nn.ReLU(inplace=True)),
                 ]
             )
         )
@@ -40,7 +40,7 @@ class Fire(nn.Module):
                         "expand3x3",
                         nn.Conv2d(squeeze_planes, expand3x3_planes, 3, padding=1),
                     ),
-                    ("expand3x3_activation", nn.ReLU()),
+                    ("expand3x3_activation", nn.ReLU(inplace=True)),
                 ]
             )
         )
@@ -48,7 +48,7 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
         return x
 
@@ -67,7 +67,7 @@ class SqueezeNet(nn.Module):
         if version == 1.0:
             self.features = nn.Sequential(
                 nn.Conv2d(3, 96, 7, stride=2),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, stride=2, ceil_mode=True),
                 Fire(96, 16, 64, 64),
                 Fire(64 + 64, 16, 64, 64),
@@ -83,7 +83,7 @@ class SqueezeNet(nn.Module):
         else:
             self.features = nn.Sequential(
                 nn.Conv2d(3, 64, 3, stride=2),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, stride=2, ceil_mode=True),
                 Fire(64, 16, 64, 64),
                 Fire(64 + 64, 16, 64, 64),
@@ -99,7 +99,7 @@ class SqueezeNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(dropout_rate),
             nn.Conv2d(256 + 256, classes, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
 

@@ -110,10 +110,10 @@ class VGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
             nn.Linear(self.block5.out_channels * 7 * 7, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout_rate),
             nn.Linear(4096, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout_rate),
             nn.Linear(4096, classes),
         )

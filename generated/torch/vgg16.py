@@ -19,7 +19,9 @@ class VGGStage(nn.Module):
         channels1 = in_channels
         for _ in range(convs):
             self.group1.append(
-                nn.Sequential(nn.Conv2d(channels1, filters, 3, padding=1), nn.ReLU())
+                nn.Sequential(
+                    nn.Conv2d(channels1, filters, 3, padding=1), nn.ReLU(inplace=True)
+                )
             )
             channels1 = filters
         self.maxpool1 = nn.MaxPool2d(2)
@@ -46,10 +48,10 @@ class VGG16(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
             nn.Linear(self.block5.out_channels * 7 * 7, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout_rate),
             nn.Linear(4096, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout_rate),
             nn.Linear(4096, classes),
         )

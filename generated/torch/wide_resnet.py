@@ -46,7 +46,7 @@ class WideBasicBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.dropout1(x)
         x = self.conv2(x)
         return x
@@ -71,7 +71,7 @@ class WideBasic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.wide_basic_body1(x)
         x = self.residual1(x) + identity
         return x
@@ -97,7 +97,7 @@ class WideBasicProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         identity = x
         x = self.wide_basic_body1(x)
         x = self.residual1(x) + self.shortcut1(identity)
@@ -170,7 +170,7 @@ class WideResNetCifar(nn.Module):
         x = self.block2(x)
         x = self.block3(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.avgpool1(x)
         x = torch.flatten(x, 1)
         x = self.fc(x)
@@ -187,7 +187,7 @@ class SqueezeExcite(nn.Module):
                 [
                     ("0", nn.AdaptiveAvgPool2d(1)),
                     ("fc1", nn.Conv2d(in_channels, int(in_channels // ratio), 1)),
-                    ("2", nn.ReLU()),
+                    ("2", nn.ReLU(inplace=True)),
                     ("fc2", nn.Conv2d(int(in_channels // ratio), in_channels, 1)),
                     ("4", nn.Sigmoid()),
                 ]
@@ -254,15 +254,15 @@ class Bottleneck(nn.Module):
         identity = x
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.se(x)
         x = self.residual1(x) + self.shortcut1(identity)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 
@@ -349,7 +349,7 @@ class WideResNetBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.maxpool(x)
         x = self.layer1(x)
         x = self.layer2(x)

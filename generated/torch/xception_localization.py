@@ -113,7 +113,7 @@ class XceptionDown(nn.Module):
         x = self.choice1(x)
         x = self.sepconv1(x)
         x = self.sepconv1_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.sepconv2(x)
         x = self.sepconv2_bn(x)
         x = self.pool(x)
@@ -133,10 +133,10 @@ class EntryFlow(nn.Module):
                 [
                     ("conv1", nn.Conv2d(in_channels, 32, 3, stride=2, bias=False)),
                     ("conv1_bn", nn.BatchNorm2d(32, eps=eps)),
-                    ("conv1_act", nn.ReLU()),
+                    ("conv1_act", nn.ReLU(inplace=True)),
                     ("conv2", nn.Conv2d(32, 64, 3, bias=False)),
                     ("conv2_bn", nn.BatchNorm2d(64, eps=eps)),
-                    ("conv2_act", nn.ReLU()),
+                    ("conv2_act", nn.ReLU(inplace=True)),
                 ]
             )
         )
@@ -177,10 +177,10 @@ class XceptionMiddle(nn.Module):
         x = F.relu(x)
         x = self.sepconv1(x)
         x = self.sepconv1_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.sepconv2(x)
         x = self.sepconv2_bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.sepconv3(x)
         x = self.sepconv3_bn(x)
         x = x + identity
@@ -222,10 +222,10 @@ class ExitFlow(nn.Module):
                         ),
                     ),
                     ("sepconv1_bn", nn.BatchNorm2d(1536, eps=eps)),
-                    ("sepconv1_act", nn.ReLU()),
+                    ("sepconv1_act", nn.ReLU(inplace=True)),
                     ("sepconv2", SeparableConv2d(1536, 2048, 3, padding=1, bias=False)),
                     ("sepconv2_bn", nn.BatchNorm2d(2048, eps=eps)),
-                    ("sepconv2_act", nn.ReLU()),
+                    ("sepconv2_act", nn.ReLU(inplace=True)),
                 ]
             )
         )
