@@ -205,9 +205,10 @@ def build_parser() -> ArgumentParser:
                           "written: the files that would change are listed and the exit status is 1 if any."),
         epilog="examples:\n"
                "  archdsl fmt specs/*.arch\n"
-               "  archdsl fmt --check specs/*.arch\n"
+               "  archdsl fmt --check specs/\n"
                "  archdsl fmt --diff specs/resnet50.arch\n")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="the .arch files to format (- for stdin)")
+    p.add_argument("specs", nargs="+", metavar="SPEC",
+                   help="the .arch files to format; a folder: every .arch file under it; - for stdin")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if any file is not in canonical form")
     p.add_argument("--diff", action="store_true", help="write nothing; print a unified diff of the changes")
