@@ -48,17 +48,21 @@ class Loader:
         self.modules: dict[str, S.Module] = {}
         self.blocks: dict[str, S.BlockDef] = {}
 
-    def load(self, path: str, imported_at: Span | None = None) -> S.Module:
-        key = os.path.normpath(os.path.abspath(path))
-        if key in self.modules:
-            return self.modules[key]
+    def read(self, path: str, imported_at: Span | None = None) -> str:
+        """The text of a file (the language server reads open documents' unsaved text instead)."""
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
+                return f.read()
         except FileNotFoundError:
             raise ArchError(f"cannot find '{path}'", imported_at) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ArchError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", imported_at) from None
+
+    def load(self, path: str, imported_at: Span | None = None) -> S.Module:
+        key = os.path.normpath(os.path.abspath(path))
+        if key in self.modules:
+            return self.modules[key]
+        text = self.read(path, imported_at)
         self.sources[path] = text
         module = parse(text, path)
         self.modules[key] = module

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 from .. import graph as G
 from .. import syntax as S
-from ..elaborate import MERGES, Loader, _Elaborator
+from ..elaborate import Loader, _Elaborator
 from ..errors import ArchError, Span
 from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
-from ..parser import parse
 from ..shapes import Expander
 from ..summary import grouped, humanize, make_row, rows, totals
 
@@ -58,35 +57,11 @@ class OverlayLoader(Loader):
         self.overlay = overlay  # normalized path -> text
         self.files: set[str] = set()
 
-    def load(self, path: str, imported_at: Span | None = None) -> S.Module:
+    def read(self, path: str, imported_at: Span | None = None) -> str:
         key = norm(path)
-        if key in self.modules:
-            return self.modules[key]
         self.files.add(key)
         text = self.overlay.get(key)
-        if text is None:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                raise ArchError(f"cannot find '{path}'", imported_at) from None
-            except (OSError, UnicodeDecodeError) as e:
-                raise ArchError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", imported_at) from None
-        self.sources[path] = text
-        module = parse(text, path)
-        self.modules[key] = module
-        for block in module.blocks:  # as Loader.load does
-            if block.name in self.blocks:
-                first = self.blocks[block.name]
-                raise ArchError(f"block '{block.name}' is defined twice", block.name_span,
-                                notes=[f"first defined at {first.name_span}"])
-            if block.name in LAYERS or block.name in MERGES:
-                raise ArchError(f"block '{block.name}' has the name of a built-in layer", block.name_span)
-            self.blocks[block.name] = block
-        base = os.path.dirname(path)
-        for imp in module.imports:
-            self.load(os.path.join(base, imp.path), imp.span)
-        return module
+        return super().read(path, imported_at) if text is None else text
 
 
 @dataclass(eq=False)
