@@ -144,11 +144,11 @@ class Expander:
 
     def run(self, overrides: dict[str, Value] | None = None) -> G.Elaborated:
         net = self.program.network
-        for node in _all_nodes(net.body):
+        for node in all_nodes(net.body):
             node.instances.clear()
         for block in self.program.blocks.values():
             block.instances.clear()
-            for node in _all_nodes(block.body):
+            for node in all_nodes(block.body):
                 node.instances.clear()
         overrides = dict(overrides or {})
         unknown = [k for k in overrides if k not in {p.name for p in net.params}]
@@ -414,7 +414,8 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _all_nodes(seq: G.Seq):
+def all_nodes(seq: G.Node):
+    """Every definition node under seq (itself included), in no particular order."""
     stack: list[G.Node] = [seq]
     while stack:
         node = stack.pop()

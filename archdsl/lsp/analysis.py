@@ -22,7 +22,7 @@ from .. import syntax as S
 from ..elaborate import Loader, _Elaborator
 from ..errors import ArchError, Span
 from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
-from ..shapes import Expander
+from ..shapes import Expander, all_nodes
 from ..summary import grouped, humanize, make_row, rows, totals
 
 KEYWORDS = ("import", "block", "network", "input", "output", "let", "assert", "concat", "branch", "residual",
@@ -157,31 +157,9 @@ def build_index(program: G.Program) -> dict[Span, G.Node]:
     index: dict[Span, G.Node] = {}
     bodies: list[G.Node] = [program.network.body, *(b.body for b in program.blocks.values())]
     for body in bodies:
-        for node in walk_nodes(body):
+        for node in all_nodes(body):
             index.setdefault(node.span, node)
     return index
-
-
-def walk_nodes(seq: G.Node) -> Iterator[G.Node]:
-    stack: list[G.Node] = [seq]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, G.Seq):
-            stack.extend(node.nodes)
-        elif isinstance(node, G.Concat):
-            stack.extend(node.branches)
-        elif isinstance(node, G.Residual):
-            stack.append(node.body)
-            if node.shortcut is not None:
-                stack.append(node.shortcut)
-        elif isinstance(node, (G.Scale, G.Output)):
-            if node.body is not None:
-                stack.append(node.body)
-        elif isinstance(node, G.Choice):
-            stack.extend([node.then, node.otherwise])
-        elif isinstance(node, G.Repeat):
-            stack.append(node.body)
 
 
 # What is at a position ----------------------------------------------------------------------------
