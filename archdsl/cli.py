@@ -422,7 +422,7 @@ def cmd_fmt(args: argparse.Namespace, session: _Session) -> int:
 
 
 def cmd_lsp(args: argparse.Namespace, session: _Session) -> int:
-    gc.enable()  # a long-running server: main() turned the collector off for one-shot commands
+    gc.enable()  # a long-running server: main() turns the collector off for one-shot commands
     from .lsp import serve  # imported only for this command (pygls)
 
     serve()
@@ -454,10 +454,20 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `archdsl` command; returns the exit status."""
-    # One command per process, and the compiler makes few reference cycles: the cyclic garbage
-    # collector would only rescan the growing syntax tree and graph again and again (a third of the
-    # time of a 10,000-layer compile), so it is off for the life of the command.
+    # The compiler makes few reference cycles: the cyclic garbage collector would only rescan the
+    # growing syntax tree and graph again and again (a third of the time of a 10,000-layer compile),
+    # so it is off while the command runs, and back as it was when main() returns (main() is also
+    # called in-process, by tests and scripts, where a collector left off leaks every cycle after).
+    collecting = gc.isenabled()
     gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     session = _Session()
     try:

@@ -430,6 +430,29 @@ def test_compile_does_not_import_frameworks(tmp_path, spec):
     assert res.returncode == 0, res.stderr
 
 
+
+def test_main_leaves_the_garbage_collector_as_it_found_it(tmp_path, spec, monkeypatch):
+    """main() turns the cyclic collector off while a command runs; called in-process (tests, scripts)
+    it must turn it back on, after success and after an error alike, or every later reference cycle
+    leaks (a whole test session's torch and Keras models once did)."""
+    import gc
+
+    from archdsl.cli import main
+
+    name = spec(SMALL)
+    monkeypatch.chdir(tmp_path)
+    assert gc.isenabled()
+    assert main(["check", name]) == 0
+    assert gc.isenabled()
+    assert main(["check", "no_such_file.arch"]) == 1
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["check", name]) == 0
+        assert not gc.isenabled(), "a collector that was off stays off"
+    finally:
+        gc.enable()
+
 # Signals and pipes --------------------------------------------------------------------------------
 
 def test_closed_stdout_is_quiet(tmp_path, spec):
