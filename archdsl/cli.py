@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Sequence
 
 from . import __version__
-from .compiler import OPTIMIZATIONS, TARGETS, generate, parse_sets, write_atomically
+from .compiler import OPTIMIZATIONS, TARGETS, collector_paused, generate, parse_sets, write_atomically
 from .elaborate import elaborate
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
@@ -454,17 +454,11 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `archdsl` command; returns the exit status."""
-    # The compiler makes few reference cycles: the cyclic garbage collector would only rescan the
-    # growing syntax tree and graph again and again (a third of the time of a 10,000-layer compile),
-    # so it is off while the command runs, and back as it was when main() returns (main() is also
-    # called in-process, by tests and scripts, where a collector left off leaks every cycle after).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # The cyclic garbage collector is off while the command runs (see compiler.collector_paused),
+    # and back as it was when main() returns: main() is also called in-process, by tests and
+    # scripts, where a collector left off would leak every reference cycle made after.
+    with collector_paused():
         return _main(argv)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _main(argv: Sequence[str] | None) -> int:
