@@ -373,3 +373,39 @@ def test_powers_are_written_as_ruff_format_writes_them(tmp_path):
         fmt = subprocess.run([sys.executable, "-m", "ruff", "format", "--isolated", "--check", str(path)],
                              check=False, capture_output=True, text=True)
         assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+GROUPS = """
+block B(filters, groups = 1) {
+    conv(filters, 3, pad = 1, groups = groups) bn relu
+}
+
+network Groups(g = 1) {
+    input [8, 10, 10]
+    B(8, g)
+    B(16, 8)
+    B(16, 4)
+    avgpool(global) flatten
+    dense(3)
+}
+"""
+
+
+@pytest.mark.parametrize("g, first", [(1, "Conv2D"), (8, "DepthwiseConv2D"), (2, "GroupedConv2D")])
+def test_keras_groups_from_a_parameter_take_the_layer_that_fits(tmp_path, g, first):
+    """A convolution whose groups are a block parameter gets its Keras layer as the model is built:
+    Conv2D for one group, DepthwiseConv2D (with its depth multiplier) for one input channel per
+    group, GroupedConv2D otherwise; for whatever value build_model() is given, and with the
+    PyTorch model's outputs."""
+    elab, tm, km, _ = build(tmp_path, GROUPS, {"g": g})
+    kinds = [type(layer).__name__ for layer in km.build_model().layers if "conv" in layer.name]
+    assert kinds == [first, "DepthwiseConv2D", "GroupedConv2D"]
+    assert_parity(elab, tm, km)
+    # the module compiled at g = 1 builds every other setting too, with the same weights layout
+    _, tm1, km1, _ = build(tmp_path, GROUPS, {"g": 1}, name="at_one")
+    torch_model, keras_model = tm1.build_model(g=g).eval(), km1.build_model(g=g)
+    assert [type(layer).__name__ for layer in keras_model.layers if "conv" in layer.name] == kinds
+    randomize_batchnorm(torch_model)
+    torch_to_keras(torch_model, keras_model)
+    x = sample_input(tm1.INPUT_SHAPE)
+    assert float(np.abs(torch_outputs(torch_model, x)[0] - keras_outputs(keras_model, x)[0]).max()) <= 1e-4

@@ -40,8 +40,10 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "GroupedConv2D", "LayerScale", "LocalResponseNorm",
-                  "AdaptiveAvgPool2D", "DropPath")
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "GroupedConv2D", "conv2d_groups", "LayerScale",
+                  "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
+# the prelude's functions: no block function may take their names
+_PRELUDE_FUNCTIONS = ("make_divisible", "conv2d_groups")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -53,7 +55,7 @@ class _Module:
         self.elab = elab
         self.prelude: set[str] = set()
         self.functions: dict[str, str] = {}
-        taken: set[str] = {"build_model"}
+        taken: set[str] = {"build_model", *_PRELUDE_FUNCTIONS}
         for block in elab.program.blocks.values():
             base = py_name(G.snake(block.name))
             name = base
@@ -85,7 +87,7 @@ class _Module:
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=any("math." in f for f in functions),
-            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale"}),
+            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale", "conv2d_groups"}),
             prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -426,13 +428,15 @@ class _Function(CodeUnit):
         if kind in ("conv", "sepconv"):
             args.append(e(a["filters"]))
         args.append(e(a["kernel"]))
+        if grouping == "chosen":
+            args.append(e(a["groups"]))
         if not is_one(a["stride"]):
             args.append(f"strides={e(a['stride'])}")
         if padding == "same":
             args.append('padding="same"')
         if not is_one(a["dilation"]):
             args.append(f"dilation_rate={e(a['dilation'])}")
-        if grouping in ("grouped", "grouped-as-one"):
+        if grouping == "grouped":
             args.append(f"groups={e(a['groups'])}")
         if grouping == "depthwise":
             multiplier = agreed(node, lambda i: i.args["filters"] // i.args["groups"], "the depth multiplier",
@@ -447,19 +451,28 @@ class _Function(CodeUnit):
         if grouping == "grouped":
             self.m.need("GroupedConv2D")
             cls = "GroupedConv2D"
+        if grouping == "chosen":  # the layer is chosen as the model is built: a call, not a layer
+            self.m.need("GroupedConv2D")
+            self.m.need("conv2d_groups")
+            self.lines.extend(lay(Br("conv2d_groups", [src, *args, f"name={path.code()}"]), indent, f"{dst} = "))
+            return dst
         return self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
 
     def grouping(self, node: G.Layer) -> str:
-        """How a conv's groups are written in Keras: 'none' (no groups: Conv2D), 'grouped-as-one'
-        (groups from a parameter that is 1 in every use: Conv2D(groups=...)),
-        'depthwise' (one input channel per group in every use, with one depth multiplier:
-        DepthwiseConv2D) or 'grouped' (anything else: GroupedConv2D). Keras' own Conv2D(groups=g)
-        computes right, but its TensorFlow backend compiles every grouped convolution with XLA anew
-        on each call on CPU (MobileNetV2 ran 8x slower than keras.applications')."""
-        if is_one(node.args["groups"]):
+        """How a conv's groups are written in Keras: 'none' (one group: Conv2D), 'chosen' (groups
+        from the block's parameters: conv2d_groups() picks Conv2D, DepthwiseConv2D or GroupedConv2D
+        as the model is built, for whatever values build_model() is given), 'depthwise' (groups a
+        constant and one input channel per group in every use, with one depth multiplier:
+        DepthwiseConv2D) or 'grouped' (other constant groups: GroupedConv2D). Keras' own
+        Conv2D(groups=g) computes right, but its TensorFlow backend compiles every grouped
+        convolution with XLA anew on each call on CPU (MobileNetV2 ran 8x slower than
+        keras.applications'); a layer that picks its kernel at run time ran 5% slower than
+        Conv2D and DepthwiseConv2D do."""
+        groups = node.args["groups"]
+        if is_one(groups):
             return "none"
-        if node.instances and all(i.args["groups"] == 1 for i in node.instances):
-            return "grouped-as-one"  # Conv2D(groups=...) keeps the parameter; 1 in every use here
+        if not isinstance(groups, G.Const):
+            return "chosen"
         if node.instances and all(i.args["groups"] == i.in_shape.channels for i in node.instances) and \
                 len({i.args["filters"] // i.args["groups"] for i in node.instances}) == 1:
             return "depthwise"

@@ -47,6 +47,20 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class DropPath(layers.Layer):
     """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
@@ -85,14 +99,9 @@ def conv_bn_act(
     x = layers.ZeroPadding2D(
         int("same" if pad_same else (kernel - 1) // 2), name=f"{name}.conv_pad"
     )(x)
-    x = GroupedConv2D(
-        filters,
-        kernel,
-        strides=stride,
-        groups=groups,
-        use_bias=False,
-        name=f"{name}.conv",
-    )(x)
+    x = conv2d_groups(
+        x, filters, kernel, groups, strides=stride, use_bias=False, name=f"{name}.conv"
+    )
     x = layers.BatchNormalization(
         epsilon=eps, momentum=1 - momentum, name=f"{name}.bn"
     )(x)

@@ -45,6 +45,20 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 def conv_bn_re_lu6(
     x: keras.KerasTensor,
     filters: int,
@@ -60,14 +74,9 @@ def conv_bn_re_lu6(
     x = layers.ZeroPadding2D(
         int("same" if tf_pad else (kernel - 1) // 2), name=f"{name}.conv1_pad"
     )(x)
-    x = GroupedConv2D(
-        filters,
-        kernel,
-        strides=stride,
-        groups=groups,
-        use_bias=False,
-        name=f"{name}.conv1",
-    )(x)
+    x = conv2d_groups(
+        x, filters, kernel, groups, strides=stride, use_bias=False, name=f"{name}.conv1"
+    )
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
     x = layers.Activation("relu6", name=f"{name}.relu61")(x)
     return x

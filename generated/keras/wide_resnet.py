@@ -35,6 +35,20 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class DropPath(layers.Layer):
     """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
@@ -210,14 +224,15 @@ def bottleneck(
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
     x = layers.Activation("relu", name=f"{name}.relu1")(x)
     x = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(x)
-    x = GroupedConv2D(
+    x = conv2d_groups(
+        x,
         int(width),
         3,
+        int(groups),
         strides=int(stride if v1_5 else 1),
-        groups=int(groups),
         use_bias=bias,
         name=f"{name}.conv2",
-    )(x)
+    )
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn2")(x)
     x = layers.Activation("relu", name=f"{name}.relu2")(x)
     x = layers.Conv2D(int(out), 1, use_bias=bias, name=f"{name}.conv3")(x)
