@@ -37,6 +37,8 @@ from models import KERAS_KEYS, entry, generated_module, optimize_available, opti
 
 GOAL = 1.02
 BATCH = 8
+# each timed sample runs the model enough times in a row to take this long (common.interleaved)
+MIN_SAMPLE_S = 0.5
 
 
 def _outputs(out) -> list:
@@ -107,7 +109,7 @@ def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimize
             fns["optimized"] = lambda: forward(opt)
         except Exception as err:  # noqa: BLE001 - e.g. "--optimize inference is for --target torch"
             result["optimized_error"] = f"{type(err).__name__}: {err}"[:500]
-    t = interleaved(fns, repeats, warmup)
+    t = interleaved(fns, repeats, warmup, min_sample_s=MIN_SAMPLE_S)
     result["forward"] = {"gen_s": median(t["generated"]), "ref_s": median(t["reference"]),
                          "gen_spread": spread(t["generated"]), "ref_spread": spread(t["reference"]),
                          "gen_times": t["generated"], "ref_times": t["reference"],
@@ -117,7 +119,7 @@ def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimize
         result["forward"].update(opt_s=median(t["optimized"]), opt_times=t["optimized"],
                                  opt_ratio=median(t["optimized"]) / median(t["reference"]))
     t = interleaved({"generated": lambda: train_step(gen), "reference": lambda: train_step(ref)},
-                    repeats_train, warmup)
+                    repeats_train, warmup, min_sample_s=MIN_SAMPLE_S)
     result["train"] = {"gen_s": median(t["generated"]), "ref_s": median(t["reference"]),
                        "gen_spread": spread(t["generated"]), "ref_spread": spread(t["reference"]),
                        "gen_times": t["generated"], "ref_times": t["reference"],

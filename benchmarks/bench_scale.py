@@ -23,6 +23,7 @@ Worker:    python benchmarks/bench_scale.py --worker SHAPE N
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -125,6 +126,9 @@ def worker(shape: str, n: int) -> dict:
     network once: elaborate (parse included), expand, generate for each target; then the parse alone
     once more, under another file name (the parser keeps each file's tree for the process, so the
     same name would not parse again). One timing per process: nothing cached carries over."""
+    # The collector is off as archdsl's command line and compiler.load()/generate() turn it off
+    # (compiler.collector_paused); elaborate and Expander, timed apart here, are called directly.
+    gc.disable()
     t = time.perf_counter()
     from archdsl.compiler import generate, load
     from archdsl.elaborate import elaborate

@@ -40,6 +40,8 @@ from archdsl.interop import load_torch_reference
 
 GOAL = 1.02
 BATCH = 8
+# each timed sample runs the model enough times in a row to take this long (common.interleaved)
+MIN_SAMPLE_S = 0.5
 
 
 def _outputs(out) -> tuple:
@@ -149,7 +151,7 @@ def bench_pair(key: str, device: str, repeats: int, repeats_train: int, warmup: 
             fns["optimized"] = lambda: forward(opt)
         except Exception as err:  # noqa: BLE001 - report, and time the rest
             result["optimized_error"] = f"{type(err).__name__}: {err}"[:500]
-    t = interleaved(fns, repeats, warmup, sync)
+    t = interleaved(fns, repeats, warmup, sync, MIN_SAMPLE_S)
     result["forward"] = {"gen_s": median(t["generated"]), "ref_s": median(t["reference"]),
                          "gen_spread": spread(t["generated"]), "ref_spread": spread(t["reference"]),
                          "gen_times": t["generated"], "ref_times": t["reference"],
@@ -162,7 +164,7 @@ def bench_pair(key: str, device: str, repeats: int, repeats_train: int, warmup: 
     gen.train()
     ref.train()
     t = interleaved({"generated": lambda: train_step(gen), "reference": lambda: train_step(ref)},
-                    repeats_train, warmup, sync)
+                    repeats_train, warmup, sync, MIN_SAMPLE_S)
     result["train"] = {"gen_s": median(t["generated"]), "ref_s": median(t["reference"]),
                        "gen_spread": spread(t["generated"]), "ref_spread": spread(t["reference"]),
                        "gen_times": t["generated"], "ref_times": t["reference"],

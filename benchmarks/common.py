@@ -3,7 +3,9 @@ machine/version facts that go at the top of the results. Imports neither torch n
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -32,23 +34,42 @@ def spread(xs: list[float]) -> float:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
+                sync: Callable[[], None] | None = None, min_sample_s: float = 0.0) -> dict[str, list[float]]:
     """Time every function once per repeat, alternating their order (ABBA...) so that a drift in
-    the machine's load falls on all of them alike; warm-up calls are not timed."""
+    the machine's load falls on all of them alike; warm-up calls are not timed, and the cyclic
+    garbage collector runs between samples, not inside them. With min_sample_s,
+    each timed sample is that many calls in a row that the slowest function's takes at least
+    min_sample_s (the same count for all, measured in the warm-up), and the time is per call: on
+    a shared machine a single call of a 60 ms model is too short a sample to tell 2% apart."""
     names = list(fns)
-    for _ in range(warmup):
+
+    def call(n: str) -> float:
+        t = time.perf_counter()
+        fns[n]()
+        if sync:
+            sync()
+        return time.perf_counter() - t
+
+    slowest = 0.0
+    for _ in range(max(1, warmup) if min_sample_s else warmup):
         for n in names:
-            fns[n]()
-            if sync:
-                sync()
+            slowest = max(slowest, call(n))
+    calls = max(1, math.ceil(min_sample_s / slowest)) if min_sample_s and slowest > 0 else 1
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            t = time.perf_counter()
-            fns[n]()
-            if sync:
-                sync()
-            times[n].append(time.perf_counter() - t)
+    collecting = gc.isenabled()
+    try:
+        for r in range(repeats):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                # as timeit does: no cyclic garbage collection inside a sample, whose pause would
+                # fall on whichever function happened to be running
+                gc.collect()
+                gc.disable()
+                times[n].append(sum(call(n) for _ in range(calls)) / calls)
+                if collecting:
+                    gc.enable()
+    finally:
+        if collecting:
+            gc.enable()
     return times
 
 

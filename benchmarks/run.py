@@ -32,7 +32,7 @@ PARTS = ("compile", "scale", "torch", "keras")
 IMPORT_CLI = "python -c 'import archdsl.cli'"
 
 FULL = {"compile_repeats": 5, "all_repeats": 5, "scale_sizes": (1_000, 10_000, 100_000), "scale_rounds": 3,
-        "repeats": 11, "repeats_train": 7, "warmup": 2, "profile_runs": 2}
+        "repeats": 15, "repeats_train": 15, "warmup": 2, "profile_runs": 2}
 QUICK = {"compile_repeats": 2, "all_repeats": 2, "scale_sizes": (1_000, 10_000), "scale_rounds": 1,
          "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1}
 
@@ -202,6 +202,11 @@ def _compile_section(c: dict, summary: list) -> list[str]:
                f"`python -c 'import archdsl.cli'`: {_s(ref[IMPORT_CLI]['median_s'])} s; "
                f"resnet50 to torch, code to stdout (no file written): "
                f"{_s(ref['resnet50 torch to stdout']['median_s'])} s.")
+    if single.get("bytecode_compiled"):
+        out += ["", ("archdsl's modules were compiled to bytecode first, as pip does when it installs the wheel"
+                     + (" (this machine sets PYTHONDONTWRITEBYTECODE=1, so a checkout never writes it itself and "
+                        "would compile every module from source on every start, about 40 ms more)"
+                        if single.get("pythondontwritebytecode") else "") + ".")]
     out.append("")
     table = []
     for spec, t in rows.items():
