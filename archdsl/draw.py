@@ -175,6 +175,8 @@ class _Builder:
     def _output(self, name: str, port: _Port) -> None:
         self.outputs += 1
         title = "output" if name == "output" else f"output {name}"
+        if name in self.elab.auxiliary:
+            title = f"auxiliary {title}"
         self._add(self._id(f"output_{name}"), f"{title}\n{shape_text(port.shape)}", "output",
                   f"{title} {port.shape}", port.shape, (port,))
 

@@ -145,6 +145,10 @@ class _Elaborator:
         outputs = [n for n in body.items if isinstance(n, G.Output)]
         _name_top(body, {}, set(), network=True)
         network = G.NetworkDef(net.name, params, dims, inp.span, body, net.span, outputs)
+        if outputs and all(o.auxiliary for o in outputs):
+            raise ArchError("every output of this network is auxiliary, computed only while training, so in "
+                            "evaluation it would return nothing; give it an output that is not auxiliary "
+                            "(`output name`)", outputs[-1].span)
         if outputs:
             last = max(i for i, n in enumerate(body.items) if isinstance(n, G.Output))
             for n in body.items[last + 1:]:
@@ -243,7 +247,7 @@ class _Elaborator:
                 out_body = None
                 if stmt.chain is not None:
                     out_body = self._seq(S.Body([S.Chain(stmt.span, stmt.chain)], stmt.span), scope, network, False)
-                items.append(G.Output(stmt.span, stmt.name, out_body, label=stmt.name))
+                items.append(G.Output(stmt.span, stmt.name, out_body, stmt.auxiliary, label=stmt.name))
             elif isinstance(stmt, S.Assert):
                 self.in_assert = True
                 try:

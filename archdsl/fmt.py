@@ -42,8 +42,8 @@ INDENT = 4
 TAB = 4  # columns of a tab stop, when measuring an input's columns (as error messages show tabs)
 
 KEYWORDS = frozenset({
-    "import", "block", "network", "input", "output", "let", "assert", "concat", "branch", "residual", "shortcut",
-    "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false", "tensor"})
+    "import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch", "residual",
+    "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false", "tensor"})
 _CALL_KEYWORDS = frozenset({"residual", "concat", "range"})  # written without a space before `(`
 _OPERAND_KEYWORDS = frozenset({"in", "true", "false"})  # a `-` after one of these is binary
 _OPENERS = ("(", "[")

@@ -222,9 +222,11 @@ class Repeat(Node):
 
 @dataclass(eq=False)
 class Output(Node):
-    """`output name = chain`: a named output that taps the main path; the main path goes on."""
+    """`output name = chain`: a named output that taps the main path; the main path goes on.
+    An auxiliary output (`auxiliary output name = chain`) is computed only while training."""
 
     body: Seq | None
+    auxiliary: bool = False
 
 
 @dataclass
@@ -377,3 +379,8 @@ class Elaborated:
     root: Inst
     outputs: list[tuple[str, Inst]]  # (name, the instance whose output it is)
     overridden: frozenset[str] = frozenset()  # the parameters set from outside (--set)
+
+    @property
+    def auxiliary(self) -> tuple[str, ...]:
+        """The outputs computed only while training (`auxiliary output`), in spec order."""
+        return tuple(name for name, inst in self.outputs if isinstance(inst.node, Output) and inst.node.auxiliary)

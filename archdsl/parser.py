@@ -199,6 +199,9 @@ class _ToSyntax(Transformer):
     def output_stmt(self, meta, name, chain):
         return S.Output(self._span(meta), str(name), chain.items if chain is not None else None)
 
+    def aux_output_stmt(self, meta, name, chain):
+        return S.Output(self._span(meta), str(name), chain.items, auxiliary=True)
+
     def chain(self, meta, *items):
         return S.Chain(self._span(meta), list(items))
 

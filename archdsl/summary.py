@@ -178,7 +178,8 @@ def outputs_text(elab: Elaborated) -> str:
     """The network's outputs with their shapes: `output logits [1000]`, `outputs aux1 [1000], logits [1000]`."""
     if not elab.program.network.outputs:  # no `output` statement: the end of the main path
         return f"output {elab.outputs[0][1].out_shape}" if elab.outputs else "output ?"
-    parts = [f"{name} {inst.out_shape}" for name, inst in elab.outputs]
+    auxiliary = set(elab.auxiliary)
+    parts = [f"{name} {inst.out_shape}" + (" (auxiliary)" if name in auxiliary else "") for name, inst in elab.outputs]
     return ("output " if len(parts) == 1 else "outputs ") + ", ".join(parts)
 
 
@@ -294,6 +295,7 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
     }
     if elab is not None:
         data["outputs"] = {name: _dims(inst.out_shape) for name, inst in elab.outputs}
+        data["auxiliary_outputs"] = list(elab.auxiliary)
     return data
 
 

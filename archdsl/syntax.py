@@ -192,6 +192,7 @@ class Input(Stmt):
 class Output(Stmt):
     name: str
     chain: list[Item] | None
+    auxiliary: bool = False  # `auxiliary output`: computed only while training
 
 
 @dataclass

@@ -44,6 +44,20 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
                     m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
 
 
+def every_output(model):
+    """The model in eval mode in every layer (batch-norm statistics, no dropout), but computing its
+    auxiliary outputs (`auxiliary output`) as train mode does: the generated network class tests
+    its own `training` flag for them, the layers theirs. Returns the model."""
+    model.eval()
+    model.training = True
+    return model
+
+
+def eval_output_names(module) -> list[str]:
+    """The outputs a generated PyTorch model returns in eval mode, in order."""
+    return [n for n in module.OUTPUT_NAMES if n not in module.AUXILIARY_OUTPUTS]
+
+
 def sample_input(shape: tuple, batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
 

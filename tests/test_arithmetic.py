@@ -31,7 +31,7 @@ from archdsl.layers import LAYERS
 from archdsl.summary import Row, rows
 from archdsl.zoo import Entry, read_registry
 
-from .frameworks import ROOT, import_path
+from .frameworks import ROOT, every_output, import_path
 
 ENTRIES = read_registry(ROOT)
 REGISTRY = {e.key: e for e in ENTRIES}
@@ -148,7 +148,8 @@ def measure(entry: Entry, tmp) -> Measured:
     source = tmp / f"{entry.key}.py"
     source.write_text(generate(elab, "torch"), encoding="utf-8")
     torch.manual_seed(0)
-    model = import_path(source, f"arithmetic_{entry.key}").build_model().eval()
+    # eval mode, but with the auxiliary heads computed: the summary counts them
+    model = every_output(import_path(source, f"arithmetic_{entry.key}").build_model())
     recorder = run(model, (1, *elab.root.in_shape.dims))
     modules = {}
     for path, module in model.named_modules(remove_duplicate=False):

@@ -18,6 +18,7 @@ from .frameworks import (
     ROOT,
     count_keras,
     count_torch,
+    every_output,
     import_path,
     keras_outputs,
     randomize_batchnorm,
@@ -41,7 +42,7 @@ def build(tmp_path, source: str, sets: dict | None = None, name: str = "spec"):
 
 
 def assert_parity(elab, tm, km, input_shape=None, tol=1e-4):
-    torch_model = tm.build_model().eval()
+    torch_model = every_output(tm.build_model())  # eval mode, auxiliary outputs too
     keras_model = km.build_model()
     total = elab.root.total_params()
     assert count_torch(torch_model) == total == count_keras(keras_model)
@@ -409,3 +410,47 @@ def test_keras_groups_from_a_parameter_take_the_layer_that_fits(tmp_path, g, fir
     torch_to_keras(torch_model, keras_model)
     x = sample_input(tm1.INPUT_SHAPE)
     assert float(np.abs(torch_outputs(torch_model, x)[0] - keras_outputs(keras_model, x)[0]).max()) <= 1e-4
+
+
+AUXILIARY = """
+block Head(classes) {
+    avgpool(global) flatten dropout(0.5) dense(classes)
+}
+
+network Aux(classes = 5) {
+    input [3, 16, 16]
+    conv(8, 3, pad = 1) bn relu
+    auxiliary output early = Head(classes)
+    conv(16, 3, stride = 2, pad = 1) bn relu
+    output features
+    auxiliary output late = Head(classes)
+    avgpool(global) flatten
+    output logits = dense(classes)
+}
+"""
+
+
+def test_auxiliary_outputs_are_computed_while_training_only(tmp_path):
+    """`auxiliary output`: PyTorch's train mode computes and returns every output, in spec order;
+    eval mode neither runs the auxiliary heads nor returns them (as torchvision's GoogLeNet and
+    Inception-v3 do); Keras' functional model computes them all; the weights map either way."""
+    import torch
+
+    elab, tm, km, _ = build(tmp_path, AUXILIARY)
+    assert elab.auxiliary == ("early", "late")
+    for module in (tm, km):
+        assert module.OUTPUT_NAMES == ("early", "features", "late", "logits")
+        assert module.AUXILIARY_OUTPUTS == ("early", "late")
+    model = tm.build_model()
+    calls = []
+    for name in ("early", "late"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+    x = torch.from_numpy(sample_input(tm.INPUT_SHAPE))
+    train = model.train()(x)
+    assert [tuple(o.shape) for o in train] == [(2, 5), (2, 16, 8, 8), (2, 5), (2, 5)] and calls == ["early", "late"]
+    calls.clear()
+    with torch.no_grad():
+        evaluated = model.eval()(x)
+    assert [tuple(o.shape) for o in evaluated] == [(2, 16, 8, 8), (2, 5)] and calls == []
+    assert len(km.build_model().outputs) == 4
+    assert_parity(elab, tm, km)  # every output, the auxiliary ones included (every_output)

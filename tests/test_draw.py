@@ -109,9 +109,10 @@ def test_googlenet_svg_has_inception_clusters_and_side_heads(tmp_path):
     assert len(clusters) == 3 + 9 * 7 + 2 * 2
     assert clusters["cluster_aux1"] == ["aux1 (AuxHead)"] and clusters["cluster_aux2"] == ["aux2 (AuxHead)"]
 
-    # every output is a node at the end of its chain, the side heads included, with its shape
-    assert nodes["output_aux1"] == ["output aux1", "1000"]
-    assert nodes["output_aux2"] == ["output aux2", "1000"]
+    # every output is a node at the end of its chain, the side heads included, with its shape; the
+    # side heads say they are auxiliary (computed while training only)
+    assert nodes["output_aux1"] == ["auxiliary output aux1", "1000"]
+    assert nodes["output_aux2"] == ["auxiliary output aux2", "1000"]
     assert nodes["output_logits"] == ["output logits", "1000"]
     assert edges["aux1_fc2->output_aux1"] == ["1000"]
     assert edges["fc->output_logits"] == ["1000"]
@@ -237,7 +238,7 @@ def test_mermaid(tmp_path):
     assert sum(1 for line in lines if line.strip() == "end") == len(subgraphs)
     assert '  subgraph cluster_inception3a ["inception3a (Inception)"]' in lines
     assert "  inception4a_concat1 -->|512x14x14| aux1_adaptive_avgpool1" in lines
-    assert '  output_aux1{{"output aux1<br/>1000"}}:::output' in lines
+    assert '  output_aux1{{"auxiliary output aux1<br/>1000"}}:::output' in lines
 
     out = tmp_path / "googlenet.md"  # .md: a fenced block, ready for a Markdown page
     assert archdsl("graph", "specs/googlenet.arch", "--depth", "0", "-o", str(out)).returncode == 0

@@ -219,6 +219,32 @@ def test_layers_after_last_output(tmp_path):
     check_error(tmp_path, src, "comes after the last output", 5, 5)
 
 
+def test_auxiliary_outputs_need_a_head_and_an_output_beside_them(tmp_path):
+    # an auxiliary output is a head computed while training only: it needs its chain, ...
+    check_error(tmp_path, net("""
+        conv(8, 3)
+        auxiliary output features
+        output logits = avgpool(global) flatten dense(classes)
+    """), "syntax error: unexpected end of line; expected '='", 4, 30)
+    # ... and an evaluation needs something to return
+    check_error(tmp_path, net("""
+        conv(8, 3) avgpool(global) flatten
+        auxiliary output a = dense(classes)
+        auxiliary output b = dense(2)
+    """), "every output of this network is auxiliary", 5, 5)
+    # outside the network's top level it is an output like any other
+    check_error(tmp_path, """
+        block B(c) {
+            conv(c, 3)
+            auxiliary output a = conv(c, 1)
+        }
+        network N {
+            input [3, 8, 8]
+            B(4)
+        }
+    """, "`output` is allowed only at the top level of a network", 3, 5)
+
+
 def test_scale_body_must_broadcast(tmp_path):
     src = net("""
         conv(8, 3)

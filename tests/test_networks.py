@@ -8,7 +8,7 @@ import pytest
 
 from archdsl.interop import torch_to_keras
 
-from .frameworks import ROOT, import_path, randomize_batchnorm, sample_input
+from .frameworks import ROOT, every_output, import_path, randomize_batchnorm, sample_input
 
 TORCHVISION = {  # spec -> (generated class, torchvision builder arguments)
     "alexnet": ("AlexNet", {}),
@@ -44,11 +44,16 @@ def test_torchvision_weights_load_by_name_and_give_torchvision_outputs(name):
     assert not missing.missing_keys and not missing.unexpected_keys
     x = torch.from_numpy(sample_input(module.INPUT_SHAPE, seed=2))
     with torch.no_grad():
-        expected = reference(x)  # in eval mode torchvision's GoogLeNet returns the logits only
-        got = model(x)
-        got = got[-1] if isinstance(got, tuple) else got
+        # in eval mode torchvision's GoogLeNet computes and returns the logits only, as the generated
+        # model does: its auxiliary heads are `auxiliary output`s
+        expected, got = reference(x), model(x)
+        assert isinstance(got, torch.Tensor)
         assert float((expected - got).abs().max()) <= 1e-5
         if name == "googlenet":  # the auxiliary heads tap the same places as torchvision's
             features = reference.inception4a(reference.maxpool3(reference.inception3b(reference.inception3a(
                 reference.maxpool2(reference.conv3(reference.conv2(reference.maxpool1(reference.conv1(x)))))))))
-            assert float((reference.aux1(features) - model(x)[0]).abs().max()) <= 1e-5
+            later = reference.inception4d(reference.inception4c(reference.inception4b(features)))
+            aux1, aux2, logits = every_output(model)(x)
+            assert float((reference.aux1(features) - aux1).abs().max()) <= 1e-5
+            assert float((reference.aux2(later) - aux2).abs().max()) <= 1e-5
+            assert float((logits - got).abs().max()) == 0

@@ -22,6 +22,8 @@ from .frameworks import (
     ROOT,
     count_keras,
     count_torch,
+    eval_output_names,
+    every_output,
     import_path,
     keras_outputs,
     randomize_batchnorm,
@@ -112,9 +114,13 @@ def test_parameter_count_equals_every_reference(net):
 def test_forward_pass_in_both_frameworks(net):
     x = sample_input(net.input_shape, batch=2)
     expected = [(2, *inst.out_shape.dims) for _, inst in net.elab.outputs]
-    for outs in (torch_outputs(net.torch_model, x), keras_outputs(net.keras_model, x)):
-        assert [o.shape for o in outs] == expected
+    evaluated = [(2, *inst.out_shape.dims) for name, inst in net.elab.outputs if name not in net.elab.auxiliary]
+    for outs, shapes in ((torch_outputs(net.torch_model, x), evaluated),  # eval mode skips the auxiliary heads
+                         (torch_outputs(every_output(net.torch_model), x), expected),
+                         (keras_outputs(net.keras_model, x), expected)):
+        assert [o.shape for o in outs] == shapes
         assert all(np.isfinite(o).all() for o in outs)
+    net.torch_model.eval()
 
 
 def _close(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -136,7 +142,9 @@ def test_torch_reference_weights_give_reference_outputs(net):
     with torch.no_grad():
         ref = reference(torch.from_numpy(x))
     ref = ref[0] if isinstance(ref, tuple) else ref
-    ours = torch_outputs(net.torch_model, x)[net.entry.output]
+    # in eval mode, as the reference: the outputs that are not auxiliary
+    name = net.modules["torch"].OUTPUT_NAMES[net.entry.output]
+    ours = torch_outputs(net.torch_model, x)[eval_output_names(net.modules["torch"]).index(name)]
     _close(ours, ref.numpy(), f"{net.entry.key} vs {net.entry.torch_reference}")
 
 
@@ -159,7 +167,7 @@ def test_torch_weights_in_keras_give_the_same_outputs(net):
     import torch
 
     torch.manual_seed(0)
-    model = net.modules["torch"].build_model().eval()  # PyTorch's default initialization
+    model = every_output(net.modules["torch"].build_model())  # PyTorch's default initialization
     randomize_batchnorm(model, seed=7)
     torch_to_keras(model, net.keras_model)
     x = sample_input(net.input_shape, batch=2, seed=8)

@@ -508,6 +508,7 @@ class CodeUnit:
         self.is_network = isinstance(owner, G.NetworkDef)
         self.counters: dict[str, int] = {}
         self.outputs: list[str] = []
+        self.aux_outputs: list[str] = []  # the outputs computed only while training
         self.let_ints: dict[str, bool] = {}  # let -> holds an integer
         self.printer = ExprPrinter(lambda e: module.local(e.name), self._in_shape,
                                    {"ceil": "math.ceil", "floor": "math.floor", "make_divisible": "make_divisible"})

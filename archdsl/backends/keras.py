@@ -92,6 +92,7 @@ class _Module:
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
             output_names=literal(tuple(name for name, _ in self.elab.outputs)),
+            auxiliary_outputs=literal(self.elab.auxiliary),
         ).rstrip("\n") + "\n"
 
 

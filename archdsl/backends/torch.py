@@ -129,6 +129,7 @@ class _Module:
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
             output_names=literal(tuple(name for name, _ in self.elab.outputs)),
+            auxiliary_outputs=literal(self.elab.auxiliary),
         ).rstrip("\n") + "\n"
 
 
@@ -217,6 +218,13 @@ class _Class(CodeUnit):
                 result = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
                 returns = "torch.Tensor" if len(self.outputs) == 1 else \
                     "tuple[" + ", ".join(["torch.Tensor"] * len(self.outputs)) + "]"
+                if self.aux_outputs:  # computed and returned while training only
+                    self.fwd.append("        if self.training:")
+                    self.fwd.extend(lay(result, 12, "return "))
+                    evaluated = [o for o in self.outputs if o not in self.aux_outputs]
+                    result = evaluated[0] if len(evaluated) == 1 else ", ".join(evaluated)
+                    returns += " | " + ("torch.Tensor" if len(evaluated) == 1 else
+                                        "tuple[" + ", ".join(["torch.Tensor"] * len(evaluated)) + "]")
             else:
                 result, returns = self.src, "torch.Tensor"
         else:
@@ -372,7 +380,12 @@ class _Class(CodeUnit):
                 self.fwd.append(f"        {var} = {src}")
             else:
                 self.assign(attr, node.body, cin)
-                self.fwd.append(f"        {var} = {attr}({src})")
+                if node.auxiliary:  # a head for training only: evaluation skips it
+                    self.fwd.append("        if self.training:")
+                    self.fwd.append(f"            {var} = {attr}({src})")
+                    self.aux_outputs.append(var)
+                else:
+                    self.fwd.append(f"        {var} = {attr}({src})")
             self.outputs.append(var)
             return cin
         # a group, a repetition or a choice: one attribute holding a module

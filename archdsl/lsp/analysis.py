@@ -25,8 +25,9 @@ from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
 from ..shapes import Expander, all_nodes
 from ..summary import grouped, humanize, make_row, rows, totals
 
-KEYWORDS = ("import", "block", "network", "input", "output", "let", "assert", "concat", "branch", "residual",
-            "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false", "tensor")
+KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch",
+            "residual", "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false",
+            "tensor")
 log = logging.getLogger("archdsl.lsp")
 MAX_ROWS = 12  # instance rows shown in a hover before the rest is summarized
 MAX_NODES = 50_000  # instances one analysis may expand: a half-typed `* 1000000` must not hang the server

@@ -622,7 +622,7 @@ def _definition(server: ArchServer, uri: str, pos: T.Position) -> T.Location | N
 
 
 _VALUE_WORDS = ("true", "false", "in", "not", "and", "or", "if", "else")
-_ITEM_KEYWORDS = ("residual", "concat", "branch", "shortcut", "scale", "if", "else", "for", "let", "output",
+_ITEM_KEYWORDS = ("residual", "concat", "branch", "shortcut", "scale", "if", "else", "for", "let", "output", "auxiliary",
                   "input", "assert", "in")
 _TOP_KEYWORDS = ("import", "block", "network")
 

@@ -5,9 +5,11 @@
 import keras
 from keras import layers, ops
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs;
+# the auxiliary ones, for training (a functional model computes every output in both modes).
 INPUT_SHAPE = (3, 224, 224)
 OUTPUT_NAMES = ("aux1", "aux2", "logits")
+AUXILIARY_OUTPUTS = ("aux1", "aux2")
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
@@ -103,7 +105,7 @@ def aux_head(
 def build_model(
     classes: int = 1000, dropout_rate: float = 0.2, aux_dropout_rate: float = 0.7
 ) -> keras.Model:
-    """network GoogLeNet (specs/googlenet.arch:9)."""
+    """network GoogLeNet (specs/googlenet.arch:10)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = basic_conv(inputs, 64, 7, 2, 3, name="conv1")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool1")(x)

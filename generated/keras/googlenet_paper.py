@@ -5,9 +5,11 @@
 import keras
 from keras import layers, ops
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs;
+# the auxiliary ones, for training (a functional model computes every output in both modes).
 INPUT_SHAPE = (3, 224, 224)
 OUTPUT_NAMES = ("aux1", "aux2", "logits")
+AUXILIARY_OUTPUTS = ("aux1", "aux2")
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
@@ -99,7 +101,7 @@ def build_model(
     dropout_rate: float = 0.4,
     aux_dropout_rate: float = 0.7,
 ) -> keras.Model:
-    """network GoogLeNetPaper (specs/googlenet_paper.arch:15)."""
+    """network GoogLeNetPaper (specs/googlenet_paper.arch:16)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(64, 7, strides=2, name="conv1")(x)

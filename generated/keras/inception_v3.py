@@ -5,9 +5,11 @@
 import keras
 from keras import layers
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs;
+# the auxiliary ones, for training (a functional model computes every output in both modes).
 INPUT_SHAPE = (3, 299, 299)
 OUTPUT_NAMES = ("AuxLogits", "logits")
+AUXILIARY_OUTPUTS = ("AuxLogits",)
 
 
 def inception_conv(

@@ -5,9 +5,11 @@
 import keras
 from keras import layers
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs;
+# the auxiliary ones, for training (a functional model computes every output in both modes).
 INPUT_SHAPE = (3, 32, 32)
 OUTPUT_NAMES = ("logits",)
+AUXILIARY_OUTPUTS = ()
 
 
 def mlp_conv(

@@ -8,9 +8,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 224, 224)
 OUTPUT_NAMES = ("output",)
+AUXILIARY_OUTPUTS = ()
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

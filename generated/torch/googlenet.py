@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 224, 224)
 OUTPUT_NAMES = ("aux1", "aux2", "logits")
+AUXILIARY_OUTPUTS = ("aux1", "aux2")
 
 
 class BasicConv(nn.Module):
@@ -91,7 +93,7 @@ class AuxHead(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """network GoogLeNet (specs/googlenet.arch:9)."""
+    """network GoogLeNet (specs/googlenet.arch:10)."""
 
     def __init__(
         self,
@@ -140,7 +142,7 @@ class GoogLeNet(nn.Module):
 
     def forward(
         self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
         x = self.conv1(x)
         x = self.maxpool1(x)
         x = self.conv2(x)
@@ -150,11 +152,13 @@ class GoogLeNet(nn.Module):
         x = self.inception3b(x)
         x = self.maxpool3(x)
         x = self.inception4a(x)
-        aux1 = self.aux1(x)
+        if self.training:
+            aux1 = self.aux1(x)
         x = self.inception4b(x)
         x = self.inception4c(x)
         x = self.inception4d(x)
-        aux2 = self.aux2(x)
+        if self.training:
+            aux2 = self.aux2(x)
         x = self.inception4e(x)
         x = self.maxpool4(x)
         x = self.inception5a(x)
@@ -164,7 +168,9 @@ class GoogLeNet(nn.Module):
         x = self.dropout(x)
         x = self.fc(x)
         logits = x
-        return aux1, aux2, logits
+        if self.training:
+            return aux1, aux2, logits
+        return logits
 
 
 def build_model(**params) -> GoogLeNet:

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 224, 224)
 OUTPUT_NAMES = ("aux1", "aux2", "logits")
+AUXILIARY_OUTPUTS = ("aux1", "aux2")
 
 
 class PaperInception(nn.Module):
@@ -81,7 +83,7 @@ class PaperAuxHead(nn.Module):
 
 
 class GoogLeNetPaper(nn.Module):
-    """network GoogLeNetPaper (specs/googlenet_paper.arch:15)."""
+    """network GoogLeNetPaper (specs/googlenet_paper.arch:16)."""
 
     def __init__(
         self,
@@ -137,7 +139,7 @@ class GoogLeNetPaper(nn.Module):
 
     def forward(
         self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
         x = self.conv1(x)
         x = F.relu(x, inplace=True)
         x = self.pool1(x)
@@ -152,11 +154,13 @@ class GoogLeNetPaper(nn.Module):
         x = self.inception3b(x)
         x = self.pool3(x)
         x = self.inception4a(x)
-        aux1 = self.aux1(x)
+        if self.training:
+            aux1 = self.aux1(x)
         x = self.inception4b(x)
         x = self.inception4c(x)
         x = self.inception4d(x)
-        aux2 = self.aux2(x)
+        if self.training:
+            aux2 = self.aux2(x)
         x = self.inception4e(x)
         x = self.pool4(x)
         x = self.inception5a(x)
@@ -166,7 +170,9 @@ class GoogLeNetPaper(nn.Module):
         x = self.dropout(x)
         x = self.fc(x)
         logits = x
-        return aux1, aux2, logits
+        if self.training:
+            return aux1, aux2, logits
+        return logits
 
 
 def build_model(**params) -> GoogLeNetPaper:

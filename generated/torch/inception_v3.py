@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 299, 299)
 OUTPUT_NAMES = ("AuxLogits", "logits")
+AUXILIARY_OUTPUTS = ("AuxLogits",)
 
 
 class PartialBatchNorm2d(nn.BatchNorm2d):
@@ -261,7 +263,9 @@ class InceptionV3(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
         self.fc = nn.Linear(self.Mixed_7c.out_channels, classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         x = self.Conv2d_1a_3x3(x)
         x = self.Conv2d_2a_3x3(x)
         x = self.Conv2d_2b_3x3(x)
@@ -277,7 +281,8 @@ class InceptionV3(nn.Module):
         x = self.Mixed_6c(x)
         x = self.Mixed_6d(x)
         x = self.Mixed_6e(x)
-        AuxLogits = self.AuxLogits(x)
+        if self.training:
+            AuxLogits = self.AuxLogits(x)
         x = self.Mixed_7a(x)
         x = self.Mixed_7b(x)
         x = self.Mixed_7c(x)
@@ -286,7 +291,9 @@ class InceptionV3(nn.Module):
         x = torch.flatten(x, 1)
         x = self.fc(x)
         logits = x
-        return AuxLogits, logits
+        if self.training:
+            return AuxLogits, logits
+        return logits
 
 
 def build_model(**params) -> InceptionV3:

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 32, 32)
 OUTPUT_NAMES = ("output",)
+AUXILIARY_OUTPUTS = ()
 
 
 class DropPath(nn.Module):

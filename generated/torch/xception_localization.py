@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs.
+# One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
+# as train mode returns them; the auxiliary ones, which eval mode neither computes nor returns.
 INPUT_SHAPE = (3, 299, 299)
 OUTPUT_NAMES = ("classes", "box")
+AUXILIARY_OUTPUTS = ()
 
 
 def same_padding(x: torch.Tensor, kernel, stride, dilation) -> list[int]:
