@@ -5,10 +5,11 @@ For each pair: the reference's weights are loaded into the generated model
 (archdsl.interop.load_torch_reference) and the outputs compared once, so both compute the same
 function; then
 
-- forward: eval mode, under torch.no_grad();
-- forward+backward: train mode (batch-norm batch statistics, dropout on; torchvision's GoogLeNet
-  computes its auxiliary heads in train mode, as the generated model always does), loss = the sum of
-  every output, gradients set to None before each step (inside the timed region, for both);
+- forward: eval mode, under torch.no_grad() (GoogLeNet's auxiliary heads are skipped in eval mode by
+  torchvision's model and by the generated one: they are `auxiliary output`s);
+- forward+backward: train mode (batch-norm batch statistics, dropout on; both GoogLeNets compute
+  their auxiliary heads), loss = the sum of every output, gradients set to None before each step
+  (inside the timed region, for both);
 
 each timed as warm-up calls, then repeats that alternate generated/reference (ABBA), median of the
 repeats; ratio = the median over repeats of generated / reference, each pair timed back to back. Then a few profiled runs of each
