@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
-from archdsl.compiler import load
+from archdsl.compiler import generate, load
 from archdsl.parser import parse
 
 from .frameworks import ROOT
@@ -29,3 +30,23 @@ def test_language_reference_example_checks(tmp_path, index):
     else:
         module = parse(source, str(spec))
         assert module.blocks
+
+
+def test_readme_example_is_what_the_compiler_writes(tmp_path):
+    """The README's PyTorch code (between <!-- generated-example --> markers) is the compile of its
+    example spec, as it is today, and `check` prints the line the README shows."""
+    readme = (ROOT / "README.md").read_text()
+    spec = re.search(r"```\n(# A small residual network.*?)```", readme, re.DOTALL).group(1)
+    shown = re.search(r"<!-- generated-example -->\n```python\n(.*?)```\n<!-- /generated-example -->", readme,
+                      re.DOTALL).group(1)
+    (tmp_path / "tiny_resnet.arch").write_text(spec)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        elab = load("tiny_resnet.arch")
+        code = generate(elab, "torch")
+    finally:
+        os.chdir(cwd)
+    assert shown.strip() in code
+    params = f"{elab.root.total_params():,} params"
+    assert f"ok: tiny_resnet.arch: network TinyResNet, {params}" in readme

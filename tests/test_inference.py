@@ -73,23 +73,29 @@ def test_inference_is_a_pytorch_option():
 # The plain (trainable) emission works in place too, where autograd allows it -----------------------
 
 _INPLACE_ARG = re.compile(r",? ?inplace=True")
+_INPLACE_ADD = re.compile(r"^(\s+)(\w+) \+= (.+)$", re.MULTILINE)  # a residual sum into the body's result
+
+
+def _out_of_place(code: str) -> str:
+    return _INPLACE_ADD.sub(r"\1\2 = \2 + \3", _INPLACE_ARG.sub("", code))
 
 
 # Every way an activation comes to work in place in the plain emission (F.relu / F.relu6 in forward,
 # nn.ReLU / nn.SiLU in an nn.Sequential, after conv, bn, pooling, add and concat), in networks that are
 # quick at their test size.
 GRADIENT_SPECS = ("resnet50", "mobilenet_v2", "mobilenet_v1", "efficientnet", "squeezenet", "densenet_cifar",
-                  "xception", "vgg16", "alexnet", "googlenet")
+                  "xception", "vgg16", "alexnet", "googlenet", "vgg", "resnet_v2", "densenet", "nasnet_mobile")
 
 
 @pytest.mark.parametrize("spec", GRADIENT_SPECS)
 def test_plain_in_place_activations_keep_the_gradients(tmp_path, spec):
-    """The plain model's in-place activations (after a layer that makes a fresh tensor and does not keep
-    it for its gradient, never chained) give the gradients the same code computes without them."""
+    """The plain model's in-place activations (after a layer, block or choice whose result is a fresh
+    tensor nothing keeps for its gradient, never chained) and in-place residual sums (`x += identity`
+    into such a result) give the gradients the same code computes without them."""
     entry = ENTRIES[spec]
     elab = load(str(entry.spec_path(ROOT)), {**entry.sets, **entry.test_sets})
     code = generate(elab, "torch")
-    out_of_place = _INPLACE_ARG.sub("", code)
+    out_of_place = _out_of_place(code)
     if code == out_of_place:
         pytest.skip("no activation works in place in this network")
     (tmp_path / "a.py").write_text(code)
@@ -132,3 +138,31 @@ def test_plain_emission_works_in_place_only_where_autograd_allows(tmp_path):
     spec.write_text(program)
     code = generate(load(str(spec)), "torch")
     assert "x = F.relu(x, inplace=True)" in code and "x = F.relu6(x)" in code
+    # the residual sum goes into the body's result where that is the body's own (a batch norm's, through
+    # a choice and DropPath, as torchvision's `out += identity`), not where an activation keeps it
+    assert "x = self.residual1(x)\n        x += self.shortcut1(identity)" in resnet
+    program = """
+block Ends(c) {
+    conv(c, 3, pad = 1) relu
+}
+
+block Fresh(c) {
+    conv(c, 3, pad = 1) bn
+}
+
+network N {
+    input [4, 8, 8]
+    residual { conv(4, 3, pad = 1) relu }
+    residual { Ends(4) }
+    residual { Fresh(4) }
+    Fresh(4) relu
+    Ends(4) relu6
+    output y = identity
+}
+"""
+    spec.write_text(program)
+    forward = generate(load(str(spec)), "torch").split("class N(nn.Module)")[1]
+    assert forward.count("x = x + identity") == 2 and forward.count("x += identity") == 1, forward
+    # after a block whose result is its own, an activation works in place; after one ending in relu not
+    assert "x = self.fresh2(x)\n        x = F.relu(x, inplace=True)" in forward
+    assert "x = self.ends2(x)\n        x = F.relu6(x)" in forward

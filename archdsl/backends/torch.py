@@ -81,6 +81,10 @@ def _allocates(item: object) -> bool:
     return isinstance(item, (G.Residual, G.Concat, G.Scale, G.Merge))
 
 
+def _plain_items(seq: G.Seq) -> list:
+    return [i for i in seq.items if not isinstance(i, (G.Check, G.Let))]
+
+
 class _Module:
     def __init__(self, elab: G.Elaborated, optimize: str | None = None) -> None:
         self.elab = elab
@@ -92,6 +96,7 @@ class _Module:
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
+        self.owned_blocks: dict[str, bool] = {}  # block -> its result is its own tensor (owned_after)
 
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a class of the module."""
@@ -104,6 +109,58 @@ class _Module:
         self.prelude.add(name)
         for dep in _PRELUDE_NEEDS.get(name, ()):
             self.need(dep)
+
+    def owned_after(self, item: object, inplace: bool, input_owned: bool) -> bool:
+        """Whether an item's result, as the generated code computes it, is a tensor of its own that
+        nothing else holds and nothing keeps for a gradient, so that the next item may overwrite
+        it: a layer that allocates (a convolution, a batch norm: their backward needs their input,
+        not their result); a sum, concatenation or product; a block or a choice whose every way
+        ends so; an activation only in the inference emission (in training it keeps its result).
+        input_owned: whether the item's input is, for items that may return it (an identity, the
+        empty branch of a choice). Every sequence starts from an input that is not owned, as the
+        emission does: its caller may still hold it."""
+        if inplace:
+            return self.inference
+        if isinstance(item, G.Layer) and item.type.name == "identity":
+            return input_owned
+        if isinstance(item, G.BlockCall):
+            return self.block_owned(item.block)
+        if isinstance(item, G.Choice):
+            return all(self.seq_owned(branch) if any(isinstance(i, G.Node) for i in branch.items) else input_owned
+                       for branch in (item.then, item.otherwise))
+        if isinstance(item, G.Seq):
+            return self.seq_owned(item) if any(isinstance(i, G.Node) for i in item.items) else input_owned
+        return _allocates(item)
+
+    def seq_owned(self, seq: G.Seq) -> bool:
+        owned = False
+        for item in _plain_items(seq):
+            if isinstance(item, (G.Load, G.Store, G.Output)):
+                owned = False
+                continue
+            owned = self.owned_after(item, owned and self.in_place(item), owned)
+        return owned
+
+    def block_owned(self, name: str) -> bool:
+        if name not in self.owned_blocks:
+            self.owned_blocks[name] = False  # blocks are not recursive; a guard all the same
+            self.owned_blocks[name] = self.seq_owned(self.elab.program.blocks[name].body)
+        return self.owned_blocks[name]
+
+    def in_place(self, item: object) -> bool:
+        """Whether an activation may overwrite its input, given that the input is the previous
+        item's own result (nothing else holds it, and the layer that made it does not keep it for its
+        gradient). In the plain model no in-place activation follows another (the first keeps its
+        result for its gradient); --optimize inference chains them."""
+        if not isinstance(item, G.Layer):
+            return False
+        kind = item.type.name
+        if self.inference:
+            return kind in _INPLACE
+        if kind == "leaky_relu":
+            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in item.instances) \
+                and bool(item.instances)
+        return kind in _INPLACE_TRAINING
 
     def render(self) -> str:
         program = self.elab.program
@@ -275,26 +332,11 @@ class _Class(CodeUnit):
                     and index > 0 and seq.items[index - 1] is self.previous:
                 self.folds.append((self.previous.name, item.name))
             target = targets.get(index)
-            inplace = self.owned and self.in_place(item)
+            inplace = self.owned and self.m.in_place(item)
             cin = self.top_node(item, cin, self.tensor_var(target) if target else dst, inplace=inplace)
-            self.owned = _allocates(item) or (inplace and self.m.inference)
+            self.owned = False if target else self.m.owned_after(item, inplace, self.owned)
             self.previous = item
         return cin
-
-    def in_place(self, item: object) -> bool:
-        """Whether an activation may overwrite its input, given that the input is the previous
-        item's own result (nothing else holds it, and the layer that made it does not keep it for its
-        gradient). In the plain model no in-place activation follows another (the first keeps its
-        result for its gradient); --optimize inference chains them."""
-        if not isinstance(item, G.Layer):
-            return False
-        kind = item.type.name
-        if self.m.inference:
-            return kind in _INPLACE
-        if kind == "leaky_relu":
-            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in item.instances) \
-                and bool(item.instances)
-        return kind in _INPLACE_TRAINING
 
     def _foldable(self, node: G.Layer) -> bool:
         """A batch norm over a feature map (a BatchNorm2d), which fold_batchnorm() can fold."""
@@ -342,6 +384,9 @@ class _Class(CodeUnit):
             self.src = src
             cout = self.top(node.body, cin, 8, dst)
             body_var = self.src
+            # the body's result is its own tensor, which nothing else holds and the layer that made it
+            # (a convolution, a batch norm, ...) does not keep for its gradient: the sum may go into it
+            body_owned = self.owned and body_var == dst
             self.src = dst
             other = identity
             if node.shortcut is not None:
@@ -359,6 +404,11 @@ class _Class(CodeUnit):
                 self.m.need("DropPath")
                 self.init.extend(lay(Br("DropPath", [self.expr(node.drop_path)]), 8, f"{attr} = "))
                 body = f"{attr}({body_var})"
+            if body_owned:  # in place, as torchvision's `out += identity`
+                if body != dst:  # DropPath gives back its input, or a new tensor it does not keep
+                    self.fwd.append(f"        {dst} = {body}")
+                self.fwd.append(f"        {dst} += {other}")
+                return cout
             self.fwd.append(f"        {dst} = {body} + {other}")
             return cout
         if isinstance(node, G.Concat):
@@ -433,9 +483,9 @@ class _Class(CodeUnit):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
-                inplace = owned and self.in_place(item)
+                inplace = owned and self.m.in_place(item)
                 s, code, cin = self.build(item, cin, None, indent, inplace=inplace)
-                owned = _allocates(item) or (inplace and self.m.inference)
+                owned = self.m.owned_after(item, inplace, owned)
                 self.previous = item
                 setup.extend(s)
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]

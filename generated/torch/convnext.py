@@ -84,7 +84,8 @@ class ConvNeXtBlock(nn.Module):
         x = self.norm(x)
         x = self.mlp(x)
         x = self.gamma(x)
-        x = self.residual1(x) + identity
+        x = self.residual1(x)
+        x += identity
         return x
 
 

@@ -164,7 +164,7 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.avgpool1(x)
         x = torch.flatten(x, 1)
         x = self.classifier(x)

@@ -156,7 +156,7 @@ class InceptionResNetA(nn.Module):
         x = torch.cat([self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
         x = self.conv2d(x)
         x = self.rescale1(x)
-        x = x + identity
+        x += identity
         x = F.relu(x, inplace=True)
         return x
 
@@ -210,7 +210,7 @@ class InceptionResNetB(nn.Module):
         x = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
         x = self.conv2d(x)
         x = self.rescale1(x)
-        x = x + identity
+        x += identity
         x = F.relu(x, inplace=True)
         return x
 
@@ -273,7 +273,7 @@ class InceptionResNetC(nn.Module):
         x = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
         x = self.conv2d(x)
         x = self.rescale1(x)
-        x = x + identity
+        x += identity
         x = self.choice1(x)
         return x
 

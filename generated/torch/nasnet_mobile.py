@@ -361,7 +361,7 @@ class NASNetAMobile(nn.Module):
         c10 = self.cell_10(c9, r8)
         x = self.cell_11(c10, c9)
         x = self.cell_12(x, c10)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         x = self.avgpool1(x)
         x = torch.flatten(x, 1)
         x = self.predictions(x)

@@ -60,7 +60,8 @@ class BasicBlock(nn.Module):
         x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         x = F.relu(x, inplace=True)
         return x
 
@@ -176,7 +177,8 @@ class Bottleneck(nn.Module):
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.se(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         x = F.relu(x, inplace=True)
         return x
 

@@ -80,7 +80,8 @@ class CifarBlock(nn.Module):
         x = F.relu(x, inplace=True)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         x = F.relu(x, inplace=True)
         return x
 

@@ -77,7 +77,8 @@ class PreactBottleneckProjection(nn.Module):
         x = F.relu(x, inplace=True)
         identity = x
         x = self.preact_bottleneck_body1(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         return x
 
 
@@ -109,7 +110,8 @@ class PreactBottleneck(nn.Module):
         x = self.preact_bn(x)
         x = F.relu(x, inplace=True)
         x = self.preact_bottleneck_body1(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         return x
 
 

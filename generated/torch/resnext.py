@@ -114,7 +114,8 @@ class Bottleneck(nn.Module):
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.se(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         x = F.relu(x, inplace=True)
         return x
 

@@ -30,7 +30,7 @@ class VGGConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         x = self.bn(x)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)
         return x
 
 

@@ -75,7 +75,8 @@ class WideBasic(nn.Module):
         x = self.bn1(x)
         x = F.relu(x, inplace=True)
         x = self.wide_basic_body1(x)
-        x = self.residual1(x) + identity
+        x = self.residual1(x)
+        x += identity
         return x
 
 
@@ -102,7 +103,8 @@ class WideBasicProjection(nn.Module):
         x = F.relu(x, inplace=True)
         identity = x
         x = self.wide_basic_body1(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         return x
 
 
@@ -263,7 +265,8 @@ class Bottleneck(nn.Module):
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.se(x)
-        x = self.residual1(x) + self.shortcut1(identity)
+        x = self.residual1(x)
+        x += self.shortcut1(identity)
         x = F.relu(x, inplace=True)
         return x
 

@@ -119,7 +119,7 @@ class XceptionDown(nn.Module):
         x = self.sepconv2(x)
         x = self.sepconv2_bn(x)
         x = self.pool(x)
-        x = x + self.shortcut1(identity)
+        x += self.shortcut1(identity)
         return x
 
 
@@ -185,7 +185,7 @@ class XceptionMiddle(nn.Module):
         x = F.relu(x, inplace=True)
         x = self.sepconv3(x)
         x = self.sepconv3_bn(x)
-        x = x + identity
+        x += identity
         return x
 
 
