@@ -18,8 +18,17 @@ from ..layers import INT_KINDS
 LINE_LENGTH = 88
 
 # Names the generated modules define or import; spec names equal to these get a trailing "_".
-GENERATED = frozenset(["annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x", "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "make_divisible", "Concat", "Residual", "Scale", "DropPath", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "INPUT_SHAPE", "OUTPUT_NAMES"])
-_TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut)\d*$")
+# Names the generated modules define or import (every top-level name of the templates, tested), which
+# no name from a spec may take
+GENERATED = frozenset([
+    "annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x",
+    "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "INPUT_SHAPE", "OUTPUT_NAMES",
+    "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm", "make_divisible",
+    "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
+    "DropPath", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "PartialBatchNorm2d",
+    "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "GroupedConv2D", "Pad2D",
+    "LocalResponseNorm", "AdaptiveAvgPool2D", "_pair", "_fold", "_is_bn", "_is_conv"])
+_TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut|padding)\d*$")
 
 
 def py_name(name: str) -> str:
@@ -386,6 +395,29 @@ _NOT_CONST = object()
 
 def is_one(e: G.Expr) -> bool:
     return const(e) in (1, (1, 1))
+
+
+def pad_chosen(node: G.Layer) -> bool:
+    """Whether a layer's padding is an expression over parameters that may come out as `same` or
+    `valid` as well as a size (`same if tf_pad else 1`, or a parameter that is `same` in a use): its
+    layer is then chosen as the model is built, for whatever values build_model() gets, instead of
+    from the uses the spec was compiled for."""
+    e = node.args["pad"]
+    if isinstance(e, G.Const):
+        return False
+    if any(isinstance(i.args.get("pad"), G.Symbol) for i in node.instances):
+        return True
+
+    def symbols(x) -> bool:
+        if isinstance(x, G.Const):
+            return isinstance(x.value, G.Symbol)
+        if isinstance(x, G.Cond):
+            return symbols(x.then) or symbols(x.otherwise)
+        if isinstance(x, (G.Func, G.Op)):
+            return any(symbols(a) for a in x.args)
+        return False
+
+    return symbols(e)
 
 
 def is_zero(e: G.Expr) -> bool:

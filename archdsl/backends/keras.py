@@ -23,12 +23,14 @@ from .common import (
     four_sides,
     header_source,
     int_code,
+    is_false,
     is_one,
     is_true,
     is_zero,
     lay,
     literal,
     network_params,
+    pad_chosen,
     pad_parts,
     py_name,
     quote,
@@ -40,10 +42,10 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "ChannelPad", "GroupedConv2D", "conv2d_groups", "LayerScale",
+_PRELUDE_ORDER = ("make_divisible", "Pad2D", "padded", "ChannelPad", "GroupedConv2D", "conv2d_groups", "LayerScale",
                   "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
 # the prelude's functions: no block function may take their names
-_PRELUDE_FUNCTIONS = ("make_divisible", "conv2d_groups")
+_PRELUDE_FUNCTIONS = ("make_divisible", "conv2d_groups", "padded")
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -87,7 +89,7 @@ class _Module:
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=any("math." in f for f in functions),
-            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale", "conv2d_groups"}),
+            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale", "conv2d_groups", "padded"}),
             prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -128,7 +130,7 @@ class _Function(CodeUnit):
 
     FIRST_PLAIN = ("identity", "i")
     RESERVED_LOCALS = frozenset({"x", "inputs", "name", "in_channels", "in_height", "in_width"})
-    FRESH_LOCALS = re.compile(r"(identity|branch|shortcut|scaled|i)\d*")
+    FRESH_LOCALS = re.compile(r"(identity|branch|shortcut|scaled|i|padding)\d*")
 
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
@@ -422,6 +424,9 @@ class _Function(CodeUnit):
         if padding == "explicit":
             src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('_pad').code()}"]),
                              src, dst, indent)
+        elif padding == "chosen":
+            padding = self.padded(a["pad"], src, dst, path, indent)
+            src = dst
         grouping = self.grouping(node) if kind == "conv" else "none"
         if grouping == "depthwise":
             kind = "dwconv"
@@ -435,6 +440,8 @@ class _Function(CodeUnit):
             args.append(f"strides={e(a['stride'])}")
         if padding == "same":
             args.append('padding="same"')
+        elif padding not in ("valid", "explicit"):  # a local: what padded() chose
+            args.append(f"padding={padding}")
         if not is_one(a["dilation"]):
             args.append(f"dilation_rate={e(a['dilation'])}")
         if grouping == "grouped":
@@ -479,8 +486,21 @@ class _Function(CodeUnit):
             return "depthwise"
         return "grouped"
 
+    def padded(self, pad: G.Expr, src: str, dst: str, path: _Path, indent: int, value: str | None = None) -> str:
+        """`dst, paddingN = padded(src, pad, ...)`: the padding chosen as the model is built (see
+        common.pad_chosen); returns the local that holds the Keras padding for the layer."""
+        self.m.need("Pad2D")
+        self.m.need("padded")
+        var = self.fresh("padding")
+        args = [src, self.expr(pad), *([value] if value else []), f"name={path.suffix('_pad').code()}"]
+        self.lines.extend(lay(Br("padded", args), indent, f"{dst}, {var} = "))
+        return var
+
     def conv_padding(self, node: G.Layer) -> str:
-        """'valid', 'same' (where Keras' same pads exactly as the spec says) or 'explicit'."""
+        """'valid', 'same' (where Keras' same pads exactly as the spec says), 'explicit' or 'chosen'
+        (same, valid or a size from the parameters, chosen as the model is built)."""
+        if pad_chosen(node):
+            return "chosen"
         insts = node.instances
         if not insts:  # not seen in use: decide from the spec alone
             pad = const(node.args["pad"])
@@ -507,6 +527,9 @@ class _Function(CodeUnit):
         args = [e(a["kernel"])]
         if not (isinstance(a["stride"], G.Const) and a["stride"].value is None):
             args.append(f"strides={e(a['stride'])}")
+        if pad_chosen(node) and is_false(a["ceil"]) and (kind == "maxpool" or is_true(a["count_pad"])):
+            padding = self.padded(a["pad"], src, dst, path, indent, 'float("-inf")' if kind == "maxpool" else None)
+            return self.apply(Br(cls, [*args, f"padding={padding}", name]), dst, dst, indent)
         plan = agreed(node, lambda i: _pool_plan(i), "the padding this pooling needs in Keras", self.owner_desc(),
                       default=None)
         if plan is None:  # not seen in use: what the spec alone says

@@ -32,6 +32,7 @@ from .common import (
     literal,
     names_in,
     network_params,
+    pad_chosen,
     pad_parts,
     paren,
     py_name,
@@ -52,11 +53,12 @@ _ACT_MODULE = {
     "hardswish": "nn.Hardswish", "hardsigmoid": "nn.Hardsigmoid", "gelu": "nn.GELU", "flatten": "nn.Flatten",
     "identity": "nn.Identity",
 }
-_PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame",
-                  "SeparableConv2d", "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath",
-                  "Concat", "Residual", "Scale")
+_PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
+                  "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm2d", "LayerNorm2d", "LayerScale",
+                  "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath", "Concat", "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
-                  "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"},
+                  "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
+                  "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"},
                   "Residual": {"DropPath"}}
 
 
@@ -636,7 +638,8 @@ class _Class(CodeUnit):
         if kind == "softmax":
             return "nn.Softmax(dim=1)", cout
         if kind in ("conv", "dwconv", "sepconv"):
-            same = self.pad_is(node, SAME)
+            chosen = pad_chosen(node)  # same, valid or a size, as build_model()'s parameters say
+            same = not chosen and self.pad_is(node, SAME)
             dynamic = same and self.needs_dynamic_same(node)
             args: list[str] = [cin]
             if kind == "conv":
@@ -648,7 +651,7 @@ class _Class(CodeUnit):
             args.append(e(a["kernel"]))
             if not is_one(a["stride"]):
                 args.append(f"stride={e(a['stride'])}")
-            pad = self.conv_padding(node, dynamic)
+            pad = self.expr(a["pad"]) if chosen else self.conv_padding(node, dynamic)
             if pad is not None:
                 args.append(f"padding={pad}")
             if not is_one(a["dilation"]):
@@ -664,12 +667,15 @@ class _Class(CodeUnit):
                     args.append("same=True")
             if not is_true(a["bias"]):
                 args.append(f"bias={e(a['bias'])}")
-            if kind == "sepconv":
+            if kind == "sepconv":  # SeparableConv2d takes padding="same" too
                 self.m.need("SeparableConv2d")
                 return Br("SeparableConv2d", args), cout
             if dynamic:
                 self.m.need("Conv2dSame")
                 return Br("Conv2dSame", args), cout
+            if chosen:
+                self.m.need("conv2d")
+                return Br("conv2d", args), cout
             return Br("nn.Conv2d", args), cout
         if kind in ("maxpool", "avgpool"):
             if const(a["kernel"]) == GLOBAL:
@@ -680,6 +686,15 @@ class _Class(CodeUnit):
             args = [e(a["kernel"])]
             if not is_none(a["stride"]):
                 args.append(f"stride={e(a['stride'])}")
+            if pad_chosen(node):  # same, valid or a size, as build_model()'s parameters say
+                helper = {"maxpool": "max_pool2d", "avgpool": "avg_pool2d"}[kind]
+                self.m.need(helper)
+                args.append(f"padding={self.expr(a['pad'])}")
+                if not is_false(a["ceil"]):
+                    args.append(f"ceil_mode={e(a['ceil'])}")
+                if kind == "avgpool" and not is_true(a["count_pad"]):
+                    args.append(f"count_include_pad={e(a['count_pad'])}")
+                return Br(helper, args), cout
             if dynamic:
                 cls = {"maxpool": "MaxPool2dSame", "avgpool": "AvgPool2dSame"}[kind]
                 self.m.need(cls)

@@ -23,6 +23,50 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
+class Pad2D(layers.Layer):
+    """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
+
+    def __init__(self, padding, value: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(p) for p in padding)
+        self.value = value
+
+    def call(self, x):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(
+            x,
+            [[0, 0], [top, bottom], [left, right], [0, 0]],
+            constant_values=self.value,
+        )
+
+    def compute_output_shape(self, shape):
+        (top, bottom), (left, right) = self.padding
+        h = None if shape[1] is None else shape[1] + top + bottom
+        w = None if shape[2] is None else shape[2] + left + right
+        return (shape[0], h, w, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "value": self.value}
+
+
+def padded(
+    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """A layer's input and the Keras padding to give the layer, for a padding from the block's
+    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
+    size pads the input first with value (zeros; -inf before a max pooling, which padding must
+    never win), as PyTorch does."""
+    if pad in ("same", "valid"):
+        return x, pad
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if ph == pw == 0:
+        return x, "valid"
+    if value == 0.0:
+        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
+    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
 class GroupedConv2D(layers.Conv2D):
     """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
     compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
@@ -73,11 +117,18 @@ def conv_bn_re_lu6(
     name: str,
 ) -> keras.KerasTensor:
     """block ConvBNReLU6 (specs/lib/mobilenet.arch:11)."""
-    x = layers.ZeroPadding2D(
-        int("same" if tf_pad else (kernel - 1) // 2), name=f"{name}.conv1_pad"
-    )(x)
+    x, padding1 = padded(
+        x, "same" if tf_pad else (kernel - 1) // 2, name=f"{name}.conv1_pad"
+    )
     x = conv2d_groups(
-        x, filters, kernel, groups, strides=stride, use_bias=False, name=f"{name}.conv1"
+        x,
+        filters,
+        kernel,
+        groups,
+        strides=stride,
+        padding=padding1,
+        use_bias=False,
+        name=f"{name}.conv1",
     )
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
     x = layers.Activation("relu6", name=f"{name}.relu61")(x)

@@ -6,6 +6,7 @@ import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
@@ -23,6 +24,38 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if new_value < 0.9 * value:
         new_value += divisor
     return new_value
+
+
+def same_padding(x: torch.Tensor, kernel, stride, dilation) -> list[int]:
+    """TensorFlow's `same` padding for x, as F.pad wants it: the odd pixel goes right and bottom."""
+    pads: list[int] = []
+    for n, k, s, d in zip(
+        x.shape[:1:-1], _pair(kernel)[::-1], _pair(stride)[::-1], _pair(dilation)[::-1]
+    ):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's `same` padding, which depends on the input size when stride > 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(
+            F.pad(x, same_padding(x, self.kernel_size, self.stride, self.dilation))
+        )
+
+
+def conv2d(*args, padding=0, **options) -> nn.Conv2d:
+    """nn.Conv2d with a padding from the block's parameters, chosen as the model is built:
+    TensorFlow's "same" (Conv2dSame: nn.Conv2d cannot pad so at a stride), "valid" or a size."""
+    if padding == "same":
+        return Conv2dSame(*args, **options)
+    return nn.Conv2d(*args, padding=padding, **options)
 
 
 class DropPath(nn.Module):
@@ -71,7 +104,7 @@ class ConvBNAct(nn.Module):
         momentum: float = 0.01,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = conv2d(
             in_channels,
             filters,
             kernel,

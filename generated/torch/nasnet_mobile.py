@@ -54,13 +54,14 @@ class SeparableConv2d(nn.Module):
     ) -> None:
         super().__init__()
         mid = in_channels * multiplier
+        same = same or padding == "same"  # TensorFlow's same padding
         conv = Conv2dSame if same else nn.Conv2d
         self.depthwise = conv(
             in_channels,
             mid,
             kernel_size,
             stride,
-            padding,
+            0 if same else padding,
             dilation,
             groups=in_channels,
             bias=False,

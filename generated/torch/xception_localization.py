@@ -47,6 +47,15 @@ class MaxPool2dSame(nn.MaxPool2d):
         return super().forward(F.pad(x, pads, value=float("-inf")))
 
 
+def max_pool2d(kernel_size, stride=None, padding=0, ceil_mode=False) -> nn.MaxPool2d:
+    """nn.MaxPool2d with a padding from the block's parameters, chosen as the model is built:
+    TensorFlow's "same" (MaxPool2dSame), "valid" (none) or a size."""
+    if padding == "same":
+        return MaxPool2dSame(kernel_size, stride)
+    padding = 0 if padding == "valid" else padding
+    return nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=ceil_mode)
+
+
 class SeparableConv2d(nn.Module):
     """A depthwise convolution, then a 1x1 pointwise one; one bias, on the pointwise part (as Keras)."""
 
@@ -64,13 +73,14 @@ class SeparableConv2d(nn.Module):
     ) -> None:
         super().__init__()
         mid = in_channels * multiplier
+        same = same or padding == "same"  # TensorFlow's same padding
         conv = Conv2dSame if same else nn.Conv2d
         self.depthwise = conv(
             in_channels,
             mid,
             kernel_size,
             stride,
-            padding,
+            0 if same else padding,
             dilation,
             groups=in_channels,
             bias=False,
@@ -103,7 +113,7 @@ class XceptionDown(nn.Module):
         self.sepconv1_bn = nn.BatchNorm2d(filters1, eps=eps)
         self.sepconv2 = SeparableConv2d(filters1, filters2, 3, padding=1, bias=False)
         self.sepconv2_bn = nn.BatchNorm2d(filters2, eps=eps)
-        self.pool = MaxPool2dSame(3, stride=2)
+        self.pool = max_pool2d(3, stride=2, padding="same" if tf_pad else 1)
         self.shortcut1 = nn.Sequential(
             nn.Conv2d(in_channels, filters2, 1, stride=2, bias=False),
             nn.BatchNorm2d(filters2, eps=eps),
