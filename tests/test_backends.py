@@ -4,6 +4,7 @@ outputs in PyTorch and Keras; names from a spec cannot break or inject into gene
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -454,3 +455,19 @@ def test_auxiliary_outputs_are_computed_while_training_only(tmp_path):
     assert [tuple(o.shape) for o in evaluated] == [(2, 16, 8, 8), (2, 5)] and calls == []
     assert len(km.build_model().outputs) == 4
     assert_parity(elab, tm, km)  # every output, the auxiliary ones included (every_output)
+
+
+def test_every_name_the_templates_define_is_kept_from_spec_names():
+    """A block, parameter or label may not take a name the generated module defines (a prelude class
+    or function, a module constant): backends.common.GENERATED lists them all, and py_name renames
+    a spec's name that would shadow one."""
+    from archdsl.backends.common import GENERATED, py_name
+
+    folder = ROOT / "archdsl" / "backends" / "templates"
+    defined = set()
+    for template in folder.glob("*.j2"):
+        for m in re.finditer(r"^(?:(?:class|def) (\w+)|([A-Z_]+) = )", template.read_text(), re.MULTILINE):
+            defined.add(m.group(1) or m.group(2))
+    assert {"Conv2dSame", "conv2d", "padded", "build_model", "AUXILIARY_OUTPUTS"} <= defined
+    assert defined <= GENERATED, sorted(defined - GENERATED)
+    assert all(py_name(n) != n for n in defined)
