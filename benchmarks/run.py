@@ -26,15 +26,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_compile
 import bench_scale
-from common import BENCH, PYTHON, ROOT, Load, machine, write_json
+from common import BENCH, PYTHON, ROOT, Load, machine, median, write_json
+from models import KERAS_KEYS, TORCH_KEYS
 
 PARTS = ("compile", "scale", "torch", "keras")
 IMPORT_CLI = "python -c 'import archdsl.cli'"
 
 FULL = {"compile_repeats": 5, "all_repeats": 5, "scale_sizes": (1_000, 10_000, 100_000), "scale_rounds": 3,
-        "repeats": 15, "repeats_train": 15, "warmup": 2, "profile_runs": 2}
+        "repeats": 9, "repeats_train": 9, "warmup": 2, "profile_runs": 2, "framework_rounds": 3}
 QUICK = {"compile_repeats": 2, "all_repeats": 2, "scale_sizes": (1_000, 10_000), "scale_rounds": 1,
-         "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1}
+         "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1, "framework_rounds": 1}
 
 
 def git_state() -> dict:
@@ -82,23 +83,84 @@ def run_worker(script: str, args: list[str], out_json: Path) -> dict:
     return data
 
 
+def run_rounds(script: str, keys: tuple[str, ...], args: list[str], rounds: int, out_json: Path,
+               first_only: list[str]) -> dict:
+    """The worker in `rounds` fresh processes, the networks in reversed order every other round;
+    one record per network, whose ratios are the medians of the rounds' (see merge_rounds). A
+    process has luck of its own (where its memory and threads land), which stays for its life and
+    falls unevenly on the two models: seen here, one MobileNetV2 ratio of 0.996 in one process and
+    1.055 in the next. first_only: arguments for the first round alone (the profiles)."""
+    datas = []
+    for r in range(rounds):
+        order = ",".join(keys if r % 2 == 0 else keys[::-1])
+        if rounds > 1:
+            print(f"   round {r + 1} of {rounds}", flush=True)
+        datas.append(run_worker(script, [*args, "--keys", order, *(first_only if r == 0 else [])],
+                                out_json.with_suffix(f".{r}.json")))
+    return merge_rounds(datas)
+
+
+def merge_rounds(datas: list[dict]) -> dict:
+    """One worker result from several rounds: per network and step, the ratio is the median of the
+    rounds' ratios, the times the medians of every round's samples; each round's ratio is kept."""
+    out = {k: v for k, v in datas[0].items() if k != "pairs"}
+    out["rounds"] = len(datas)
+    errors = [d["error"] for d in datas if d.get("error")]
+    if errors:
+        out["error"] = "\n".join(errors)
+    by_key: dict[str, list[dict]] = {}
+    for d in datas:
+        for p in d.get("pairs", []):
+            by_key.setdefault(p["key"], []).append(p)
+    out["pairs"] = []
+    for key in (p["key"] for p in datas[0].get("pairs", [])):
+        runs = by_key[key]
+        merged = dict(runs[0])  # outputs, counts, profiles: the first round's
+        for step in ("forward", "train"):
+            parts = [r[step] for r in runs]
+            s = dict(parts[0])
+            for series in ("gen_times", "ref_times", "opt_times"):
+                if series in s:
+                    s[series] = [t for p in parts for t in p.get(series, [])]
+            s["gen_s"], s["ref_s"] = median(s["gen_times"]), median(s["ref_times"])
+            s["round_ratios"] = [p["ratio"] for p in parts]
+            s["ratio"] = median(s["round_ratios"])
+            s["ratio_of_medians"] = s["gen_s"] / s["ref_s"]
+            pairs = [g / r for g, r in zip(s["gen_times"], s["ref_times"])]
+            s["paired_ratio_median"], s["paired_ratio_min"], s["paired_ratio_max"] = \
+                median(pairs), min(pairs), max(pairs)
+            if "opt_times" in s:
+                s["opt_s"] = median(s["opt_times"])
+                s["opt_ratio"] = median([p["opt_ratio"] for p in parts if "opt_ratio" in p])
+            s["repeats"] = sum(p["repeats"] for p in parts)
+            s["pass"] = s["ratio"] <= s["goal"]
+            merged[step] = s
+        merged["outputs_match"] = all(r["outputs_match"] for r in runs)
+        out["pairs"].append(merged)
+    return out
+
+
 def part_torch(cfg: dict, gpu: dict, tmp: Path) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
-              "--warmup", str(cfg["warmup"])]
-    result = {"cpu": run_worker("bench_torch.py", [*common, "--profile-runs", str(cfg["profile_runs"])],
-                                tmp / "torch_cpu.json")}
+              "--warmup", str(cfg["warmup"]), "--profile-runs", "0"]
+    rounds = cfg["framework_rounds"]
+    result = {"cpu": run_rounds("bench_torch.py", TORCH_KEYS, common, rounds, tmp / "torch_cpu.json",
+                                ["--profile-runs", str(cfg["profile_runs"])])}
     if gpu.get("torch"):  # item 5: the same comparisons on the lent GPU
-        result["gpu"] = run_worker("bench_torch.py", [*common, "--profile-runs", "0", "--device", "cuda"],
-                                   tmp / "torch_gpu.json")
+        result["gpu"] = run_rounds("bench_torch.py", TORCH_KEYS, [*common, "--device", "cuda"], rounds,
+                                   tmp / "torch_gpu.json", [])
     return result
 
 
 def part_keras(cfg: dict, gpu: dict, tmp: Path) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"])]
-    result = {"cpu": run_worker("bench_keras.py", [*common, "--device", "/CPU:0"], tmp / "keras_cpu.json")}
+    rounds = cfg["framework_rounds"]
+    result = {"cpu": run_rounds("bench_keras.py", KERAS_KEYS, [*common, "--device", "/CPU:0"], rounds,
+                                tmp / "keras_cpu.json", [])}
     if gpu.get("tensorflow"):
-        result["gpu"] = run_worker("bench_keras.py", [*common, "--device", "/GPU:0"], tmp / "keras_gpu.json")
+        result["gpu"] = run_rounds("bench_keras.py", KERAS_KEYS, [*common, "--device", "/GPU:0"], rounds,
+                                   tmp / "keras_gpu.json", [])
     return result
 
 
@@ -308,10 +370,11 @@ def _framework_section(part: dict, name: str, title: str, summary: list) -> list
         train = ("train mode, loss = sum of all outputs, backward" if name == "PyTorch" else
                  "`model(x, training=True)` under tf.GradientTape, loss = sum of all outputs, gradients")
         out += [(f"Device: {dev}; {data.get('threads', '?')} threads; batch 8, 224x224. Forward: {mode}; "
-                f"forward+backward: {train}. Ratio = the median over repeats of generated / reference, each pair "
-                "timed back to back (the goal's measure); in brackets the ratio of the two series' medians and "
-                "the range of the per-repeat ratios: a view of the noise. On a shared machine a range wider "
-                "than the 2% goal means the run cannot tell a 2% difference."), ""]
+                f"forward+backward: {train}. Ratio (the goal's measure) = the median over {data.get('rounds', 1)} "
+                "rounds, each a fresh process, of the round's median over repeats of generated / reference, "
+                "each pair timed back to back; in brackets the rounds' own ratios, the ratio of the medians "
+                "of all samples, and the range of the per-repeat ratios: a view of the noise. On a shared "
+                "machine a range wider than the 2% goal means one repeat cannot tell a 2% difference."), ""]
         if data.get("error"):
             out += ["**The worker failed**:", "", "```", data["error"][-1500:], "```", ""]
         rows = []
@@ -353,7 +416,9 @@ def _framework_section(part: dict, name: str, title: str, summary: list) -> list
 
 def _ratio(r: dict) -> str:
     of_medians = r.get("ratio_of_medians", r["ratio"])
-    return f"{r['ratio']:.3f} ({of_medians:.3f}; {r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f})"
+    rounds = "/".join(f"{x:.3f}" for x in r.get("round_ratios", []))
+    return (f"{r['ratio']:.3f} ({rounds + '; ' if rounds else ''}{of_medians:.3f}; "
+            f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f})")
 
 
 def _optimize_section(res: dict) -> list[str]:
