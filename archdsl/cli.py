@@ -19,6 +19,7 @@ from .elaborate import elaborate
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
 from .graph import Elaborated, Program
+from .parser import cache_directory, disk_cache
 from .shapes import Expander
 
 PROG = "archdsl"
@@ -473,7 +474,11 @@ def _main(argv: Sequence[str] | None) -> int:
         except UsageError as e:
             _error(f"{e.usage}{e.prog}: error: {e.message}")
             return EXIT_ERROR
-        return COMMANDS[args.command](args, session)
+        # one-shot commands keep syntax trees on disk; the language server parses buffers as typed
+        if args.command == "lsp":
+            return COMMANDS[args.command](args, session)
+        with disk_cache(cache_directory()):
+            return COMMANDS[args.command](args, session)
     except ArchError as err:
         if err.report:
             try:

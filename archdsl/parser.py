@@ -1,15 +1,30 @@
-"""Parse: source text to the syntax tree (archdsl/syntax.py), with a located error for bad input."""
+"""Parse: source text to the syntax tree (archdsl/syntax.py), with a located error for bad input.
+
+The parser is Lark's LALR(1) parser for grammar/archdsl.lark. The command line also keeps each
+file's syntax tree on disk (disk_cache): a spec compiled again unchanged is read back instead of
+parsed, and Lark, a third of a compile's start-up, is then not even imported.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import importlib.util
+import os
+import pickle
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-
+from . import __version__, errors
 from . import syntax as S
 from .errors import ArchError, Span
+
+if TYPE_CHECKING:
+    from lark import Lark, Token
 
 _OPENERS = {"(": ")", "[": "]"}
 
@@ -53,6 +68,8 @@ class _Newlines:
 
 @functools.cache
 def _lark() -> Lark:
+    from lark import Lark
+
     return Lark(_grammar_text(), parser="lalr", lexer="basic", postlex=_Newlines(), propagate_positions=True,
                 maybe_placeholders=True, cache=True)
 
@@ -86,12 +103,120 @@ def _expected(names: set[str]) -> str:
 def parse(text: str, file: str) -> S.Module:
     """Parse one spec file into its syntax tree; raises ArchError on a syntax error. The same text
     of the same file is parsed once per process (the tree is never changed after parsing), so the
-    library files that many specs import cost one parse."""
+    library files that many specs import cost one parse; under disk_cache(), once per machine."""
     return _parse(text, file)
+
+
+# The on-disk cache of syntax trees -----------------------------------------------------------------
+
+_cache_dir: str | None = None
+MAX_CACHED_TEXT = 1 << 20  # characters: a larger file is parsed every time (its tree would be tens of MB)
+
+
+def cache_directory() -> str | None:
+    """Where the command line keeps syntax trees: $ARCHDSL_CACHE_DIR (set but empty: nowhere), else
+    $XDG_CACHE_HOME/archdsl, else ~/.cache/archdsl."""
+    directory = os.environ.get("ARCHDSL_CACHE_DIR")
+    if directory is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        directory = os.path.join(base, "archdsl")
+    return directory or None
+
+
+@contextlib.contextmanager
+def disk_cache(directory: str | None) -> Iterator[None]:
+    """Keep syntax trees on disk in `directory` for the duration (None: not at all), one file per
+    spec path, replaced when its text changes. An entry is used only for the same text of the same
+    file parsed by the same archdsl (its version, grammar, parser, syntax tree classes and Lark), and
+    only from a directory that belongs to this user and that nobody else can write (an entry is a
+    pickle); a cache that cannot be read or written is passed over without a word."""
+    global _cache_dir
+    saved = _cache_dir
+    _cache_dir = directory
+    try:
+        yield
+    finally:
+        _cache_dir = saved
+
+
+@functools.cache
+def _fingerprint() -> bytes:
+    """What a cached tree depends on besides its text: this archdsl's version, grammar, parser,
+    syntax and span classes (their source), and Lark's version (its __init__.py, found without
+    importing it)."""
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(_grammar_text().encode())
+    lark = importlib.util.find_spec("lark")
+    for module in (__file__, S.__file__, errors.__file__, lark.origin if lark is not None else None):
+        if module:
+            with open(module, "rb") as f:
+                digest.update(f.read())
+    return digest.digest()
+
+
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user, and writable by nobody else (where files have owners)."""
+    if not hasattr(os, "getuid"):
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _entry(text: str, file: str) -> tuple[str, bytes]:
+    """The cache file for a spec path, and the key its content must carry."""
+    name = hashlib.sha256(os.path.abspath(file).encode() + b"\0" + file.encode()).hexdigest()[:32]
+    key = hashlib.sha256(_fingerprint() + file.encode() + b"\0" + text.encode()).digest()
+    return os.path.join(_cache_dir, f"{name}.tree"), key  # type: ignore[arg-type]
+
+
+def _cached(text: str, file: str) -> S.Module | None:
+    try:
+        if not _private(os.stat(_cache_dir)):  # type: ignore[arg-type]
+            return None
+        path, key = _entry(text, file)
+        with open(path, "rb") as f:
+            if not _private(os.fstat(f.fileno())) or f.read(len(key)) != key:
+                return None
+            module = pickle.load(f)
+        return module if isinstance(module, S.Module) else None
+    except Exception:  # noqa: BLE001 - a missing, stale or broken entry is a miss
+        return None
+
+
+def _store(text: str, file: str, module: S.Module) -> None:
+    try:
+        os.makedirs(_cache_dir, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
+        if not _private(os.stat(_cache_dir)):  # type: ignore[arg-type]
+            return
+        path, key = _entry(text, file)
+        fd, tmp = tempfile.mkstemp(prefix=".tree-", dir=_cache_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                pickle.dump(module, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:  # noqa: BLE001, S110 - no cache, no harm: the next compile parses again
+        pass
 
 
 @functools.lru_cache(maxsize=256)
 def _parse(text: str, file: str) -> S.Module:
+    use_cache = _cache_dir is not None and len(text) <= MAX_CACHED_TEXT
+    if use_cache:
+        module = _cached(text, file)
+        if module is not None:
+            return module
+    module = _parse_text(text, file)
+    if use_cache:
+        _store(text, file, module)
+    return module
+
+
+def _parse_text(text: str, file: str) -> S.Module:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
     try:
         tree = _lark().parse(text)
     except UnexpectedCharacters as e:
@@ -128,18 +253,33 @@ def _unquote(token: Token) -> str:
     return str(token)[1:-1]
 
 
-class _ToSyntax(Transformer):
+class _ToSyntax:
     """Turns Lark's parse tree into syntax.py nodes, each with its span. Each rule's method takes
-    the node's meta (its place) and its children as arguments; _call_userfunc calls it directly
-    (Lark's v_args decorator would build a wrapper object for every node)."""
+    the node's meta (its place) and its children, already turned, as arguments."""
 
     def __init__(self, file: str) -> None:
-        super().__init__(visit_tokens=False)
         self.file = file
 
-    def _call_userfunc(self, tree, new_children=None):
-        children = tree.children if new_children is None else new_children
-        return getattr(self, tree.data)(tree.meta, *children)
+    def transform(self, tree):
+        """The syntax node of a parse tree: children first, iteratively (no recursion limit);
+        tokens and placeholders (None) are passed on as they are."""
+        from lark import Tree
+
+        results: list = []
+        todo: list = [(tree, False)]
+        while todo:
+            node, children_done = todo.pop()
+            if not isinstance(node, Tree):
+                results.append(node)
+            elif not children_done:
+                todo.append((node, True))
+                todo.extend((child, False) for child in reversed(node.children))
+            else:
+                n = len(node.children)
+                args = results[len(results) - n:]
+                del results[len(results) - n:]
+                results.append(getattr(self, node.data)(node.meta, *args))
+        return results[0]
 
     def _span(self, meta) -> Span:
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
@@ -192,7 +332,7 @@ class _ToSyntax(Transformer):
         return S.Input(self._span(meta), list(dims))
 
     def dim(self, meta, value):
-        if isinstance(value, Token):
+        if isinstance(value, str):  # the `?` token
             return S.Unknown(self._tok(value))
         return value
 

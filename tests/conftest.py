@@ -4,11 +4,18 @@ torchvision must be imported before TensorFlow: the other order crashes the inte
 (a clash of the two frameworks' native libraries, seen with torchvision 0.29 and TensorFlow 2.21).
 """
 
+import atexit
 import gc
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The command line keeps syntax trees on disk (archdsl.parser.disk_cache): the tests' commands keep
+# theirs in a folder of the session's own, never in the user's ~/.cache.
+os.environ["ARCHDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="archdsl-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ARCHDSL_CACHE_DIR"], ignore_errors=True)
 
 import pytest
 import torch  # noqa: F401 (imported first on purpose)
