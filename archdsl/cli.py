@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Sequence
 
 from . import __version__
-from .compiler import OPTIMIZATIONS, TARGETS, collector_paused, generate, parse_sets, write_atomically
+from .compiler import OPTIMIZATIONS, TARGETS, collector_paused, deep, generate, parse_sets, write_atomically
 from .elaborate import elaborate
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
@@ -478,7 +478,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "lsp":
             return COMMANDS[args.command](args, session)
         with disk_cache(cache_directory()):
-            return COMMANDS[args.command](args, session)
+            return deep(COMMANDS[args.command], args, session)  # blocks may nest deeply (compiler.deep)
     except ArchError as err:
         if err.report:
             try:

@@ -13,8 +13,11 @@ import gc
 import os
 import re
 import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from .elaborate import elaborate
 from .errors import ArchError
@@ -71,10 +74,55 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+T = TypeVar("T")
+
+DEEP_STACK_BYTES = 512 << 20  # address space; memory is used only as deep as the recursion goes
+DEEP_RECURSION_LIMIT = 200_000  # frames: blocks nested ~20,000 deep
+_deep = threading.local()
+
+
+def deep(fn: Callable[..., T], *args, **kwargs) -> T:
+    """fn(*args, **kwargs), run on a thread with a deep stack and Python's recursion limit raised to
+    match while it runs. Shape inference and code generation walk block instances recursively, a
+    few frames per level of nesting: on the main thread's stack and limit, blocks nested ~150 deep
+    would be too deep. Returns what fn returns and raises what it raises, in the calling thread; a
+    call made from inside fn runs directly."""
+    if getattr(_deep, "active", False):
+        return fn(*args, **kwargs)
+    outcome: list = []
+
+    def run() -> None:
+        _deep.active = True
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+            outcome.append((False, e))
+
+    try:
+        previous = threading.stack_size(DEEP_STACK_BYTES)
+    except (ValueError, RuntimeError):  # a platform that cannot set it: as deep as the usual stack goes
+        return fn(*args, **kwargs)
+    try:
+        worker = threading.Thread(target=run, name="archdsl", daemon=True)
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEEP_RECURSION_LIMIT))
+    try:
+        worker.join()
+    finally:
+        sys.setrecursionlimit(limit)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def load(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated:
     """Parse, elaborate and shape-check a spec for one setting of its network parameters."""
     with collector_paused():
-        return Expander(elaborate(spec)).run(overrides)
+        return deep(lambda: Expander(elaborate(spec)).run(overrides))
 
 
 OPTIMIZATIONS = ("inference",)
@@ -86,7 +134,7 @@ def generate(elab: Elaborated, target: str, optimize: str | None = None) -> str:
     if optimize is not None and optimize not in OPTIMIZATIONS:
         raise ArchError(f"unknown optimization '{optimize}' (optimizations: {', '.join(OPTIMIZATIONS)})")
     with collector_paused():
-        return _generate(elab, target, optimize)
+        return deep(_generate, elab, target, optimize)
 
 
 def _generate(elab: Elaborated, target: str, optimize: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import os
+from collections.abc import Iterator
 
 from . import graph as G
 from . import syntax as S
@@ -141,6 +142,7 @@ class _Elaborator:
         dims = [None if isinstance(d, S.Unknown) else self._expr(d, scope) for d in inp.dims]
         if dims[0] is None:
             raise ArchError("the number of input channels must be given", inp.dims[0].span)
+        self._callees(net.body)
         body = self._seq(S.Body(stmts[1:], net.body.span), scope, network=True)
         outputs = [n for n in body.items if isinstance(n, G.Output)]
         _name_top(body, {}, set(), network=True)
@@ -189,6 +191,7 @@ class _Elaborator:
             raise ArchError(f"block '{name}' calls itself (through {' -> '.join(self.active)}); "
                             "blocks cannot be recursive", called_at)
         src = self.loader.blocks[name]
+        self._callees(src.body)
         self.active.append(name)
         saved = self.uses_in
         self.uses_in = set()
@@ -205,6 +208,29 @@ class _Elaborator:
         self.active.pop()
         self.done[name] = block
         return block
+
+    def _callees(self, body: S.Body) -> None:
+        """Elaborates the blocks a body calls, directly or through others, each after the blocks it
+        calls and in the order the body reaches them (the order the backends emit them in). A loop
+        with a stack of the blocks being visited, not recursion: blocks nest to any depth."""
+        stack: list[tuple[str, Iterator[S.Call]]] = []
+        calls = _block_calls(body, self.loader.blocks)
+        while True:
+            call = next(calls, None)
+            if call is None:
+                if not stack:
+                    return
+                name, calls = stack.pop()
+                self._block(name, self.loader.blocks[name].name_span)  # what it calls is done: no recursion
+                continue
+            if call.name in self.done:
+                continue
+            path = self.active + [name for name, _ in stack]
+            if call.name in path:
+                raise ArchError(f"block '{call.name}' calls itself (through {' -> '.join(path)}); "
+                                "blocks cannot be recursive", call.name_span)
+            stack.append((call.name, calls))
+            calls = _block_calls(self.loader.blocks[call.name].body, self.loader.blocks)
 
     # bodies and items
 
@@ -539,6 +565,41 @@ class _Elaborator:
 # top, which the generated forward() writes inline) a node is an attribute: its label, or its kind
 # and a counter (conv1, bn1, conv2, branch1, ...). Inside a group (a concat branch, a shortcut,
 # a repeated body) nodes are numbered like nn.Sequential's children, or keep their labels.
+
+def _block_calls(body: S.Body, blocks: dict[str, S.BlockDef]) -> Iterator[S.Call]:
+    """The calls of blocks in a body, in the order _Elaborator reaches them (a residual's shortcut
+    before its body, an if's else-branch before its then-branch), not looking into the blocks."""
+    for stmt in body.stmts:
+        if isinstance(stmt, (S.Chain, S.Bind)):
+            items = stmt.items
+        elif isinstance(stmt, S.Output) and stmt.chain is not None:
+            items = stmt.chain
+        else:
+            continue
+        for item in items:
+            yield from _item_block_calls(item, blocks)
+
+
+def _item_block_calls(item: S.Item, blocks: dict[str, S.BlockDef]) -> Iterator[S.Call]:
+    if isinstance(item, S.Call):
+        if item.name in blocks and item.name not in LAYERS and item.name not in MERGES:
+            yield item
+    elif isinstance(item, S.Repeat):
+        yield from _item_block_calls(item.item, blocks)
+    elif isinstance(item, S.Residual):
+        if item.shortcut is not None:
+            yield from _block_calls(item.shortcut, blocks)
+        yield from _block_calls(item.body, blocks)
+    elif isinstance(item, S.If):
+        if item.otherwise is not None:
+            yield from _block_calls(item.otherwise, blocks)
+        yield from _block_calls(item.then, blocks)
+    elif isinstance(item, S.Concat):
+        for branch in item.branches:
+            yield from _block_calls(branch, blocks)
+    elif isinstance(item, (S.Group, S.Scale)):
+        yield from _block_calls(item.body, blocks)
+
 
 def _kind(node: G.Node) -> str:
     if isinstance(node, G.Layer):

@@ -591,3 +591,24 @@ def test_output_to_a_pipe_stays_a_pipe(tmp_path, spec):
     assert res.returncode == 0, res.stderr
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert received and "class Small(nn.Module)" in received[0]
+
+
+def test_blocks_nested_a_thousand_deep(tmp_path):
+    """Block Ck calls C(k-1): the elaborator, the shape checker and both emitters at 1,000 levels of
+    nesting, far past what Python's default recursion limit lets a recursive walk reach (~150)."""
+    depth = 1000
+    lines = ["block C1(w) {\n    conv(w, 3, pad = 1) relu\n}"]
+    lines += [f"block C{k}(w) {{\n    C{k - 1}(w)\n    conv(w, 1)\n}}" for k in range(2, depth + 1)]
+    lines.append(f"network Deep {{\n    input [8, 16, 16]\n    C{depth}(8)\n}}")
+    (tmp_path / "deep.arch").write_text("\n".join(lines) + "\n")
+    res = run("check", "deep.arch", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    # 3x3 conv: 8*8*9 + 8 = 584 params; each of the 999 1x1 convs: 8*8 + 8 = 72
+    assert res.stdout.startswith(f"ok: deep.arch: network Deep, {584 + 72 * (depth - 1):,} params")
+    for target, first_block in (("torch", "class C1(nn.Module):"), ("keras", "def c1(")):
+        res = run("compile", "deep.arch", "--target", target, "-o", f"deep_{target}.py", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        code = (tmp_path / f"deep_{target}.py").read_text()
+        # one definition per block, each after the block it calls
+        assert code.index(first_block) < code.index(first_block.replace("1", "2", 1)) < code.index(
+            first_block.replace("1", str(depth), 1))

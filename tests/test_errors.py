@@ -207,7 +207,32 @@ def test_recursive_block(tmp_path):
         A(4)
     }
     """
-    check_error(tmp_path, src, "blocks cannot be recursive", 2, 14)
+    err = check_error(tmp_path, src, "blocks cannot be recursive", 2, 14)
+    assert "block 'A' calls itself (through A -> B)" in err.message
+
+
+def test_recursion_found_in_any_branch_and_in_blocks_nothing_calls(tmp_path):
+    src = """
+    block A(c) {
+        residual { conv(c, 1) } shortcut { if c > 1 { conv(c, 1) } else { B(c) } }
+    }
+    block B(c) { concat { branch { relu } branch { C(c) * 2 } } }
+    block C(c) { A(c) }
+    network N {
+        input [3, 8, 8]
+        A(3)
+    }
+    """
+    err = check_error(tmp_path, src, "blocks cannot be recursive", 5, 14)
+    assert "block 'A' calls itself (through A -> B -> C)" in err.message
+    unused = """
+    block Loop(c) { conv(c, 1) Loop(c) }
+    network N {
+        input [3, 8, 8]
+        conv(4, 1)
+    }
+    """
+    err = check_error(tmp_path, unused, "block 'Loop' calls itself (through Loop)", 1, 28)
 
 
 def test_layers_after_last_output(tmp_path):
