@@ -269,18 +269,35 @@ def _compile_section(c: dict, summary: list) -> list[str]:
                      + (" (this machine sets PYTHONDONTWRITEBYTECODE=1, so a checkout never writes it itself and "
                         "would compile every module from source on every start, about 40 ms more)"
                         if single.get("pythondontwritebytecode") else "") + ".")]
+    cold = all("cold_median_s" in r for r in single["rows"])
+    if cold:
+        out += ["", ("Each compile is timed twice a round: as a spec is compiled again unchanged, its syntax trees "
+                     "read back from the command line's cache (the warm-up round filled it), and as the first "
+                     "compile of a new or edited spec, every file parsed (the cache off: ARCHDSL_CACHE_DIR empty). "
+                     "The goal is judged on both.")]
     out.append("")
     table = []
     for spec, t in rows.items():
+        cells = [f"`{spec}`", _s(t["torch"]["median_s"]), _s(t["keras"]["median_s"])]
         worst = max(t["torch"]["median_s"], t["keras"]["median_s"])
-        table.append([f"`{spec}`", _s(t["torch"]["median_s"]), _s(t["keras"]["median_s"]), "0.3",
-                      _ok(worst <= bench_compile.GOAL_SINGLE_S)])
-    out += _table(["spec", "torch (s)", "keras (s)", "goal (s)", ""], table) + [""]
+        if cold:
+            cells += [_s(t["torch"]["cold_median_s"]), _s(t["keras"]["cold_median_s"])]
+            worst = max(worst, t["torch"]["cold_median_s"], t["keras"]["cold_median_s"])
+        table.append(cells + ["0.3", _ok(worst <= bench_compile.GOAL_SINGLE_S)])
+    heads = ["spec", "torch (s)", "keras (s)"] + (["torch, parsed (s)", "keras, parsed (s)"] if cold else [])
+    out += _table(heads + ["goal (s)", ""], table) + [""]
     worst = max(single["rows"], key=lambda r: r["median_s"])
     n_pass = sum(r["pass"] for r in single["rows"])
-    summary.append(["1. single-spec `archdsl compile` <= 0.3 s wall", (f"slowest {_s(worst['median_s'])} s "
-                    f"({worst['spec']} {worst['target']}); {n_pass}/{len(single['rows'])} within"),
-                    "<= 0.3 s", _ok(n_pass == len(single["rows"]))])
+    summary.append(["1. single-spec `archdsl compile` <= 0.3 s wall" + (" (again, unchanged)" if cold else ""),
+                    (f"slowest {_s(worst['median_s'])} s ({worst['spec']} {worst['target']}); "
+                     f"{n_pass}/{len(single['rows'])} within"), "<= 0.3 s", _ok(n_pass == len(single["rows"]))])
+    if cold:
+        worst = max(single["rows"], key=lambda r: r["cold_median_s"])
+        n_pass = sum(r["cold_pass"] for r in single["rows"])
+        summary.append(["1. single-spec `archdsl compile` <= 0.3 s wall (first compile, every file parsed)",
+                        (f"slowest {_s(worst['cold_median_s'])} s ({worst['spec']} {worst['target']}); "
+                         f"{n_pass}/{len(single['rows'])} within"), "<= 0.3 s",
+                        _ok(n_pass == len(single["rows"]))])
     a = c["all"]
     out += [(f"Every spec to both targets in one process ({a['n_compiles']} `compile_spec` calls), a fresh "
             f"interpreter per repeat, median of {a['repeats']}:"), ""]
