@@ -102,7 +102,7 @@ def spec_chain(n: int) -> str:
 
 
 GENERATORS = {"flat": spec_flat, "blocks": spec_blocks, "tree": spec_tree, "chain": spec_chain}
-DEPTHS = (25, 50, 100, 150, 200, 400, 800)
+DEPTHS = (25, 50, 100, 150, 200, 400, 800, 1_600, 3_200)
 
 
 def depth_probe(depths: tuple[int, ...] = DEPTHS) -> list[dict]:

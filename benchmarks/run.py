@@ -33,9 +33,11 @@ PARTS = ("compile", "scale", "torch", "keras")
 IMPORT_CLI = "python -c 'import archdsl.cli'"
 
 FULL = {"compile_repeats": 5, "all_repeats": 5, "scale_sizes": (1_000, 10_000, 100_000), "scale_rounds": 3,
-        "repeats": 9, "repeats_train": 9, "warmup": 2, "profile_runs": 2, "framework_rounds": 3}
+        "repeats": 9, "repeats_train": 9, "warmup": 2, "profile_runs": 2, "framework_rounds": 3,
+        "torch_rounds": 5}
 QUICK = {"compile_repeats": 2, "all_repeats": 2, "scale_sizes": (1_000, 10_000), "scale_rounds": 1,
-         "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1, "framework_rounds": 1}
+         "repeats": 3, "repeats_train": 2, "warmup": 1, "profile_runs": 1, "framework_rounds": 1,
+         "torch_rounds": 1}
 
 
 def git_state() -> dict:
@@ -143,7 +145,7 @@ def merge_rounds(datas: list[dict]) -> dict:
 def part_torch(cfg: dict, gpu: dict, tmp: Path) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"]), "--profile-runs", "0"]
-    rounds = cfg["framework_rounds"]
+    rounds = cfg["torch_rounds"]
     result = {"cpu": run_rounds("bench_torch.py", TORCH_KEYS, common, rounds, tmp / "torch_cpu.json",
                                 ["--profile-runs", str(cfg["profile_runs"])])}
     if gpu.get("torch"):  # item 5: the same comparisons on the lent GPU
@@ -357,8 +359,10 @@ def _scale_section(sc: dict, summary: list) -> list[str]:
         fail = next((p for p in probe if not p["ok"]), None)
         deepest = max((p["depth"] for p in probe if p["ok"]), default=0)
         out += ["Block nesting depth (not a goal; no real network nests deeper than a few levels): the `chain` "
-                "shape, block Ck calling C(k-1), checked and compiled at depths "
-                + ", ".join(str(p["depth"]) for p in probe) + f": fine up to {deepest}"
+                "shape, block Ck calling C(k-1), checked and compiled to both targets at depths "
+                + ", ".join(f"{p['depth']:,}" + (f" ({p['check_compile_s']:.2f} s)" if p.get("check_compile_s")
+                                                  is not None else "") for p in probe)
+                + f": fine up to {deepest:,}"
                 + (f"; at {fail['depth']}: {fail['error']}" if fail else "") + ".", ""]
     worst = max((g for g in sc["growth"] if "ratio_per_10x_layers" in g), key=lambda g: g["ratio_per_10x_layers"],
                 default=None)
