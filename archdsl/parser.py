@@ -111,6 +111,7 @@ def parse(text: str, file: str) -> S.Module:
 
 _cache_dir: str | None = None
 MAX_CACHED_TEXT = 1 << 20  # characters: a larger file is parsed every time (its tree would be tens of MB)
+MAX_CACHE_ENTRIES = 512  # files; past that, storing a tree removes the least recently written ones
 
 
 def cache_directory() -> str | None:
@@ -197,8 +198,21 @@ def _store(text: str, file: str, module: S.Module) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
+        _prune(_cache_dir)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001, S110 - no cache, no harm: the next compile parses again
         pass
+
+
+def _prune(directory: str) -> None:
+    """Keep the cache to MAX_CACHE_ENTRIES files (one per spec path ever compiled otherwise)."""
+    with os.scandir(directory) as it:
+        entries = [e for e in it if e.name.endswith(".tree")]
+    if len(entries) <= MAX_CACHE_ENTRIES:
+        return
+    entries.sort(key=lambda e: e.stat().st_mtime)
+    for e in entries[:len(entries) - MAX_CACHE_ENTRIES]:
+        with contextlib.suppress(OSError):
+            os.unlink(e.path)
 
 
 @functools.lru_cache(maxsize=256)

@@ -148,3 +148,23 @@ def test_unwritable_cache_is_passed_over(project: Path, tmp_path: Path) -> None:
     blocker.write_text("a file where the cache folder would be")
     report, printed = archdsl(project, str(blocker / "cache"), "check", "small.arch")
     assert report["status"] == 0 and printed.startswith("ok:")
+
+
+def test_the_cache_keeps_a_bounded_number_of_entries(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    for i in range(5):  # stale entries of specs compiled long ago
+        old = cache / f"{i:032x}.tree"
+        old.write_bytes(b"old")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               ARCHDSL_CACHE_DIR=str(cache))
+    code = "import sys; from archdsl import cli, parser; parser.MAX_CACHE_ENTRIES = 4; sys.exit(cli.main(sys.argv[1:]))"
+    res = subprocess.run([sys.executable, "-c", code, "check", "small.arch"], check=False, capture_output=True,
+                         text=True, cwd=project, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    left = {p.name for p in entries(cache)}
+    assert len(left) == 4
+    assert {f"{i:032x}.tree" for i in (3, 4)} <= left  # the oldest went first
+    report, _ = archdsl(project, str(cache), "check", "small.arch")
+    assert report["lark"] is False  # the two just written stayed
