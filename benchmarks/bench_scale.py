@@ -130,7 +130,7 @@ def worker(shape: str, n: int) -> dict:
     # (compiler.collector_paused); elaborate and Expander, timed apart here, are called directly.
     gc.disable()
     t = time.perf_counter()
-    from archdsl.compiler import generate, load
+    from archdsl.compiler import deep, generate, load
     from archdsl.elaborate import elaborate
     from archdsl.layers import LAYERS
     from archdsl.parser import parse
@@ -150,32 +150,37 @@ def worker(shape: str, n: int) -> dict:
         Path(path).write_text(source, encoding="utf-8")
         result["source_lines"] = source.count("\n")
         result["source_bytes"] = len(source)
-        stage = "elaborate"
-        try:
+        stage = ["elaborate"]
+
+        def stages() -> None:
             # load(spec) is Expander(elaborate(spec)).run(): its two steps are timed apart
             t = time.perf_counter()
             program = elaborate(path)
             t1 = time.perf_counter()
-            stage = "expand (shape check)"
+            stage[0] = "expand (shape check)"
             elab = Expander(program).run(None)
             t2 = time.perf_counter()
             result.update(elaborate_s=t1 - t, expand_s=t2 - t1, load_s=t2 - t)
             for target in ("torch", "keras"):
-                stage = f"generate {target}"
+                stage[0] = f"generate {target}"
                 t = time.perf_counter()
                 code = generate(elab, target)
                 result[f"{target}_s"] = time.perf_counter() - t
                 result[f"{target}_code_lines"] = code.count("\n")
-            stage = "parse"
+            stage[0] = "parse"
             t = time.perf_counter()
             parse(source, path + ".again")
             result["parse_s"] = time.perf_counter() - t
             result["layers"] = sum(1 for i in elab.root.walk() if i.kind in LAYERS and not i.children)
+
+        try:
+            # on a deep stack, as the command line and compiler.load()/generate() run the compiler
+            deep(stages)
         except RecursionError as e:
-            result.update(ok=False, error=f"RecursionError in {stage}: {e}", stage=stage,
+            result.update(ok=False, error=f"RecursionError in {stage[0]}: {e}", stage=stage[0],
                           trace=traceback.format_exc(limit=-6))
         except Exception as e:  # noqa: BLE001 - every failure is a result here
-            result.update(ok=False, error=f"{type(e).__name__} in {stage}: {e}"[:500], stage=stage,
+            result.update(ok=False, error=f"{type(e).__name__} in {stage[0]}: {e}"[:500], stage=stage[0],
                           trace=traceback.format_exc(limit=-6))
     if result["ok"]:
         # check + compile to both targets: what the growth ratios are taken of
