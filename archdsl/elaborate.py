@@ -214,6 +214,7 @@ class _Elaborator:
         calls and in the order the body reaches them (the order the backends emit them in). A loop
         with a stack of the blocks being visited, not recursion: blocks nest to any depth."""
         stack: list[tuple[str, Iterator[S.Call]]] = []
+        visiting = set(self.active)
         calls = _block_calls(body, self.loader.blocks)
         while True:
             call = next(calls, None)
@@ -221,14 +222,16 @@ class _Elaborator:
                 if not stack:
                     return
                 name, calls = stack.pop()
+                visiting.discard(name)
                 self._block(name, self.loader.blocks[name].name_span)  # what it calls is done: no recursion
                 continue
             if call.name in self.done:
                 continue
-            path = self.active + [name for name, _ in stack]
-            if call.name in path:
-                raise ArchError(f"block '{call.name}' calls itself (through {' -> '.join(path)}); "
-                                "blocks cannot be recursive", call.name_span)
+            if call.name in visiting:
+                path = " -> ".join(self.active + [name for name, _ in stack])
+                raise ArchError(f"block '{call.name}' calls itself (through {path}); blocks cannot be recursive",
+                                call.name_span)
+            visiting.add(call.name)
             stack.append((call.name, calls))
             calls = _block_calls(self.loader.blocks[call.name].body, self.loader.blocks)
 
