@@ -14,7 +14,16 @@ import textwrap
 from collections.abc import Sequence
 
 from . import __version__
-from .compiler import OPTIMIZATIONS, TARGETS, collector_paused, deep, generate, parse_sets, write_atomically
+from .compiler import (
+    OPTIMIZATIONS,
+    TARGETS,
+    abandon_writes,
+    collector_paused,
+    deep,
+    generate,
+    parse_sets,
+    write_atomically,
+)
 from .elaborate import elaborate
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
@@ -488,6 +497,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _error(err.format(session.sources))
         return EXIT_ERROR
     except KeyboardInterrupt:
+        abandon_writes()  # the command's thread may be writing -o FILE: the target stays as it was
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()

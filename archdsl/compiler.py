@@ -158,6 +158,18 @@ def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = No
     return generate(load(spec, overrides), target)
 
 
+_writing: set[str] = set()  # temporary files write_atomically has made and not yet renamed over their target
+
+
+def abandon_writes() -> None:
+    """Remove the temporary files of writes still under way. The command line calls it when it is
+    interrupted: the command runs on another thread (deep), which an interrupt does not stop, so a
+    write it was in the middle of would otherwise leave its temporary file next to the target."""
+    for tmp in list(_writing):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def write_atomically(path: str, text: str | bytes) -> None:
     """Write a file so that it is either replaced whole or left as it was: text as UTF-8 with
     newline line ends, bytes (an SVG or PNG from dot) as they are. A path that exists and is not a
@@ -170,6 +182,7 @@ def write_atomically(path: str, text: str | bytes) -> None:
         return
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".archdsl-", suffix=".tmp", dir=directory)
+    _writing.add(tmp)
     try:
         f = os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         with f:
@@ -187,3 +200,5 @@ def write_atomically(path: str, text: str | bytes) -> None:
         except OSError:
             pass
         raise
+    finally:
+        _writing.discard(tmp)

@@ -612,3 +612,44 @@ def test_blocks_nested_a_thousand_deep(tmp_path):
         # one definition per block, each after the block it calls
         assert code.index(first_block) < code.index(first_block.replace("1", "2", 1)) < code.index(
             first_block.replace("1", str(depth), 1))
+
+
+def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C stops the command line's main thread while the command, on its own thread
+    (compiler.deep), may be writing -o FILE: abandon_writes(), which the interrupt handler calls,
+    removes the half-written temporary file, and the target keeps its old text."""
+    import threading
+
+    from archdsl import compiler
+
+    target = tmp_path / "out.py"
+    target.write_text("old\n")
+    writing, release = threading.Event(), threading.Event()
+    fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        writing.set()
+        release.wait(30)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            compiler.write_atomically(str(target), "new\n")
+        except BaseException as e:  # noqa: BLE001
+            failures.append(e)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    assert writing.wait(30)
+    assert len(list(tmp_path.glob(".archdsl-*.tmp"))) == 1  # the write is under way
+    compiler.abandon_writes()
+    release.set()
+    worker.join(30)
+    assert list(tmp_path.glob(".archdsl-*.tmp")) == []
+    assert target.read_text() == "old\n"
+    assert len(failures) == 1 and isinstance(failures[0], FileNotFoundError)
+    compiler.write_atomically(str(target), "new\n")  # nothing is left pending
+    assert target.read_text() == "new\n" and not compiler._writing
