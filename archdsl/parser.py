@@ -15,6 +15,7 @@ import os
 import pickle
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,9 +205,15 @@ def _store(text: str, file: str, module: S.Module) -> None:
 
 
 def _prune(directory: str) -> None:
-    """Keep the cache to MAX_CACHE_ENTRIES files (one per spec path ever compiled otherwise)."""
+    """Keep the cache to MAX_CACHE_ENTRIES files (one per spec path ever compiled otherwise), and
+    remove temporary files an interrupted store left behind (over an hour old)."""
     with os.scandir(directory) as it:
-        entries = [e for e in it if e.name.endswith(".tree")]
+        files = list(it)
+    entries = [e for e in files if e.name.endswith(".tree")]
+    for e in files:
+        with contextlib.suppress(OSError):
+            if e.name.startswith(".tree-") and e.stat().st_mtime < time.time() - 3600:
+                os.unlink(e.path)
     if len(entries) <= MAX_CACHE_ENTRIES:
         return
     entries.sort(key=lambda e: e.stat().st_mtime)

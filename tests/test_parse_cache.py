@@ -157,6 +157,11 @@ def test_the_cache_keeps_a_bounded_number_of_entries(project: Path, tmp_path: Pa
         old = cache / f"{i:032x}.tree"
         old.write_bytes(b"old")
         os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    interrupted = cache / ".tree-abandoned"  # the temporary file of a store that never finished
+    interrupted.write_bytes(b"half")
+    os.utime(interrupted, (1_000_000, 1_000_000))
+    in_progress = cache / ".tree-writing"  # another process's store, under way
+    in_progress.write_bytes(b"half")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                ARCHDSL_CACHE_DIR=str(cache))
     code = "import sys; from archdsl import cli, parser; parser.MAX_CACHE_ENTRIES = 4; sys.exit(cli.main(sys.argv[1:]))"
@@ -166,5 +171,6 @@ def test_the_cache_keeps_a_bounded_number_of_entries(project: Path, tmp_path: Pa
     left = {p.name for p in entries(cache)}
     assert len(left) == 4
     assert {f"{i:032x}.tree" for i in (3, 4)} <= left  # the oldest went first
+    assert not interrupted.exists() and in_progress.exists()
     report, _ = archdsl(project, str(cache), "check", "small.arch")
     assert report["lark"] is False  # the two just written stayed
