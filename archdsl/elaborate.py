@@ -158,8 +158,9 @@ class _Elaborator:
                     raise ArchError("this comes after the last output, so its result is never used; "
                                     "end the network with an output (`output name`) or remove it", n.span)
         used = list(self.done)
-        for name in self.loader.blocks:  # check the blocks nothing calls too; emit only those used
-            self._block(name, self.loader.blocks[name].name_span)
+        for name, src in self.loader.blocks.items():  # check the blocks nothing calls too; emit only those used
+            self._callees(src.body)
+            self._block(name, src.name_span)
         ordered = {name: self.done[name] for name in used}
         return G.Program(self.spec, self.loader.sources, ordered, network)
 
@@ -191,7 +192,6 @@ class _Elaborator:
             raise ArchError(f"block '{name}' calls itself (through {' -> '.join(self.active)}); "
                             "blocks cannot be recursive", called_at)
         src = self.loader.blocks[name]
-        self._callees(src.body)
         self.active.append(name)
         saved = self.uses_in
         self.uses_in = set()
@@ -212,9 +212,10 @@ class _Elaborator:
     def _callees(self, body: S.Body) -> None:
         """Elaborates the blocks a body calls, directly or through others, each after the blocks it
         calls and in the order the body reaches them (the order the backends emit them in). A loop
-        with a stack of the blocks being visited, not recursion: blocks nest to any depth."""
+        with a stack of the blocks being visited, not recursion: blocks nest to any depth. Called for
+        the network's body and each uncalled block's, so _block always finds what a body calls done."""
         stack: list[tuple[str, Iterator[S.Call]]] = []
-        visiting = set(self.active)
+        visiting: set[str] = set()
         calls = _block_calls(body, self.loader.blocks)
         while True:
             call = next(calls, None)
@@ -228,7 +229,7 @@ class _Elaborator:
             if call.name in self.done:
                 continue
             if call.name in visiting:
-                path = " -> ".join(self.active + [name for name, _ in stack])
+                path = " -> ".join(name for name, _ in stack)
                 raise ArchError(f"block '{call.name}' calls itself (through {path}); blocks cannot be recursive",
                                 call.name_span)
             visiting.add(call.name)
