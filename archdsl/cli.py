@@ -433,9 +433,13 @@ def cmd_fmt(args: argparse.Namespace, session: _Session) -> int:
 
 def cmd_lsp(args: argparse.Namespace, session: _Session) -> int:
     gc.enable()  # a long-running server: main() turns the collector off for one-shot commands
-    from .lsp import serve  # imported only for this command (pygls)
+    from .lsp import MissingDependency, serve  # pygls is imported only for this command
 
-    serve()
+    try:
+        serve()
+    except MissingDependency as e:  # the plain install has no pygls: say what to install
+        _error(f"{PROG}: error: {e}")
+        return EXIT_ERROR
     return EXIT_OK
 
 

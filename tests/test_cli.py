@@ -653,3 +653,32 @@ def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, 
     assert len(failures) == 1 and isinstance(failures[0], FileNotFoundError)
     compiler.write_atomically(str(target), "new\n")  # nothing is left pending
     assert target.read_text() == "new\n" and not compiler._writing
+
+
+_HIDE_AND_RUN = """
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):  # as if the package were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+from archdsl.cli import main
+sys.exit(main(["lsp"]))
+"""
+
+
+@pytest.mark.parametrize("hidden", ["pygls", "lsprotocol", "cattrs", "attrs"])
+def test_lsp_without_its_extra_says_what_to_install(hidden):
+    """The plain install has no pygls (it is the extra `lsp`): `archdsl lsp` says how to install it, exit 1."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("ARCHDSL_TRACEBACK", None)
+    res = subprocess.run([sys.executable, "-c", _HIDE_AND_RUN, hidden], check=False, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, env=env, timeout=120)
+    assert_clean_failure(res)
+    assert res.stdout == ""  # stdout is the protocol's channel: nothing may be written there
+    assert f"the language server needs {hidden}, which is not installed" in res.stderr
+    assert 'pip install "archdsl[lsp]"' in res.stderr
