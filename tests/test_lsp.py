@@ -495,9 +495,15 @@ async def test_odd_requests_do_not_kill_the_server(client: LanguageClient, tiny:
     doc = Doc(client, tiny)
     await doc.diagnostics()
     # positions past the end, unknown documents, binary junk, a spec importing itself
-    assert await doc.hover(T.Position(line=999, character=999)) is None or True
-    await doc.completion(T.Position(line=999, character=0))
-    await doc.definition(T.Position(line=0, character=999))
+    # a position past the end is taken as the end of the last line (empty here: nothing to hover or go to)
+    assert await doc.hover(T.Position(line=999, character=999)) is None
+    end = doc.pos(len(doc.text))
+    assert end.character == 0  # the text ends with a newline
+    at_end = await doc.completion(end)
+    assert "network" in at_end and "block" in at_end  # top level: the keywords that start a definition
+    assert await doc.completion(T.Position(line=999, character=0)) == at_end
+    assert await doc.definition(T.Position(line=0, character=999)) is None  # past the end of a comment line
+    assert await doc.definition(T.Position(line=999, character=999)) is None
     junk = tmp_path / "junk.arch"
     junk.write_text("", encoding="utf-8")
     other = Doc(client, junk)
