@@ -54,8 +54,9 @@ _ACT_MODULE = {
     "identity": "nn.Identity",
 }
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
-                  "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm2d", "LayerNorm2d", "LayerScale",
-                  "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath", "Concat", "Residual", "Scale")
+                  "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm1d", "PartialBatchNorm2d",
+                  "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath", "Concat",
+                  "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
                   "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"},
@@ -730,11 +731,9 @@ class _Class(CodeUnit):
                 return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", args), cout
             if is_false(a["gamma"]) and is_false(a["beta"]):
                 return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", [*args, "affine=False"]), cout
-            if rank == 1:
-                raise ArchError("bn with only one of gamma and beta on a flat input is not supported by the "
-                                "PyTorch backend", node.span)
-            self.m.need("PartialBatchNorm2d")
-            return Br("PartialBatchNorm2d", [*args, f"scale={e(a['gamma'])}", f"center={e(a['beta'])}"]), cout
+            partial = "PartialBatchNorm1d" if rank == 1 else "PartialBatchNorm2d"
+            self.m.need(partial)
+            return Br(partial, [*args, f"scale={e(a['gamma'])}", f"center={e(a['beta'])}"]), cout
         if kind == "lrn":
             return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
                                                f"k={e(a['k'])}"]), cout
