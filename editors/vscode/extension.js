@@ -51,7 +51,7 @@ async function startClient() {
     const command = serverCommand().join(' ');
     vscode.window.showErrorMessage(
       `archdsl: could not start the language server with \`${command}\` (${error && error.message ? error.message : error}). ` +
-        'Install archdsl (`pip install archdsl`) so that `archdsl` is on PATH, or set archdsl.server.command.',
+        'Install archdsl with its language server (`pip install "archdsl[lsp]"`) so that `archdsl` is on PATH, or set archdsl.server.command.',
     );
   }
 }
