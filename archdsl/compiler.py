@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 import stat
 import sys
 import tempfile
@@ -23,40 +22,9 @@ from .elaborate import elaborate
 from .errors import ArchError
 from .graph import Elaborated, Value
 from .shapes import Expander
+from .values import parse_sets, parse_value  # noqa: F401 - the command line's values, here as before
 
 TARGETS = ("torch", "keras")
-
-_SET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+?)\s*$")
-
-
-def parse_value(text: str) -> Value:
-    """A value given on the command line: an integer, a number, true/false, or [a, b, ...]."""
-    t = text.strip()
-    if t in ("true", "false"):
-        return t == "true"
-    if t.startswith("[") and t.endswith("]"):
-        inner = t[1:-1].strip()
-        return tuple(parse_value(p) for p in inner.split(",")) if inner else ()
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        raise ArchError(f"--set: '{text}' is not a value (give an integer, a number, true, false or [a, b])") from None
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Value]:
-    """`--set NAME=VALUE` options, in order; a later one wins."""
-    out: dict[str, Value] = {}
-    for item in items or []:
-        m = _SET.match(item)
-        if not m:
-            raise ArchError(f"--set expects NAME=VALUE, got '{item}'")
-        out[m.group(1)] = parse_value(m.group(2))
-    return out
-
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:

@@ -41,6 +41,12 @@ def safe_attr(name: str) -> str:
     return name
 
 
+def _shown(path: str) -> str:
+    """A file name as an error message shows it: control characters escaped, so that a name with a NUL,
+    a newline or an escape sequence in it prints as one plain line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 class Loader:
     """Reads a spec and, transitively, the files it imports; each file once."""
 
@@ -50,14 +56,31 @@ class Loader:
         self.blocks: dict[str, S.BlockDef] = {}
 
     def read(self, path: str, imported_at: Span | None = None) -> str:
-        """The text of a file (the language server reads open documents' unsaved text instead)."""
+        """The text of a file (the language server reads open documents' unsaved text instead): UTF-8,
+        a byte order mark at the start passed over. An imported file must be a regular file (not a
+        directory, a device like /dev/zero or a pipe that would never end); the spec named on the
+        command line may also be a pipe (`archdsl check <(...)`)."""
+        shown = _shown(path)
+        if "\0" in path:
+            raise ArchError(f"cannot read '{shown}': a file name cannot contain a NUL character", imported_at)
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            if os.path.isdir(path):
+                raise ArchError(f"cannot read '{shown}': it is a directory, not a spec file", imported_at)
+            if imported_at is not None and os.path.exists(path) and not os.path.isfile(path):
+                raise ArchError(f"cannot read '{shown}': it is not a regular file (a device or a pipe)", imported_at)
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
-            raise ArchError(f"cannot find '{path}'", imported_at) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ArchError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", imported_at) from None
+            raise ArchError(f"cannot find '{shown}'", imported_at) from None
+        except (OSError, ValueError) as e:
+            raise ArchError(f"cannot read '{shown}': {getattr(e, 'strerror', None) or e}", imported_at) from None
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            raise ArchError(f"cannot read '{shown}': it is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}, "
+                            f"byte {column} of the line)", imported_at) from None
 
     def load(self, path: str, imported_at: Span | None = None) -> S.Module:
         key = os.path.normpath(os.path.abspath(path))

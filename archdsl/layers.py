@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .graph import Shape, Symbol, Value
+from .limits import MAX_INT
 
 REQUIRED = object()
 
@@ -38,6 +39,8 @@ def _as_int(v: Value) -> int | None:
     if _is_int(v):
         return v  # type: ignore[return-value]
     if isinstance(v, float) and v.is_integer():
+        if abs(v) > MAX_INT:
+            raise ArgError(f"expects an integer of at most {MAX_INT:,} (2**63 - 1), got {describe(v)}")
         return int(v)
     return None
 

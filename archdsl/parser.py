@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, errors
+from . import __version__, errors, limits
 from . import syntax as S
-from .errors import ArchError, Span
+from .errors import ArchError, Span, end_position
+from .limits import MAX_INT, MAX_NESTING, located
 
 if TYPE_CHECKING:
     from lark import Lark, Token
@@ -144,12 +145,13 @@ def disk_cache(directory: str | None) -> Iterator[None]:
 @functools.cache
 def _fingerprint() -> bytes:
     """What a cached tree depends on besides its text: this archdsl's version, grammar, parser,
-    syntax and span classes (their source), and Lark's version (its __init__.py, found without
+    syntax and span classes and limits (their source), and Lark's version (its __init__.py, found without
     importing it)."""
     digest = hashlib.sha256(__version__.encode())
     digest.update(_grammar_text().encode())
     lark = importlib.util.find_spec("lark")
-    for module in (__file__, S.__file__, errors.__file__, lark.origin if lark is not None else None):
+    for module in (__file__, S.__file__, errors.__file__, limits.__file__,
+                   lark.origin if lark is not None else None):
         if module:
             with open(module, "rb") as f:
                 digest.update(f.read())
@@ -247,8 +249,8 @@ def _parse_text(text: str, file: str) -> S.Module:
     except UnexpectedToken as e:
         tok = e.token
         if tok.type == "$END":
-            lines = text.splitlines() or [""]
-            span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+            line, column = end_position(text)
+            span = Span(file, line, column, line, column + 1)
         else:
             end_col = tok.end_column if tok.end_line == tok.line and tok.end_column else tok.column + 1
             span = Span(file, tok.line, tok.column, tok.line, end_col)
@@ -262,9 +264,9 @@ def _parse_text(text: str, file: str) -> S.Module:
         raise ArchError(f"syntax error: unexpected {_describe(tok)}{_expected(set(e.expected))}{hint}",
                         span) from None
     except UnexpectedEOF as e:  # pragma: no cover - LALR reports $END as UnexpectedToken
-        lines = text.splitlines() or [""]
+        line, column = end_position(text)
         raise ArchError(f"syntax error: unexpected end of file{_expected(set(e.expected))}",
-                        Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)) from None
+                        Span(file, line, column, line, column + 1)) from None
     except UnexpectedInput as e:  # pragma: no cover - any other lark error still gets a place
         raise ArchError("syntax error", Span(file, e.line, e.column, e.line, e.column + 1)) from None
     return _ToSyntax(file).transform(tree)
@@ -287,20 +289,33 @@ class _ToSyntax:
         from lark import Tree
 
         results: list = []
-        todo: list = [(tree, False)]
+        todo: list = [(tree, False, 1)]
         while todo:
-            node, children_done = todo.pop()
+            node, children_done, depth = todo.pop()
             if not isinstance(node, Tree):
                 results.append(node)
             elif not children_done:
-                todo.append((node, True))
-                todo.extend((child, False) for child in reversed(node.children))
+                if depth > MAX_NESTING:
+                    self._too_deep(node, todo)
+                todo.append((node, True, depth))
+                todo.extend((child, False, depth + 1) for child in reversed(node.children))
             else:
                 n = len(node.children)
                 args = results[len(results) - n:]
                 del results[len(results) - n:]
                 results.append(getattr(self, node.data)(node.meta, *args))
         return results[0]
+
+    def _too_deep(self, node, todo: list) -> None:
+        """The error for a syntax tree deeper than limits.MAX_NESTING, at the innermost node that has a
+        place (or the nearest enclosing one)."""
+        from lark import Tree
+
+        places = [node] + [n for n, done, _ in reversed(todo) if done and isinstance(n, Tree)]
+        meta = next((n.meta for n in places if not n.meta.empty), None)
+        span = self._span(meta) if meta is not None else Span(self.file, 1, 1, 1, 2)
+        raise ArchError(f"this nests too deeply: more than {MAX_NESTING:,} levels of groups, composites and "
+                        "operators inside one another", span)
 
     def _span(self, meta) -> Span:
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
@@ -459,8 +474,15 @@ class _ToSyntax:
 
     def number(self, meta, tok):
         text = str(tok)
-        value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
-        return S.Num(self._span(meta), value)
+        span = self._span(meta)
+        if any(c in text for c in ".eE"):
+            value: int | float = float(text)
+        elif len(text.lstrip("0")) > len(str(MAX_INT)):  # out of range, and maybe too long for int()
+            raise ArchError(f"this integer is too large ({len(text.lstrip('0')):,} digits); integers are "
+                            f"limited to {MAX_INT:,} (2**63 - 1) in magnitude", span)
+        else:
+            value = int(text)
+        return S.Num(span, located(value, span, what="this number"))
 
     def true(self, meta):
         return S.Bool(self._span(meta), True)

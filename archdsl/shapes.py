@@ -15,6 +15,7 @@ from . import graph as G
 from .errors import ArchError
 from .graph import Inst, Shape, Symbol, Value
 from .layers import ArgError, call_function, describe
+from .limits import MAX_INSTANCES, MAX_INT, located, power_too_large
 
 _BINOPS = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -69,9 +70,12 @@ def evaluate(e: G.Expr, env: _Env) -> Value:
     if isinstance(e, G.Func):
         args = [evaluate(a, env) for a in e.args]
         try:
-            return call_function(e.func, args)
+            result = call_function(e.func, args)
         except ArgError as err:
             raise ArchError(str(err), e.span, context=env.context) from None
+        except (OverflowError, ValueError) as err:  # pragma: no cover - arguments are finite and in range
+            raise ArchError(f"cannot compute this: {err}", e.span, context=env.context) from None
+        return located(result, e.span, what=f"the result of {e.func}()", context=env.context)
     if isinstance(e, G.Op):
         if e.op in ("and", "or"):
             left = evaluate(e.args[0], env)
@@ -96,12 +100,20 @@ def evaluate(e: G.Expr, env: _Env) -> Value:
             return -vals[0]  # type: ignore[operator]
         if e.op == "pos":
             return vals[0]
+        if e.op == "**" and power_too_large(*vals):
+            raise ArchError(f"the value here is too large: {describe(vals[0])} ** {describe(vals[1])} is at least "
+                            f"2**64; integers are limited to {MAX_INT:,} (2**63 - 1) in magnitude", e.span,
+                            context=env.context)
         try:
-            return _BINOPS[e.op](*vals)
+            result = _BINOPS[e.op](*vals)
         except ZeroDivisionError:
             raise ArchError("division by zero", e.span, context=env.context) from None
-        except (OverflowError, TypeError) as err:
+        except OverflowError:
+            raise ArchError("the result here is too large: it overflows the range of numbers (about 1.8e308)",
+                            e.span, context=env.context) from None
+        except TypeError as err:  # pragma: no cover - the operands are numbers
             raise ArchError(f"cannot compute this: {err}", e.span, context=env.context) from None
+        return located(result, e.span, what="the result here", context=env.context)
     raise AssertionError(e)  # pragma: no cover
 
 
@@ -134,13 +146,27 @@ def _count(e: G.Expr, env: _Env, what: str) -> int:
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ArchError(f"{what} must be a whole number of at least 0, got {describe(v)}", e.span, context=env.context)
+    if v > MAX_INSTANCES:
+        raise ArchError(f"{what} of {v:,} is more than the limit of {MAX_INSTANCES:,} layers and composites "
+                        "a network may expand to", e.span, context=env.context)
     return v
+
+
+def _check_shape(shape: Shape, what: str, span, env: _Env) -> Shape:
+    """A shape whose sizes are all in the language's integer range; else a located error."""
+    for d in shape.dims:
+        if d is not None and d > MAX_INT:
+            raise ArchError(f"{what} would be {shape}: a size is more than {MAX_INT:,} (2**63 - 1), the limit of "
+                            "integers", span, context=env.context)
+    return shape
 
 
 class Expander:
     def __init__(self, program: G.Program) -> None:
         self.program = program
         self.done: list[Inst] = []  # layers checked so far, in order (the report up to an error)
+        self.count = 0  # instances made so far (limits.MAX_INSTANCES)
+        self.repeats: list[G.Repeat] = []  # the repetitions being expanded, outermost first
 
     def run(self, overrides: dict[str, Value] | None = None) -> G.Elaborated:
         net = self.program.network
@@ -158,9 +184,11 @@ class Expander:
                             f"(its parameters: {names})")
         placeholder = Shape((1, None, None))
         env = _Env({}, placeholder, f"in network {net.name}")
+        self.count = 0
+        self.repeats = []
         for p in net.params:
             if p.name in overrides:
-                env.values[p.name] = overrides[p.name]
+                env.values[p.name] = located(overrides[p.name], p.span, what=f"the value set for '{p.name}'")
             elif p.default is not None:
                 env.values[p.name] = evaluate(p.default, env)
             else:
@@ -240,6 +268,9 @@ class Expander:
 
     def _node(self, node: G.Node, state: _State, env: _Env, parent: str, out: list[Inst]) -> _State:
         path = f"{parent}.{node.name}" if parent and node.name else (node.name or parent)
+        self.count += 1
+        if self.count > MAX_INSTANCES:
+            self._too_many(node, env)
         if isinstance(node, G.Layer):
             return self._layer(node, state, env, path, out)
         if isinstance(node, G.BlockCall):
@@ -256,12 +287,14 @@ class Expander:
             n = _count(node.count, env, "a repetition count")
             inst.args = {"count": n}
             end = state
+            self.repeats.append(node)
             for i in range(n):
                 body_env = env
                 if node.index is not None:
                     body_env = env.child()
                     body_env.values[node.index] = i
                 end = self._node(node.body, end, body_env, f"{path}.{i}", inst.children)
+            self.repeats.pop()
         elif isinstance(node, G.Choice):
             c = evaluate(node.condition, env)
             if not isinstance(c, bool):
@@ -311,6 +344,14 @@ class Expander:
         inst.rf = (end.rf, end.jump)
         return end
 
+    def _too_many(self, node: G.Node, env: _Env) -> None:
+        """The error for an expansion past MAX_INSTANCES: at the outermost repetition being expanded
+        (the one that multiplies the most), else at the node that went past."""
+        where = self.repeats[0] if self.repeats else node
+        what = "this repetition makes the network expand" if self.repeats else "the network expands"
+        raise ArchError(f"{what} to more than the limit of {MAX_INSTANCES:,} layers and composites", where.span,
+                        context=env.context if "(" in env.context else None)
+
     def _layer(self, node: G.Layer, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
         args: dict[str, object] = {}
         for p in node.type.params:
@@ -328,6 +369,7 @@ class Expander:
             where = f"{path} ({node.type.name})" if path else node.type.name
             raise ArchError(f"{where}: {err}", span, context=env.context if "(" in env.context else None,
                             notes=[f"input shape here: {state.shape}"]) from None
+        _check_shape(res.shape, f"the output of {path or node.type.name} ({node.type.name})", node.span, env)
         inst = Inst(node, path, node.type.name, state.shape, res.shape, args, res.params, res.macs)
         rf, jump = state.rf, state.jump
         if res.window is not None:
@@ -397,8 +439,9 @@ class Expander:
             raise ArchError(f"concat of unequal spatial sizes: {listing}", node.span, context=env.context,
                             notes=["the inputs must have the same height and width to be joined on channels"])
         first = shapes[0]
-        return _State(Shape((sum(s.channels for s in shapes), first.height, first.width)),
-                      max(s.rf for s in ends), max(s.jump for s in ends))
+        shape = _check_shape(Shape((sum(s.channels for s in shapes), first.height, first.width)), "the concatenation",
+                             node.span, env)
+        return _State(shape, max(s.rf for s in ends), max(s.jump for s in ends))
 
     def _check_scale(self, node: G.Scale, x: Shape, g: Shape, env: _Env) -> None:
         ok = x.rank == g.rank and all(b in (a, 1) for a, b in zip(x.dims, g.dims))

@@ -682,3 +682,44 @@ def test_lsp_without_its_extra_says_what_to_install(hidden):
     assert res.stdout == ""  # stdout is the protocol's channel: nothing may be written there
     assert f"the language server needs {hidden}, which is not installed" in res.stderr
     assert 'pip install "archdsl[lsp]"' in res.stderr
+
+
+# Numbers out of range, limits, unreadable imports: located errors, exit 1 ------------------------------
+
+WIDTH_NET = """\
+network Net(classes = 10, width = 1.0, pad = 1) {
+    input [3, 32, 32]
+    conv(make_divisible(16 * width), 3, pad = pad)
+    flatten
+    dense(classes)
+}
+"""
+
+
+@pytest.mark.parametrize("body, sets, where", [
+    ("conv(2 ** 20000, 1)", [], "3:10"),
+    ("conv(2 ** 2 ** 2 ** 22, 1)", [], "3:15"),
+    ("conv(int(1e309), 1)", [], "3:14"),
+    ("conv(round(1e309 - 1e309), 1)", [], "3:16"),
+    ("relu * 1000000000", [], "3:12"),
+    (None, ["--set", "width=nan"], "1:27"),
+    (None, ["--set", "width=inf"], "1:27"),
+    (None, ["--set", "width=1e308"], "3:25"),
+    (None, ["--set", "width=1e400"], "1:27"),
+    (None, ["--set", "pad=1e308"], "3:47"),
+    (None, ["--set", "classes=1e308"], "5:11"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_out_of_range_is_a_located_error(tmp_path, spec, body, sets, where):
+    text = WIDTH_NET if body is None else f"network N {{\n    input [3, 8, 8]\n    {body}\n}}\n"
+    for command in (["check"], ["compile", "--target", "torch"]):
+        res = run(*command, spec(text), *sets, cwd=tmp_path)
+        assert_clean_failure(res)
+        assert res.stderr.startswith(f"net.arch:{where}: error: "), res.stderr
+        assert "internal error" not in res.stderr and "^" in res.stderr
+
+
+def test_import_with_a_nul_byte_is_a_located_error(tmp_path, spec):
+    res = run("check", spec('import "lib\0.arch"\nnetwork N {\n    input [3, 8, 8]\n    relu\n}\n'), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stderr.startswith("net.arch:1:1: error: cannot read 'lib\\x00.arch': a file name cannot contain a NUL")
+    assert "\0" not in res.stderr and 'import "lib\u2400.arch"' in res.stderr

@@ -8,27 +8,40 @@ import textwrap
 import pytest
 
 from archdsl.compiler import load, parse_sets
-from archdsl.errors import ArchError
+from archdsl.errors import ArchError, display, source_lines
 
 
-def check_error(tmp_path, source: str, message: str, line: int, column: int, sets=None) -> ArchError:
+def assert_located(err: ArchError, text: str) -> None:
+    """An error's place is inside the text, and its message shows the line the place names (counted as
+    the lexer counts lines) with the caret under the place's character."""
+    span = err.span
+    assert span is not None, err.format()
+    lines = source_lines(text)
+    assert 1 <= span.line <= len(lines), err.format()
+    line = lines[span.line - 1]
+    assert 1 <= span.column <= len(line) + 1, err.format()
+    printed, starts = display(line)
+    shown = err.format({span.file: text}).split("\n")
+    number = f" {span.line} | "
+    at = [i for i, ln in enumerate(shown) if ln.startswith(number)]
+    assert at and shown[at[0]] == number + printed, err.format()
+    caret = shown[at[0] + 1]
+    cell = starts[span.column - 1] if span.column - 1 < len(starts) else starts[-1] + 1
+    assert caret[len(number):].index("^") == cell, err.format()
+
+
+def check_error(tmp_path, source: str, message: str, line: int, column: int, sets=None, *, dedent=True) -> ArchError:
     spec = tmp_path / "bad.arch"
-    spec.write_text(textwrap.dedent(source).lstrip("\n"))
+    text = textwrap.dedent(source).lstrip("\n") if dedent else source
+    spec.write_bytes(text.encode())
     with pytest.raises(ArchError) as info:
-        load(str(spec), parse_sets(sets))
+        load(str(spec), parse_sets(sets) if isinstance(sets, list) else sets)
     err = info.value
     assert message in err.message, err.format()
     assert err.span is not None, err.format()
     assert (err.span.line, err.span.column) == (line, column), err.format()
-    text = err.format()
-    lines = text.splitlines()
-    assert lines[0].startswith(f"{spec}:{line}:{column}: error: ")
-    src_line = spec.read_text().splitlines()[line - 1]
-    gutter = [i for i, ln in enumerate(lines) if ln.endswith(src_line.expandtabs(4)) and "|" in ln]
-    assert gutter, text
-    caret_line = lines[gutter[0] + 1]
-    bar = caret_line.index("|")
-    assert caret_line[bar + 2 + column - 1] == "^", text
+    assert err.format().startswith(f"{spec}:{line}:{column}: error: ")
+    assert_located(err, text)
     return err
 
 
@@ -378,3 +391,209 @@ def cell(body: str, network: str = "s0 = conv(4, 1)\nCell(4, prev = s0)") -> str
 def test_named_tensor_errors(tmp_path, body, network, message, line, column):
     source = cell(body, network) if network else cell(body)
     check_error(tmp_path, source, message, line, column)
+
+
+# Numbers out of range, and limits (docs/language.md, "Limits") --------------------------------------
+
+BIG_NET = """
+network Net(classes = 10, width = 1.0, pad = 1) {
+    input [3, 32, 32]
+    conv(make_divisible(16 * width), 3, pad = pad)
+    flatten
+    dense(classes)
+}
+"""
+
+
+@pytest.mark.parametrize("expr, message, column", [
+    ("2 ** 20000", "2 ** 20000 is at least 2**64; integers are limited to 9,223,372,036,854,775,807", 10),
+    ("2 ** 2 ** 2 ** 22", "2 ** 4194304 is at least 2**64", 15),  # was: hours and gigabytes
+    ("9" * 5000, "this integer is too large (5,000 digits)", 10),
+    ("9223372036854775808", "this number is too large: 9,223,372,036,854,775,808; integers are limited", 10),
+    ("2 ** 62 * 4", "the result here is too large: 18,446,744,073,709,551,616", 10),
+    ("int(1e300)", "the result of int() is too large: a number of about 301 digits", 10),
+    ("int(1e309)", "this number is too large: it overflows to infinity", 14),
+    ("round(1e309 - 1e309)", "this number is too large: it overflows to infinity", 16),
+    ("1e308 * 10", "the result here is too large: it overflows to infinity", 10),
+    ("10.0 ** 400", "the result here is too large: it overflows the range of numbers", 10),
+    ("(-8) ** 0.5", "the result here is not a real number", 10),
+    ("make_divisible(1e300)", "the result of make_divisible() is too large", 10),
+])
+def test_numbers_out_of_range_are_located(tmp_path, expr, message, column):
+    check_error(tmp_path, net(f"conv({expr}, 1)"), message, 3, column)
+
+
+def test_huge_network_parameter_default(tmp_path):
+    check_error(tmp_path, "network Net(classes = 2 ** 20000) {\n    input [3, 8, 8]\n    flatten\n    dense(classes)\n}\n",
+                "2 ** 20000 is at least 2**64", 1, 23)
+
+
+@pytest.mark.parametrize("value, message, line, column", [
+    ("nan", "the value set for 'width' is not a number (NaN)", 1, 27),
+    ("inf", "the value set for 'width' is too large: it overflows to infinity", 1, 27),
+    ("1e400", "the value set for 'width' is too large: it overflows to infinity", 1, 27),
+    ("1e308", "the result here is too large: it overflows to infinity", 3, 25),
+])
+def test_set_values_out_of_range_are_located(tmp_path, value, message, line, column):
+    check_error(tmp_path, BIG_NET, message, line, column, [f"width={value}"])
+    check_error(tmp_path, BIG_NET, message, line, column, {"width": float(value)})  # the Python API: the same rule
+
+
+@pytest.mark.parametrize("sets", [["pad=1e308"], {"pad": 1e308}, {"pad": 10**308}], ids=["cli", "float", "int"])
+def test_set_integer_too_large_is_the_same_error_from_command_line_and_api(tmp_path, sets):
+    # a float is an integer argument only where it is used; an integer is out of range where it is set
+    where = (1, 40) if isinstance(sets, dict) and isinstance(sets["pad"], int) else (3, 47)
+    err = check_error(tmp_path, BIG_NET, "", *where, sets)
+    assert "9,223,372,036,854,775,807" in err.message
+
+
+def test_set_value_of_another_type_from_the_api(tmp_path):
+    check_error(tmp_path, BIG_NET, "the value set for 'classes' is not a value of the language (a str)", 1, 13,
+                {"classes": "ten"})
+
+
+def test_set_integer_too_long_for_python():
+    with pytest.raises(ArchError, match="is too large; integers are limited"):
+        parse_sets(["classes=" + "9" * 5000])
+
+
+def test_huge_repetition_count_answers_at_once(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    check_error(tmp_path, net("relu * 1000000000"), "a repetition count of 1,000,000,000 is more than the limit of "
+                "1,000,000 layers and composites", 3, 12)
+    assert time.perf_counter() - start < 2
+
+
+def test_expansion_past_the_limit_points_at_the_outermost_repetition(tmp_path, monkeypatch):
+    import archdsl.shapes
+
+    monkeypatch.setattr(archdsl.shapes, "MAX_INSTANCES", 1000)
+    src = "block B() {\n    relu * 40\n}\n" + net("conv(4, 1)\n{ B() * 10 } * 10")
+    check_error(tmp_path, src, "this repetition makes the network expand to more than the limit of 1,000", 8, 5)
+    check_error(tmp_path, net("relu * 999\nrelu * 2"), "the network expands to more than the limit of 1,000", 4, 5)
+
+
+def test_the_limits_hold_far_above_the_zoo():
+    """The largest network of the zoo (any registry setting) is far inside the limits."""
+    from pathlib import Path
+
+    from archdsl.limits import MAX_INSTANCES, MAX_INT
+    from archdsl.zoo import read_registry
+
+    root = Path(__file__).resolve().parent.parent
+    biggest = biggest_size = 0
+    for entry in read_registry(root):
+        elab = load(str(entry.spec_path(root)), entry.sets)
+        biggest = max(biggest, sum(1 for _ in elab.root.walk()))
+        biggest_size = max(biggest_size, *(d or 0 for i in elab.root.walk() for d in i.out_shape.dims))
+    assert 1000 < biggest < MAX_INSTANCES // 500
+    assert biggest_size < MAX_INT >> 40
+
+
+def test_language_server_uses_the_same_limits(tmp_path):
+    from archdsl.lsp.analysis import analyze
+
+    path = tmp_path / "net.arch"
+    for body, message in (("relu * 1000000000", "a repetition count of 1,000,000,000 is more than the limit"),
+                          ("conv(2 ** 2 ** 2 ** 22, 1)", "2 ** 4194304 is at least 2**64")):
+        text = textwrap.dedent(net(body)).lstrip("\n")
+        path.write_text(text)
+        with pytest.raises(ArchError) as info:
+            load(str(path))
+        analysis = analyze(str(path), text)
+        assert analysis.error is not None and message in analysis.error.message
+        assert analysis.error.message == info.value.message and analysis.error.span == info.value.span
+
+
+# Files that cannot be read -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, message", [
+    ("lib\0.arch", "cannot read '{dir}/lib\\x00.arch': a file name cannot contain a NUL character"),
+    ("folder", "cannot read '{dir}/folder': it is a directory, not a spec file"),
+    ("", "cannot read '{dir}/': it is a directory, not a spec file"),
+    ("x" * 300 + ".arch", "File name too long"),
+    ("latin1.arch", "it is not UTF-8 text (byte 0xe9 at line 2, byte 15 of the line)"),
+    ("fifo.arch", "it is not a regular file (a device or a pipe)"),
+    ("/dev/zero", "cannot read '/dev/zero': it is not a regular file (a device or a pipe)"),
+    ("missing.arch", "cannot find '{dir}/missing.arch'"),
+], ids=["nul", "directory", "empty", "long", "not-utf8", "fifo", "device", "missing"])
+def test_import_that_cannot_be_read(tmp_path, name, message):
+    import os
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "latin1.arch").write_bytes("block B() {\n    relu # caf\u00e9\n}\n".encode("latin-1"))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.arch")
+    elif name == "fifo.arch":
+        pytest.skip("no named pipes here")
+    src = f'import "{name}"\nnetwork N {{\n    input [3, 8, 8]\n    relu\n}}\n'
+    check_error(tmp_path, src, message.replace("{dir}", str(tmp_path)), 1, 1, dedent=False)
+
+
+def test_byte_order_mark_is_passed_over(tmp_path):
+    spec = tmp_path / "bom.arch"
+    spec.write_bytes(b"\xef\xbb\xbfnetwork N {\n    input [3, 8, 8]\n    conv(4, 1, stride = 0)\n}\n")
+    with pytest.raises(ArchError) as info:
+        load(str(spec))
+    assert (info.value.span.line, info.value.span.column) == (3, 25)
+    assert " 3 |     conv(4, 1, stride = 0)\n   |                         ^" in info.value.format()
+
+
+# The line under the caret is the line the error names ---------------------------------------------
+
+@pytest.mark.parametrize("char", ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"],
+                         ids=["ff", "vt", "fs", "gs", "rs", "nel", "ls", "ps", "cr"])
+def test_odd_line_breaks_do_not_shift_the_printed_line(tmp_path, char):
+    # in a comment the character is harmless; the error two lines below must show its own line
+    src = f"network N {{  # a comment with {char} in it\n    input [3, 8, 8]\n    conv(4, 1, stride = 0)\n}}\n"
+    err = check_error(tmp_path, src, "'stride' must be at least 1", 3, 25, dedent=False)
+    assert " 3 |     conv(4, 1, stride = 0)\n" in err.format()
+
+
+def test_form_feed_between_tokens(tmp_path):
+    src = "network N {\n    input [3, 8, 8]\f\n\f    conv(4, 1, stride = 0)\n}\n"
+    err = check_error(tmp_path, src, "'stride' must be at least 1", 3, 26, dedent=False)
+    assert " 3 | \u240c    conv(4, 1, stride = 0)\n" in err.format()
+
+
+@pytest.mark.parametrize("char", ["\v", "\x1c", "\x85", "\u2028", "\0", "\x1b"])
+def test_unexpected_invisible_character_is_shown(tmp_path, char):
+    src = f"network N {{\n    input [3, 8, 8]\n    conv(4,{char} 1)\n}}\n"
+    err = check_error(tmp_path, src, f"unexpected character {char!r}", 3, 12, dedent=False)
+    assert "\n" not in err.format().split("\n")[1] and char not in err.format()
+
+
+def test_caret_under_the_right_character_after_tabs_and_wide_characters(tmp_path):
+    src = "network N {\n\tinput [3, 8, 8]\n\t\tconv(4, 1,\tstride = 0)  # \u8ba1\u7b97\n}\n"
+    err = check_error(tmp_path, src, "'stride' must be at least 1", 3, 23, dedent=False)
+    assert err.format().endswith(" 3 |         conv(4, 1,  stride = 0)  # \u8ba1\u7b97\n"
+                                 "   |                              ^")
+    src = "network N {\n\tinput [3, 8, 8]\n\t\u8ba1\u7b97 \u8ba1\n}\n"  # each takes two cells of a terminal
+    err = check_error(tmp_path, src, "unexpected character", 3, 2, dedent=False)
+    assert err.format().endswith(" 3 |     \u8ba1\u7b97 \u8ba1\n   |     ^~")
+
+
+def test_end_of_file_is_reported_after_the_last_token(tmp_path):
+    src = "network N {\n    input [3, 8, 8]\n    conv(4, 1\u2028\n\n  \n"
+    check_error(tmp_path, src, "unexpected character '\\u2028'", 3, 14, dedent=False)
+    src = "network N {\n    input [3, 8, 8]\n    conv(4, 1)  # comment\n\n  \n"
+    check_error(tmp_path, src, "unexpected end of file", 3, 26, dedent=False)
+
+
+@pytest.mark.parametrize("body, column", [
+    ("{ " * 400 + "relu" + " }" * 400, 669),
+    ("conv(" + "-" * 1200 + "4, 1)", 1003),
+    ("conv(" + "1 + " * 1200 + "4, 1)", 10),
+], ids=["groups", "unary", "sum"])
+def test_nesting_past_the_limit_is_located(tmp_path, body, column):
+    src = f"network N {{\n    input [3, 8, 8]\n    {body}\n}}\n"
+    check_error(tmp_path, src, "this nests too deeply: more than 1,000 levels", 3, column, dedent=False)
+
+
+def test_nesting_inside_the_limit_checks(tmp_path):
+    spec = tmp_path / "deep.arch"
+    spec.write_text("network N {\n    input [3, 8, 8]\n    " + "{ " * 300 + "relu" + " }" * 300 + "\n    conv("
+                    + "-" * 900 + "4, 1)\n}\n")
+    assert load(str(spec)).root.out_shape.dims == (4, 8, 8)

@@ -30,7 +30,6 @@ KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let",
             "tensor")
 log = logging.getLogger("archdsl.lsp")
 MAX_ROWS = 12  # instance rows shown in a hover before the rest is summarized
-MAX_NODES = 50_000  # instances one analysis may expand: a half-typed `* 1000000` must not hang the server
 
 
 @functools.lru_cache(maxsize=1024)
@@ -108,7 +107,9 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
         else:
             a.program = _Elaborator(loader, path).run(module.networks[0])
             a.index = build_index(a.program)
-            a.elab = _BudgetExpander(a.program, a.program.network.span).run(overrides)
+            # the compiler's expansion, with its limits (archdsl/limits.py): a half-typed `* 1000000000`
+            # is an error at the count at once, and no expansion goes past MAX_INSTANCES
+            a.elab = Expander(a.program).run(overrides)
     except ArchError as e:
         a.error = e
     except RecursionError:
@@ -123,24 +124,6 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
     a.blocks = dict(loader.blocks)
     a.files = set(loader.files)
     return a
-
-
-class _BudgetExpander(Expander):
-    """The compiler's Expander, stopping with an error after MAX_NODES instances."""
-
-    def __init__(self, program: G.Program, where: Span) -> None:
-        super().__init__(program)
-        self.count = 0
-        self.where = where
-
-    def _node(self, *args, **kwargs):
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise ArchError(f"the network expands to more than {MAX_NODES:,} layers and composites; the editor "
-                            "stops checking there (`archdsl check` checks it all)",
-                            Span(self.where.file, self.where.line, self.where.column, self.where.line,
-                                 self.where.column + len("network")))
-        return super()._node(*args, **kwargs)
 
 
 def _check_library(loader: Loader, path: str) -> None:
