@@ -514,7 +514,8 @@ async def test_odd_requests_do_not_kill_the_server(client: LanguageClient, tiny:
     assert "calls itself" in d.message
     other.set("network N { input [3, 8, 8]\n relu * 100000000\n}\n")  # half-typed into a huge count
     [d] = await other.diagnostics()
-    assert "expands to more than 50,000" in d.message
+    assert "is more than the limit of 1,000,000 layers and composites" in d.message
+    assert d.range.start.line == 1  # on the line of the count, found at once (nothing is expanded)
     other.set('import "missing.arch"\nnetwork N { input [3, 8, 8]\n conv(4, 3) }\n')
     [d] = await other.diagnostics()
     assert d.message == f"cannot find '{tmp_path / 'missing.arch'}'" and d.range.start.line == 0
