@@ -254,6 +254,10 @@ def _parse_text(text: str, file: str) -> S.Module:
         else:
             end_col = tok.end_column if tok.end_line == tok.line and tok.end_column else tok.column + 1
             span = Span(file, tok.line, tok.column, tok.line, end_col)
+        unclosed = _unclosed(text, file, tok, span)
+        if unclosed is not None:
+            message, notes = unclosed
+            raise ArchError(f"syntax error: unexpected {_describe(tok)}; {message}", span, notes=notes) from None
         hint = ""
         if tok.type in ("RBRACE", "$END", "_NL") and "RPAR" in e.expected:
             hint = "; is a ')' missing?"
@@ -270,6 +274,111 @@ def _parse_text(text: str, file: str) -> S.Module:
     except UnexpectedInput as e:  # pragma: no cover - any other lark error still gets a place
         raise ArchError("syntax error", Span(file, e.line, e.column, e.line, e.column + 1)) from None
     return _ToSyntax(file).transform(tree)
+
+
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_TOP_KEYWORDS = ("block", "network", "import")
+_BODY_KEYWORDS = ("residual", "shortcut", "concat", "branch", "scale", "if", "else", "for")
+
+
+def _unclosed(text: str, file: str, tok: Token, span: Span) -> tuple[str, list[str]] | None:
+    """For a syntax error at `tok`: if a bracket opened before it is still open and the error is where
+    its closing bracket went missing (a definition or the end of the file after an open `{`; a later
+    line, or another closing bracket, after an open `(` or `[`), what to say about it: the message
+    after "unexpected ...;" and notes. A closing bracket with none open is said to be one too many."""
+    from lark.exceptions import LarkError
+
+    tokens: list[Token] = []
+    stack: list[int] = []  # indices into tokens of the brackets still open
+    pairs: list[tuple[int, int]] = []  # (opener, closer) indices of the brackets closed
+    end = len(text) if tok.type == "$END" else tok.start_pos
+    try:
+        for t in _lark().lex(text):
+            if t.start_pos >= end:
+                break
+            tokens.append(t)
+            if t.value in _CLOSERS and t.type != "STRING":
+                stack.append(len(tokens) - 1)
+            elif t.value in (")", "]", "}") and stack and _CLOSERS[tokens[stack[-1]].value] == t.value:
+                pairs.append((stack.pop(), len(tokens) - 1))
+    except LarkError:  # a bad character further on: the brackets before it are what counts
+        pass
+    value = "" if tok.type == "$END" else str(tok.value)
+    if value in (")", "]", "}") and (not stack or (tokens[stack[-1]].value == "{" and value != "}")):
+        opener = {")": "(", "]": "[", "}": "{"}[value]
+        return f"there is no '{opener}' open here for this '{value}' to close: is it one too many?", []
+    if not stack:
+        return None
+    top = tokens[stack[-1]]
+    where = Span(file, top.line, top.column, top.line, top.column + 1)
+    what = _opened_by(tokens, stack[-1])
+    closer = _CLOSERS[top.value]
+    if top.value == "{":
+        if tok.type != "$END" and value not in _TOP_KEYWORDS:
+            return None
+        notes = [f"the '{{' of {what} is at {where}"]
+        outer = [i for i in stack[:-1] if tokens[i].value == "{"]
+        if outer:
+            notes.append("still open around it: " + ", ".join(
+                f"{_opened_by(tokens, i)} at {tokens[i].line}:{tokens[i].column}" for i in reversed(outer)))
+        stray = _misplaced_closer(tokens, pairs, stack[-1])
+        if stray is not None:
+            notes.append(stray)
+        return f"missing '}}' to close {what} opened at {where}", notes
+    if tok.type == "$END" or tok.line > top.line or value in (")", "]", "}"):
+        return (f"missing '{closer}' to close {what} opened at {where}",
+                [f"newlines inside {top.value}...{closer} are ignored, so the next line was read as more of it"]
+                if tok.type != "$END" and tok.line > top.line else [])
+    return None
+
+
+def _opened_by(tokens: list[Token], i: int) -> str:
+    """What the bracket tokens[i] opens, in words: `block Foo`, `network Net`, `residual`, `dense(`..."""
+    t = tokens[i]
+    if t.value != "{":
+        before = tokens[i - 1] if i > 0 else None
+        if t.value == "(" and before is not None and before.type == "NAME":
+            return f"{before.value}(...)"
+        return f"'{t.value}'"
+    j = i - 1
+    if j >= 0 and tokens[j].value == ")":  # block NAME(...) { / network NAME(...) {
+        depth = 0
+        while j >= 0:
+            depth += {")": 1, "(": -1}.get(tokens[j].value, 0)
+            if depth == 0:
+                break
+            j -= 1
+        j -= 1
+    if j >= 1 and tokens[j].type == "NAME" and tokens[j - 1].value in ("block", "network"):
+        return f"{tokens[j - 1].value} {tokens[j].value}"
+    k = i - 1
+    while k >= 0 and tokens[k].line == t.line and tokens[k].value not in ("{", "}"):
+        if tokens[k].value in _BODY_KEYWORDS and tokens[k].type != "NAME":
+            return tokens[k].value
+        k -= 1
+    return "a group"
+
+
+def _misplaced_closer(tokens: list[Token], pairs: list[tuple[int, int]], outer: int) -> str | None:
+    """Inside the open `{` at tokens[outer]: a `}` indented like the line of that outer `{` but closing an
+    inner one whose line is indented otherwise, a hint that the inner one is what lacks its `}`."""
+    def indent(t: Token) -> int:
+        return t.column - 1 if t is not None else 0
+
+    first_on_line: dict[int, Token] = {}
+    for t in tokens:
+        first_on_line.setdefault(t.line, t)
+    outer_indent = indent(first_on_line[tokens[outer].line])
+    for o, c in pairs:
+        if o < outer:
+            continue
+        opener, closer = tokens[o], tokens[c]
+        if closer.line == opener.line or first_on_line[closer.line] is not closer:
+            continue
+        if indent(closer) == outer_indent and indent(first_on_line[opener.line]) != outer_indent:
+            return (f"the '}}' at {closer.line}:{closer.column} is indented like that line but closes "
+                    f"{_opened_by(tokens, o)} (opened at {opener.line}:{opener.column}): is that one missing its '}}'?")
+    return None
 
 
 def _unquote(token: Token) -> str:

@@ -184,7 +184,9 @@ def test_unknown_network_parameter_from_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("body, message, line, column", [
-    ("conv(8, 3", "syntax error: unexpected '}'; expected ')', ','; is a ')' missing?", 4, 1),
+    ("conv(8, 3", "syntax error: unexpected '}'; missing ')' to close conv(...) opened at", 4, 1),
+    ("conv(8, 3 relu)", "syntax error: unexpected 'relu'; expected ')'", 3, 15),
+    ("conv(8, [3, 3)", "syntax error: unexpected ')'; missing ']' to close '[' opened at", 3, 18),
     ("conv(8, 3))", "syntax error: unexpected ')'", 3, 15),
     ("let = 3", "syntax error: unexpected '='", 3, 9),
     ("conv(8, 3) $", "syntax error: unexpected character '$'", 3, 16),
@@ -597,3 +599,49 @@ def test_nesting_inside_the_limit_checks(tmp_path):
     spec.write_text("network N {\n    input [3, 8, 8]\n    " + "{ " * 300 + "relu" + " }" * 300 + "\n    conv("
                     + "-" * 900 + "4, 1)\n}\n")
     assert load(str(spec)).root.out_shape.dims == (4, 8, 8)
+
+
+# A bracket left open is named, with the place it opened ------------------------------------------------
+
+def test_missing_brace_names_the_block_and_where_it_opened(tmp_path):
+    src = "block Foo(c) {\n    conv(c, 3)\n    relu\n\nnetwork Net {\n    input [3, 8, 8]\n    Foo(4)\n}\n"
+    err = check_error(tmp_path, src, "syntax error: unexpected 'network'; missing '}' to close block Foo opened at "
+                      f"{tmp_path / 'bad.arch'}:1:14", 5, 1, dedent=False)
+    assert err.notes == [f"the '{{' of block Foo is at {tmp_path / 'bad.arch'}:1:14"]
+
+
+def test_missing_brace_of_an_inner_body_is_suggested_by_indentation(tmp_path):
+    src = """
+    block Foo(c) {
+        residual {
+            conv(c, 3, pad = 1)
+        relu
+    }
+
+    network Net {
+        input [3, 8, 8]
+        Foo(3)
+    }
+    """
+    err = check_error(tmp_path, src, "missing '}' to close block Foo opened at", 7, 1)
+    assert "the '}' at 5:1 is indented like that line but closes residual (opened at 2:14)" in err.notes[-1]
+
+
+def test_missing_brace_at_end_of_file_lists_what_is_open(tmp_path):
+    src = "network Net {\n    input [3, 8, 8]\n    residual {\n        relu\n"
+    err = check_error(tmp_path, src, "unexpected end of file; missing '}' to close residual opened at", 4, 13,
+                      dedent=False)
+    assert err.notes[-1] == "still open around it: network Net at 1:13"
+
+
+def test_missing_parenthesis_on_an_earlier_line(tmp_path):
+    err = check_error(tmp_path, net("conv(4, 3\nrelu"), "unexpected 'relu'; missing ')' to close conv(...) opened at", 4, 5)
+    assert "newlines inside (...) are ignored" in err.notes[0]
+
+
+@pytest.mark.parametrize("body, message, line, column", [
+    ("relu\n}", "unexpected '}'; there is no '{' open here for this '}' to close", 5, 1),
+    ("relu)", "unexpected ')'; there is no '(' open here", 3, 9),
+])
+def test_one_closing_bracket_too_many(tmp_path, body, message, line, column):
+    check_error(tmp_path, net(body), message, line, column)
