@@ -24,10 +24,10 @@ from .compiler import (
     parse_sets,
     write_atomically,
 )
-from .elaborate import elaborate
+from .elaborate import _listing, elaborate, elaborate_file
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
-from .graph import Elaborated, Program
+from .graph import Elaborated, Library, Program
 from .parser import cache_directory, disk_cache
 from .shapes import Expander
 
@@ -240,15 +240,31 @@ class _Session:
 
     def __init__(self) -> None:
         self.program: Program | None = None
+        self.library: Library | None = None
         self.expander: Expander | None = None
 
     @property
     def sources(self) -> dict[str, str] | None:
-        return self.program.sources if self.program is not None else None
+        loaded = self.program or self.library
+        return loaded.sources if loaded is not None else None
 
     def load(self, spec: str, sets: list[str]) -> Elaborated:
         overrides = parse_sets(sets)
         self.program = elaborate(spec)
+        self.expander = Expander(self.program)
+        return self.expander.run(overrides)
+
+    def load_any(self, spec: str, sets: list[str]) -> Elaborated | Library:
+        """A spec expanded, or a library (blocks, no network) elaborated; --set needs a network."""
+        overrides = parse_sets(sets)
+        program = elaborate_file(spec)
+        if isinstance(program, Library):
+            self.library = program
+            if overrides:
+                raise ArchError(f"--set {next(iter(overrides))}: '{spec}' is a library of blocks with no network, "
+                                "so it has no parameters to set")
+            return program
+        self.program = program
         self.expander = Expander(self.program)
         return self.expander.run(overrides)
 
@@ -300,11 +316,21 @@ def _check_writable(path: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace, session: _Session) -> int:
-    elab = session.load(args.spec, args.sets)
+    elab = session.load_any(args.spec, args.sets)
+    if isinstance(elab, Library):
+        _out(library_line(args.spec, elab))
+        return EXIT_OK
     from .summary import check_line
 
     _out(check_line(args.spec, elab))
     return EXIT_OK
+
+
+def library_line(spec: str, library: Library) -> str:
+    """`ok: specs/lib/resnet.arch: library, 5 blocks (BasicBlock, Bottleneck, ...)`."""
+    n = len(library.own)
+    imports = f", importing {library.imports} file{'s' * (library.imports != 1)}" if library.imports else ""
+    return f"ok: {spec}: library, {n} block{'s' * (n != 1)} ({_listing(library.own)}){imports}"
 
 
 def _depth(text: str) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from . import graph as G
 from . import syntax as S
-from .errors import ArchError, Span
+from .errors import ArchError, Span, end_position
 from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS
 from .parser import parse
 
@@ -105,17 +105,45 @@ class Loader:
 
 
 def elaborate(spec: str) -> G.Program:
-    """Load a spec (and its imports) and build its typed graph definitions."""
+    """Load a spec (and its imports) and build its typed graph definitions. A library (blocks and no
+    network) is checked first, so that an error in its blocks is the error reported; then it is an
+    error here, since what follows elaboration needs a network."""
+    program = elaborate_file(spec)
+    if isinstance(program, G.Library):
+        names = _listing(program.own)
+        module_span = program.blocks[program.own[0]].span if program.own else None
+        first = Span(spec, module_span.line, module_span.column, module_span.line, module_span.column + len("block")) \
+            if module_span else None
+        raise ArchError(f"this file is a library of blocks ({names}) with no network: `archdsl check` checks it; "
+                        "compile, summary, sweep and graph need a spec with a network (import the library from it)",
+                        first)
+    return program
+
+
+def elaborate_file(spec: str) -> G.Program | G.Library:
+    """Load a file (and its imports): a spec with a network is elaborated into its typed graph; a file
+    of blocks without a network into a Library, each of its blocks (and those it imports) elaborated,
+    as a spec does for the blocks it does not use."""
     loader = Loader()
     module = loader.load(spec)
-    if not module.networks:
-        lines = loader.sources[spec].splitlines() or [""]
-        raise ArchError("the spec defines no network; a spec needs one `network Name { ... }`",
-                        Span(spec, 1, 1, 1, max(2, len(lines[0]) + 1)))
     if len(module.networks) > 1:
         raise ArchError("a spec defines one network; this is a second one "
-                        "(put shared blocks in a library file and import it)", module.networks[1].name_span)
-    return _Elaborator(loader, spec).run(module.networks[0])
+                        "(put shared blocks in a library file and import it)", module.networks[1].name_span,
+                        notes=[f"the first is at {module.networks[0].name_span}"])
+    if module.networks:
+        return _Elaborator(loader, spec).run(module.networks[0])
+    if not module.blocks:
+        line, column = end_position(loader.sources[spec])
+        raise ArchError("the file defines no network and no blocks; a spec needs one `network Name { ... }`, "
+                        "a library `block Name(...) { ... }`", Span(spec, line, column, line, column + 1))
+    return _Elaborator(loader, spec).library(module)
+
+
+def _listing(names: list[str], most: int = 8) -> str:
+    """`A, B, C` or, past `most` names, `A, B, ... and 5 more`."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[:most]) + f", ... and {len(names) - most} more"
 
 
 class _Scope:
@@ -186,6 +214,16 @@ class _Elaborator:
             self._block(name, src.name_span)
         ordered = {name: self.done[name] for name in used}
         return G.Program(self.spec, self.loader.sources, ordered, network)
+
+    def library(self, module: S.Module) -> G.Library:
+        """Elaborate every block loaded (a library's own and those it imports), callees first."""
+        self.uses_in = set()
+        for name, src in self.loader.blocks.items():
+            self._callees(src.body)
+            self._block(name, src.name_span)
+        blocks = {name: self.done[name] for name in self.done}
+        return G.Library(self.spec, self.loader.sources, blocks, [b.name for b in module.blocks],
+                         len(self.loader.modules) - 1)
 
     # definitions
 

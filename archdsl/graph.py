@@ -270,6 +270,19 @@ class Program:
     network: NetworkDef
 
 
+@dataclass(eq=False)
+class Library:
+    """A file of blocks without a network (specs/lib/*.arch), checked on its own: every block it
+    defines or imports elaborated. Shapes need an input, so they are checked where a network uses
+    the blocks."""
+
+    spec: str  # the file as given
+    sources: dict[str, str]  # file -> text, for error messages
+    blocks: dict[str, BlockDef]  # every block loaded (its own and those it imports), elaborated
+    own: list[str]  # the names of the blocks the file itself defines, in order
+    imports: int = 0  # how many other files it reads
+
+
 def names_input(seq: Seq) -> bool:
     """Whether a body names its input tensor (`in` starting a chain or as an argument), so that
     generated code must keep the input in a variable of its own."""

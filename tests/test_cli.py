@@ -723,3 +723,44 @@ def test_import_with_a_nul_byte_is_a_located_error(tmp_path, spec):
     assert_clean_failure(res)
     assert res.stderr.startswith("net.arch:1:1: error: cannot read 'lib\\x00.arch': a file name cannot contain a NUL")
     assert "\0" not in res.stderr and 'import "lib\u2400.arch"' in res.stderr
+
+
+# A library file (blocks, no network) ----------------------------------------------------------------
+
+def test_check_a_library_checks_its_blocks(tmp_path):
+    lib = ROOT / "specs" / "lib" / "resnet.arch"
+    res = run("check", str(lib), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (f"ok: {lib}: library, 5 blocks (BasicBlock, SqueezeExcite, Bottleneck, BasicStage, "
+                          "Stage)\n")
+    res = run("check", str(ROOT / "specs" / "lib" / "inception_v3.arch"), cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.endswith("InceptionAux), importing 1 file\n"), res.stdout
+
+
+def test_check_a_library_reports_an_error_in_a_block(tmp_path, spec):
+    name = spec("# blocks\nblock A(c) {\n    conv(c, 3)\n}\n\nblock B(c) {\n    A(c, 2)\n}\n", "lib.arch")
+    res = run("check", name, cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stderr.startswith("lib.arch:7:10: error: block A takes 1 argument (c), got 2")
+
+
+@pytest.mark.parametrize("command", [["compile", "--target", "torch"], ["summary"], ["graph"], ["sweep", "a=1,2"]])
+def test_commands_that_need_a_network_say_so_for_a_library(tmp_path, spec, command):
+    name = spec("# blocks\nblock A(c) {\n    conv(c, 3)\n}\n", "lib.arch")
+    args = [command[0], name, *command[1:]]
+    res = run(*args, cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stderr.startswith("lib.arch:2:1: error: this file is a library of blocks (A) with no network: "
+                                 "`archdsl check` checks it")
+
+
+def test_set_on_a_library_is_an_error(tmp_path, spec):
+    res = run("check", spec("block A(c) {\n    conv(c, 3)\n}\n", "lib.arch"), "--set", "c=3", cwd=tmp_path)
+    assert_clean_failure(res)
+    assert "--set c: 'lib.arch' is a library of blocks with no network" in res.stderr
+
+
+def test_empty_file_is_a_located_error(tmp_path, spec):
+    res = run("check", spec("# nothing yet\n\n", "empty.arch"), cwd=tmp_path)
+    assert_clean_failure(res)
+    assert res.stderr.startswith("empty.arch:1:14: error: the file defines no network and no blocks")
