@@ -175,6 +175,11 @@ class _Elaborator:
         self.tensor_params: dict[str, int] = {}
 
     def run(self, net: S.NetworkDef) -> G.Program:
+        if net.name in self.loader.blocks:
+            block = self.loader.blocks[net.name]
+            raise ArchError(f"the network has the name of a block, '{net.name}': the generated code defines a class "
+                            "or function for each, so they need different names", net.name_span,
+                            notes=[f"block {net.name} is defined at {block.name_span}"])
         for p in net.params:
             if p.tensor:
                 raise ArchError("a network's parameters are numbers; its input tensor is given by `input`", p.span)

@@ -645,3 +645,26 @@ def test_missing_parenthesis_on_an_earlier_line(tmp_path):
 ])
 def test_one_closing_bracket_too_many(tmp_path, body, message, line, column):
     check_error(tmp_path, net(body), message, line, column)
+
+
+# Names ------------------------------------------------------------------------------------------------
+
+def test_network_named_like_a_block(tmp_path):
+    src = """
+    block Net(c) {
+        conv(c, 3)
+    }
+    network Net {
+        input [3, 8, 8]
+        Net(4)
+    }
+    """
+    err = check_error(tmp_path, src, "the network has the name of a block, 'Net'", 4, 9)
+    assert err.notes == [f"block Net is defined at {tmp_path / 'bad.arch'}:1:7"]
+
+
+def test_network_named_like_an_imported_block(tmp_path):
+    (tmp_path / "lib.arch").write_text("block Stem(c) {\n    conv(c, 3)\n}\n")
+    err = check_error(tmp_path, 'import "lib.arch"\nnetwork Stem {\n    input [3, 8, 8]\n    relu\n}\n',
+                      "the network has the name of a block, 'Stem'", 2, 9, dedent=False)
+    assert err.notes == [f"block Stem is defined at {tmp_path / 'lib.arch'}:1:7"]
