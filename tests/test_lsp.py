@@ -579,3 +579,16 @@ async def test_library_changed_on_disk(client: LanguageClient, resnet: Path):
         await asyncio.sleep(0.01)
     assert list(client.diagnostics[doc.uri]) == []
     doc.close()
+
+
+def test_source_text_is_read_by_the_lexers_lines():
+    """Hover texts take an expression's text from the line its span names, counted as the lexer counts
+    lines (at "\\n" only): a form feed, a vertical tab or U+2028 before it is no line break."""
+    from archdsl.lsp.analysis import expr_text, map_line
+    from archdsl.parser import parse
+
+    for odd in ("\f", "\v", "\x1c", "\x85", "\u2028"):
+        source = f"# a comment{odd}with an odd character\nblock B(k = 3 + 1) {{\n    relu\n}}\n"
+        block = parse(source, "odd.arch").blocks[0]
+        assert expr_text(block.params[0].default, source) == "3 + 1"
+        assert map_line(source, "# new first line\n" + source, 3) == 2

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import graph as G
 from .. import syntax as S
 from ..elaborate import Loader, _Elaborator
-from ..errors import ArchError, Span
+from ..errors import ArchError, Span, source_lines
 from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
 from ..shapes import Expander, all_nodes
 from ..summary import grouped, humanize, make_row, rows, totals
@@ -239,7 +239,7 @@ def _size(span: Span) -> tuple[int, int]:
 
 def map_line(old: str, new: str, line: int) -> int | None:
     """The line (1-based) of `old` that line `line` of `new` was, if it is unchanged in between."""
-    old_lines, new_lines = old.splitlines(), new.splitlines()
+    old_lines, new_lines = source_lines(old), source_lines(new)
     if old_lines[line - 1:line] == new_lines[line - 1:line] and len(old_lines) == len(new_lines):
         return line
     matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
@@ -321,7 +321,7 @@ def block_signature(block: S.BlockDef, source: str | None = None) -> str:
 def expr_text(e: S.Expr, source: str | None) -> str:
     """The source text of an expression (one line), or a rendering of it."""
     if source is not None and e.span.line == e.span.end_line:
-        lines = source.splitlines()
+        lines = source_lines(source)
         if 0 < e.span.line <= len(lines):
             return lines[e.span.line - 1][e.span.column - 1:e.span.end_column - 1]
     if isinstance(e, S.Num):
