@@ -581,7 +581,7 @@ async def test_library_changed_on_disk(client: LanguageClient, resnet: Path):
     doc.close()
 
 
-def test_source_text_is_read_by_the_lexers_lines():
+async def test_source_text_is_read_by_the_lexers_lines():
     """Hover texts take an expression's text from the line its span names, counted as the lexer counts
     lines (at "\\n" only): a form feed, a vertical tab or U+2028 before it is no line break."""
     from archdsl.lsp.analysis import expr_text, map_line
