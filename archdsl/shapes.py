@@ -166,7 +166,9 @@ class Expander:
         self.program = program
         self.done: list[Inst] = []  # layers checked so far, in order (the report up to an error)
         self.count = 0  # instances made so far (limits.MAX_INSTANCES)
-        self.repeats: list[G.Repeat] = []  # the repetitions being expanded, outermost first
+        self.repeats: list[tuple[G.Repeat, str]] = []  # the repetitions being expanded, outermost first, and
+        # the context each is in
+        self.least: dict[int, int] = {}  # id of a definition node -> the fewest instances it expands to
 
     def run(self, overrides: dict[str, Value] | None = None) -> G.Elaborated:
         net = self.program.network
@@ -287,7 +289,9 @@ class Expander:
             n = _count(node.count, env, "a repetition count")
             inst.args = {"count": n}
             end = state
-            self.repeats.append(node)
+            self.repeats.append((node, env.context))
+            if self.count + n * self._least(node.body) > MAX_INSTANCES:  # no need to expand it to know
+                self._too_many(node, env)
             for i in range(n):
                 body_env = env
                 if node.index is not None:
@@ -344,13 +348,43 @@ class Expander:
         inst.rf = (end.rf, end.jump)
         return end
 
+    def _least(self, node: G.Node) -> int:
+        """The fewest instances a node can expand to, whatever the parameters: each layer, block call and
+        composite is one, a repetition of a constant count that many copies of its body, an `if` its
+        smaller branch (so a repetition that is surely past MAX_INSTANCES is an error before it is
+        expanded)."""
+        key = id(node)
+        if key in self.least:
+            return self.least[key]
+        if isinstance(node, (G.Layer, G.Merge)):
+            n = 1
+        elif isinstance(node, G.BlockCall):
+            n = 1 + self._least(self.program.blocks[node.block].body)
+        elif isinstance(node, G.Seq):
+            n = 1 + sum(self._least(child) for child in node.nodes)
+        elif isinstance(node, G.Repeat):
+            count = node.count.value if isinstance(node.count, G.Const) else 0
+            n = 1 + (count * self._least(node.body) if isinstance(count, int) and count > 0 else 0)
+        elif isinstance(node, G.Choice):
+            n = 1 + min(self._least(node.then), self._least(node.otherwise))
+        elif isinstance(node, G.Concat):
+            n = 1 + sum(self._least(b) for b in node.branches)
+        elif isinstance(node, G.Residual):
+            n = 1 + self._least(node.body)  # the shortcut may be off
+        elif isinstance(node, (G.Scale, G.Output)):
+            n = 1 + (self._least(node.body) if node.body is not None else 0)
+        else:  # pragma: no cover
+            n = 1
+        self.least[key] = n
+        return n
+
     def _too_many(self, node: G.Node, env: _Env) -> None:
         """The error for an expansion past MAX_INSTANCES: at the outermost repetition being expanded
         (the one that multiplies the most), else at the node that went past."""
-        where = self.repeats[0] if self.repeats else node
+        where, context = self.repeats[0] if self.repeats else (node, env.context)
         what = "this repetition makes the network expand" if self.repeats else "the network expands"
         raise ArchError(f"{what} to more than the limit of {MAX_INSTANCES:,} layers and composites", where.span,
-                        context=env.context if "(" in env.context else None)
+                        context=context if "(" in context else None)
 
     def _layer(self, node: G.Layer, state: _State, env: _Env, path: str, out: list[Inst]) -> _State:
         args: dict[str, object] = {}

@@ -668,3 +668,12 @@ def test_network_named_like_an_imported_block(tmp_path):
     err = check_error(tmp_path, 'import "lib.arch"\nnetwork Stem {\n    input [3, 8, 8]\n    relu\n}\n',
                       "the network has the name of a block, 'Stem'", 2, 9, dedent=False)
     assert err.notes == [f"block Stem is defined at {tmp_path / 'lib.arch'}:1:7"]
+
+
+def test_repetition_surely_past_the_limit_answers_before_expanding(tmp_path):
+    import time
+
+    src = "block B() {\n    conv(3, 1) bn relu\n    { relu relu } * 3\n}\n" + net("B * 100000")
+    start = time.perf_counter()
+    check_error(tmp_path, src, "this repetition makes the network expand to more than the limit of 1,000,000", 7, 5)
+    assert time.perf_counter() - start < 2
