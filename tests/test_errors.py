@@ -675,5 +675,5 @@ def test_repetition_surely_past_the_limit_answers_before_expanding(tmp_path):
 
     src = "block B() {\n    conv(3, 1) bn relu\n    { relu relu } * 3\n}\n" + net("B * 100000")
     start = time.perf_counter()
-    check_error(tmp_path, src, "this repetition makes the network expand to more than the limit of 1,000,000", 7, 5)
+    check_error(tmp_path, src, "this repetition makes the network expand to more than the limit of 1,000,000", 8, 5)
     assert time.perf_counter() - start < 2
