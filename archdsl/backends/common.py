@@ -17,24 +17,38 @@ from ..layers import INT_KINDS
 
 LINE_LENGTH = 88
 
-# Names the generated modules define or import; spec names equal to these get a trailing "_".
-# Names the generated modules define or import (every top-level name of the templates, tested), which
-# no name from a spec may take
+# Names the generated modules define or import (every top-level name of the templates, tested) and
+# the templates' own locals (build_model's `params`, `state_dict`, `model`), which no name from a spec
+# may take: such a name gets a trailing "_"
 GENERATED = frozenset([
     "annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x",
-    "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "INPUT_SHAPE", "OUTPUT_NAMES",
-    "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm", "make_divisible",
-    "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
+    "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "params", "state_dict", "model",
+    "INPUT_SHAPE", "OUTPUT_NAMES", "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm",
+    "make_divisible", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
     "DropPath", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "PartialBatchNorm1d",
     "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "GroupedConv2D",
     "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "_pair", "_fold", "_is_bn", "_is_conv"])
 _TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut|padding)\d*$")
 
 
-def py_name(name: str) -> str:
-    """A spec name as a Python identifier that shadows nothing the generated code uses."""
-    if (keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in GENERATED
-            or hasattr(builtins, name) or _TEMP.match(name) or name.startswith("__")):
+_MANGLED = re.compile(r"u*__")  # what py_name prefixes with "u": names Python would mangle, and their images
+
+
+def py_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
+    """A spec name as a Python identifier that shadows nothing the generated code uses (nor a name in
+    `taken`), and that no other spec name is also written as: distinct names stay distinct.
+
+    - A name that begins with two underscores would be mangled inside a class body (`self.__x` is
+      `self._Net__x` there): it gets a leading "u" (`__x` -> `u__x`); so that `u__x` of the spec stays
+      another name, every name of the form u...u__... gets one too (`u__x` -> `uu__x`).
+    - A name whose stem (the name without its trailing underscores) is a Python keyword, a builtin,
+      a name the generated code defines or uses, or in `taken`, gets a trailing underscore (`def` ->
+      `def_`, and `def_` of the spec -> `def__`)."""
+    if _MANGLED.match(name):
+        name = "u" + name
+    stem = name.rstrip("_")
+    if (keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in GENERATED or stem in taken
+            or hasattr(builtins, stem) or _TEMP.match(stem)):
         return name + "_"
     return name
 
@@ -108,7 +122,15 @@ class ExprPrinter:
         if isinstance(e, G.Op):
             p = _PREC[e.op]
             if e.op == "not":
-                return f"not {self._wrap(e.args[0], p)}", p
+                inner = e.args[0]
+                if isinstance(inner, G.Op) and inner.op in _NEGATED:  # `a != b`, as ruff wants it (SIM201)
+                    return self._p(G.Op(span=inner.span, op=_NEGATED[inner.op], args=inner.args))
+                if isinstance(inner, G.Op) and inner.op == "not":  # `not not a` is `a` for a condition
+                    return self._p(inner.args[0])
+                text = self._wrap(inner, p)
+                if text in ("True", "False"):
+                    return ("False" if text == "True" else "True"), _ATOM
+                return f"not {text}", p
             if e.op in ("neg", "pos"):
                 return f"{'-' if e.op == 'neg' else '+'}{self._wrap(e.args[0], p)}", p
             if e.op == "**":  # right-associative; hugged between simple operands, as ruff format writes it
@@ -117,13 +139,41 @@ class ExprPrinter:
                 op = "**" if hug else " ** "
                 return f"{self._wrap(e.args[0], p + 1)}{op}{self._wrap(e.args[1], p)}", p
             if p == 4:  # comparisons do not chain
-                return f"{self._wrap(e.args[0], p + 1)} {e.op} {self._wrap(e.args[1], p + 1)}", p
+                left, right = self._wrap(e.args[0], p + 1), self._wrap(e.args[1], p + 1)
+                known = _compare_known(e.op, left, right)
+                if known is not None:  # two constants (an input size the class knows, say), or a name and itself
+                    return known, _ATOM
+                return f"{left} {e.op} {right}", p
             return f"{self._wrap(e.args[0], p)} {e.op} {self._wrap(e.args[1], p + 1)}", p
         raise AssertionError(e)  # pragma: no cover
 
     def _wrap(self, e: G.Expr, min_prec: int) -> str:
         text, prec = self._p(e)
         return f"({text})" if prec < min_prec else text
+
+
+_NEGATED = {"==": "!=", "!=": "=="}
+_COMPARE = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def _compare_known(op: str, left: str, right: str) -> str | None:
+    """A comparison whose value the printed code already shows, as True or False: of two literals
+    (ruff: "two constants compared", PLR0133), or of a name with itself (PLR0124)."""
+    import ast
+
+    if left == right and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", left):
+        return str(op in ("==", "<=", ">="))
+    try:
+        a, b = ast.literal_eval(left), ast.literal_eval(right)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if not all(isinstance(v, (int, float, str, bool, tuple)) or v is None for v in (a, b)):
+        return None
+    try:
+        return str(bool(_COMPARE[op](a, b)))
+    except TypeError:  # an ordering of values that have none: the checker has refused it already
+        return None
 
 
 def _simple_power_operand(e: G.Expr, wrapped: bool) -> bool:
@@ -209,6 +259,20 @@ def _delimiter_split(code: str) -> list[str]:
     return [code]
 
 
+def _operand_lines(part: str, indent: int) -> list[str]:
+    """One operand of a split expression (with the operator before it) at the indent; where it does
+    not fit and is in parentheses, their content split in turn, as ruff format does."""
+    pad = " " * indent
+    m = re.fullmatch(r"((?:[^\s(]+ )?)\((.*)\)(,?)", part)
+    if len(pad + part) <= LINE_LENGTH or m is None or not _balanced_outer(f"({m.group(2)})"):
+        return [pad + part]
+    inner = _delimiter_split(m.group(2))
+    if len(inner) == 1:
+        return [pad + part]
+    return [f"{pad}{m.group(1)}(", *(line for p in inner for line in _operand_lines(p, indent + 4)),
+            f"{pad}){m.group(3)}"]
+
+
 def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
     """Lines for `prefix code suffix` at the given indent."""
     pad = " " * indent
@@ -226,6 +290,13 @@ def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list
             parts = _delimiter_split(body)
             if len(parts) > 1:
                 return [f"{pad}{prefix}(", *(f"{pad}    {p}" for p in parts), f"{pad})"]
+        elif suffix in ("", ",") and (not prefix or re.fullmatch(r"\w+=", prefix)):
+            # an argument of a call laid out one a line: split before its loosest operators, each
+            # operand on a line of its own at the argument's indent, as ruff format does
+            parts = _delimiter_split(flat(code))
+            if len(parts) > 1:
+                parts[0], parts[-1] = prefix + parts[0], parts[-1] + suffix
+                return [line for part in parts for line in _operand_lines(part, indent)]
         return [one]
     inner = " " * (indent + 4)
     head = f"{pad}{prefix}{code.head}{code.open}"

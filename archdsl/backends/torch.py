@@ -99,14 +99,12 @@ class _Module:
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
+        self.class_stems = frozenset(c.rstrip("_") for c in self.classes)  # no local may take their names
         self.owned_blocks: dict[str, bool] = {}  # block -> its result is its own tensor (owned_after)
 
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a class of the module."""
-        out = py_name(name)
-        while out in self.classes:
-            out += "_"
-        return out
+        return py_name(name, self.class_stems)
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
@@ -212,6 +210,7 @@ class _Class(CodeUnit):
         self.size_args: set[str] = set()  # in.height / in.width, where uses differ: constructor arguments
         self.folds: list[tuple[str, str]] = []  # top-level (conv, bn) attribute pairs, --optimize inference
         self.owned = False  # the tensor the next item takes is the previous item's own result
+        self.let_locals: set[str] = set()  # the Python names of the lets
 
     # names and expressions
 
@@ -234,7 +233,10 @@ class _Class(CodeUnit):
         """The input sizes a call passes to a block class that takes them (see _in_shape)."""
         values = []
         for attr in self.m.size_args.get(node.block, ()):
-            value = agreed(node, lambda i, a=attr: getattr(i.in_shape, a), f"the input {attr}", self.owner_desc())
+            # a call that no use expands (in an `if` branch not taken at this setting) has no size to
+            # pass: None, which the class never reads at this setting
+            value = agreed(node, lambda i, a=attr: getattr(i.in_shape, a), f"the input {attr}", self.owner_desc(),
+                           default=None)
             values.append(str(value))
         return values
 
@@ -289,7 +291,7 @@ class _Class(CodeUnit):
                 result, returns = self.src, "torch.Tensor"
         else:
             result, returns = self.src, "torch.Tensor"
-        self.init = _drop_unused(self.init)
+        self.init = _drop_unused_lets(_drop_unused(self.init), self.let_locals)
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
         inputs = [f"{self.input_var}: torch.Tensor"]
         if not self.is_network:
@@ -327,6 +329,7 @@ class _Class(CodeUnit):
             if isinstance(item, G.Let):
                 value = self.expr(item.value)
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
+                self.let_locals.add(self.m.local(item.name))
                 self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
@@ -484,6 +487,7 @@ class _Class(CodeUnit):
                     continue
                 if isinstance(item, G.Let):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
+                    self.let_locals.add(self.m.local(item.name))
                     setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                     continue
                 inplace = owned and self.m.in_place(item)
@@ -811,15 +815,46 @@ class _Class(CodeUnit):
 def _drop_unused(lines: list[str]) -> list[str]:
     """Remove assignments to channel-count variables that nothing reads (after an `if` at the end
     of a network, say)."""
-    assigned = {m.group(1) for line in lines if (m := re.match(r"\s*(channels\d+) = ", line))}
-    unused = set()
-    for var in assigned:
-        word = re.compile(rf"\b{var}\b")
-        total = sum(len(word.findall(line)) for line in lines)
-        writes = sum(1 for line in lines if re.match(rf"\s*{var} = ", line))
-        if total == writes:
-            unused.add(var)
-    return [line for line in lines if not any(re.match(rf"\s*{v} = ", line) for v in unused)]
+    while True:  # until none is left: dropping one may leave another that only it read
+        assigned = {m.group(1) for line in lines if (m := re.match(r"\s*(channels\d+) = ", line))}
+        unused = set()
+        for var in assigned:
+            word = re.compile(rf"\b{var}\b")
+            total = sum(len(word.findall(line)) for line in lines)
+            writes = sum(1 for line in lines if re.match(rf"\s*{var} = ", line))
+            if total == writes:
+                unused.add(var)
+        if not unused:
+            return lines
+        lines = [line for line in lines if not any(re.match(rf"\s*{v} = ", line) for v in unused)]
+
+
+def _drop_unused_lets(lines: list[str], names: set[str]) -> list[str]:
+    """Remove the assignments of lets that nothing reads (a spec may bind a value it never uses;
+    ruff calls the local unused, F841), and then of the lets only those read."""
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(names):
+            starts = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(name)} = ", line)]
+            if not starts:
+                continue
+            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b")
+            if sum(len(use.findall(line)) for line in lines) > len(starts):
+                continue
+            drop = set()
+            for i in starts:
+                drop.add(i)
+                if lines[i].endswith("("):  # a long value, laid out over lines up to its ")"
+                    indent = len(lines[i]) - len(lines[i].lstrip())
+                    j = i + 1
+                    while not lines[j].startswith(" " * indent + ")"):
+                        drop.add(j)
+                        j += 1
+                    drop.add(j)
+            lines = [line for k, line in enumerate(lines) if k not in drop]
+            changed = True
+    return lines
 
 
 def _pooled_size(node: G.Node | None) -> tuple[int, int] | None:
