@@ -22,6 +22,7 @@ from .compiler import (
     deep,
     generate,
     parse_sets,
+    verify,
     write_atomically,
 )
 from .elaborate import _listing, elaborate, elaborate_file
@@ -122,8 +123,10 @@ def build_parser() -> ArgumentParser:
 
     p = sub.add_parser(
         "check", help="parse a spec and check every shape", formatter_class=_Formatter,
-        description=_para("Parse a spec, expand it and check every layer's shapes. Prints one line with the "
-                          "network's parameters, MACs and output shapes, or a located error."),
+        description=_para("Parse a spec, expand it and check every layer's shapes, and that both targets can "
+                          "generate its code (what check accepts compiles). Prints one line with the network's "
+                          "parameters, MACs and output shapes, or a located error. A library file (blocks, no "
+                          "network) is checked as a library: every block elaborated, one line listing them."),
         epilog="examples:\n"
                "  archdsl check specs/resnet50.arch\n"
                "  archdsl check specs/efficientnet_b0.arch --set classes=10\n")
@@ -322,6 +325,7 @@ def cmd_check(args: argparse.Namespace, session: _Session) -> int:
         return EXIT_OK
     from .summary import check_line
 
+    verify(elab)  # what passes check compiles for both targets
     _out(check_line(args.spec, elab))
     return EXIT_OK
 

@@ -120,6 +120,17 @@ def _generate(elab: Elaborated, target: str, optimize: str | None) -> str:
     raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")
 
 
+def verify(elab: Elaborated) -> None:
+    """Raise the error that `compile` would report for some target, if any: `check` accepts exactly what
+    both backends compile. The code generated is thrown away; a backend error says which target."""
+    for target in TARGETS:
+        try:
+            generate(elab, target)
+        except ArchError as err:
+            err.notes.append(f"`archdsl compile --target {target}` cannot generate this, so check reports it")
+            raise
+
+
 def compile_spec(spec: str, target: str, overrides: dict[str, Value] | None = None) -> str:
     if target not in TARGETS:
         raise ArchError(f"unknown target '{target}' (targets: {', '.join(TARGETS)})")

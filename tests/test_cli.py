@@ -764,3 +764,16 @@ def test_empty_file_is_a_located_error(tmp_path, spec):
     res = run("check", spec("# nothing yet\n\n", "empty.arch"), cwd=tmp_path)
     assert_clean_failure(res)
     assert res.stderr.startswith("empty.arch:1:14: error: the file defines no network and no blocks")
+
+
+def test_check_accepts_only_what_both_targets_compile(tmp_path, spec):
+    """A layer in a branch no use takes, whose code needs a size only a use gives: compile cannot
+    generate it, so check says so too, at the same place."""
+    name = spec("block B(n, flat = false) {\n    conv(4, 1)\n    if flat {\n        flatten\n        dense(n)\n    }\n}\n"
+                "network N {\n    input [3, 8, 8]\n    B(2)\n}\n")
+    compiled = run("compile", name, "--target", "torch", cwd=tmp_path)
+    checked = run("check", name, cwd=tmp_path)
+    for res in (compiled, checked):
+        assert_clean_failure(res)
+        assert res.stderr.startswith("net.arch:4:9: error: the size flattened is not known here")
+    assert "note: `archdsl compile --target torch` cannot generate this, so check reports it" in checked.stderr
