@@ -18,6 +18,8 @@ from pygls.protocol import default_converter
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
+from archdsl.limits import MAX_INSTANCES
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -514,7 +516,7 @@ async def test_odd_requests_do_not_kill_the_server(client: LanguageClient, tiny:
     assert "calls itself" in d.message
     other.set("network N { input [3, 8, 8]\n relu * 100000000\n}\n")  # half-typed into a huge count
     [d] = await other.diagnostics()
-    assert "is more than the limit of 1,000,000 layers and composites" in d.message
+    assert f"is more than the limit of {MAX_INSTANCES:,} layers and composites" in d.message
     assert d.range.start.line == 1  # on the line of the count, found at once (nothing is expanded)
     other.set('import "missing.arch"\nnetwork N { input [3, 8, 8]\n conv(4, 3) }\n')
     [d] = await other.diagnostics()
