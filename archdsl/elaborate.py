@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import os
+import re
 from collections.abc import Iterator
 
 from . import graph as G
@@ -34,9 +35,23 @@ def _suggest(name: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_PRIVATE = re.compile(r"u*_")  # what safe_attr prefixes with "u": nn.Module's own names, and their images
+
+
 def safe_attr(name: str) -> str:
-    """A module attribute name that is a valid identifier and shadows nothing."""
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in MODULE_ATTRS or name.startswith("__"):
+    """A module attribute name for a label (or a name made from a block's): a valid identifier that
+    shadows nothing, and that no other label is also written as.
+
+    - A name beginning with an underscore could be one of nn.Module's own attributes (`_modules`,
+      `_buffers`) or, with two, be mangled in the class body (`self.__x` is `self._Net__x` there): it
+      gets a leading "u" (`__x` -> `u__x`); so that `u__x` of the spec stays another name, every name
+      of the form u..._... gets one too (`u_x` -> `uu_x`).
+    - A name whose stem (without trailing underscores) is a keyword or an attribute of nn.Module gets
+      a trailing underscore (`training` -> `training_`, and `training_` -> `training__`)."""
+    if _PRIVATE.match(name):
+        name = "u" + name
+    stem = name.rstrip("_")
+    if keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in MODULE_ATTRS:
         return name + "_"
     return name
 
@@ -696,7 +711,7 @@ def _name_top(seq: G.Seq, counters: dict[str, int], taken: set[str], network: bo
     def fresh(kind: str) -> str:
         while True:
             counters[kind] = counters.get(kind, 0) + 1
-            name = f"{kind}{counters[kind]}"
+            name = safe_attr(f"{kind}{counters[kind]}")
             if name not in taken:
                 taken.add(name)
                 return name

@@ -1,14 +1,16 @@
 """Weights across frameworks: copy a generated PyTorch model's weights into the generated Keras
-model of the same spec, so both compute the same function.
+model of the same spec (torch_to_keras), or back (keras_to_torch), so both compute the same function.
 
-The two generated models name their layers alike (the Keras layer `layer1.bottleneck1.conv1` is the
-PyTorch module at that path), so the mapping is by name; what differs is layout:
+The two generated models name their layers alike: the Keras layer `layer1-bottleneck1-conv1` is the
+PyTorch module `layer1.bottleneck1.conv1` (keras_name and torch_path turn one into the other; a
+dash, because PyTorch, and so Keras' torch backend, forbids dots in a module name). Layers that only
+Keras has are named with two dashes (`conv1--pad`) and carry no weights. What differs is layout:
 
-- convolution kernels: PyTorch OIHW -> Keras HWIO (grouped convolutions too, GroupedConv2D);
-- depthwise kernels: PyTorch (C*M, 1, H, W) -> Keras (H, W, C, M);
-- dense kernels: transposed; after a flatten, rows reordered from PyTorch's (C, H, W) order to
-  Keras' (H, W, C) order (also for a batch norm on the flat features);
-- batch norm: weight/bias/running statistics -> gamma/beta/moving mean/moving variance.
+- convolution kernels: PyTorch OIHW <-> Keras HWIO (grouped convolutions too, GroupedConv2D);
+- depthwise kernels: PyTorch (C*M, 1, H, W) <-> Keras (H, W, C, M);
+- dense kernels: transposed (the generated Keras code flattens in PyTorch's (C, H, W) order, so
+  the features after a flatten need no reordering);
+- batch norm: weight/bias/running statistics <-> gamma/beta/moving mean/moving variance.
 
 torch and keras are imported by the caller's models, not by this module at import time.
 """
@@ -17,36 +19,111 @@ from __future__ import annotations
 
 import numpy as np
 
-_PASS_THROUGH = {"Dropout", "Activation", "LeakyReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
-                 "DropPath", "LayerNormalization", "LayerScale", "Rescaling"}
+
+def keras_name(path: str) -> str:
+    """The name of the Keras layer for the PyTorch module at path: `layer3.1.conv1` -> `layer3-1-conv1`."""
+    return path.replace(".", "-")
+
+
+def torch_path(name: str) -> str:
+    """The PyTorch module path of a generated Keras layer with weights: `layer3-1-conv1` -> `layer3.1.conv1`
+    (spec names never hold a dash)."""
+    return name.replace("-", ".")
 
 
 def _array(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _flatten_order(tensor) -> np.ndarray | None:
-    """For a flat Keras tensor: the PyTorch feature index of each Keras feature, when the tensor
-    comes from flattening a feature map (through layers that keep features in place); else None."""
-    while True:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
-            return None
-        op = history.operation
-        kind = type(op).__name__
-        if kind == "Flatten":
-            shape = op.input.shape
-            if len(shape) != 4:
-                return None
-            _, h, w, c = shape
-            if h * w == 1:
-                return None
-            # Keras flattens (h, w, c); PyTorch flattened (c, h, w)
-            hh, ww, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
-            return (cc * h * w + hh * w + ww).reshape(-1)
-        if kind not in _PASS_THROUGH:
-            return None
-        tensor = op.input
+def _channels(layer) -> int:
+    return int(layer.input.shape[-1])
+
+
+# For each Keras layer type with weights: (PyTorch tensors as (submodule, attribute) in Keras' weight
+# order) and the two layout conversions. A submodule "" is the module at the layer's own path.
+
+def _conv_kernel(w: np.ndarray, layer) -> np.ndarray:
+    return w.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+
+
+def _conv_kernel_back(k: np.ndarray, layer) -> np.ndarray:
+    return k.transpose(3, 2, 0, 1)
+
+
+def _depthwise_kernel(w: np.ndarray, layer) -> np.ndarray:
+    channels = _channels(layer)  # (C * M, 1, kh, kw) -> (kh, kw, C, M)
+    return w.reshape(channels, -1, w.shape[2], w.shape[3]).transpose(2, 3, 0, 1)
+
+
+def _depthwise_kernel_back(k: np.ndarray, layer) -> np.ndarray:
+    kh, kw, c, m = k.shape
+    return k.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
+
+
+def _same(v: np.ndarray, layer) -> np.ndarray:
+    return v
+
+
+def _transposed(v: np.ndarray, layer) -> np.ndarray:
+    return v.T
+
+
+def _tensors(layer) -> list[tuple[str, str, object, object]]:
+    """(PyTorch submodule, attribute, to Keras, to PyTorch) for each of a Keras layer's weights, in
+    Keras' order; None for a layer type with no mapping."""
+    kind = type(layer).__name__
+    bias = [("", "bias", _same, _same)] if getattr(layer, "use_bias", False) else []
+    if kind in ("Conv2D", "GroupedConv2D"):  # GroupedConv2D: the generated code's Conv2D with groups
+        return [("", "weight", _conv_kernel, _conv_kernel_back), *bias]
+    if kind == "DepthwiseConv2D":
+        return [("", "weight", _depthwise_kernel, _depthwise_kernel_back), *bias]
+    if kind == "SeparableConv2D":
+        return [("depthwise", "weight", _depthwise_kernel, _depthwise_kernel_back),
+                ("pointwise", "weight", _conv_kernel, _conv_kernel_back),
+                *[("pointwise", "bias", _same, _same)] * bool(bias)]
+    if kind == "Dense":
+        return [("", "weight", _transposed, _transposed), *bias]
+    if kind == "BatchNormalization":
+        return ([("", "weight", _same, _same)] * bool(layer.scale) + [("", "bias", _same, _same)] * bool(layer.center)
+                + [("", "running_mean", _same, _same), ("", "running_var", _same, _same)])
+    if kind == "LayerNormalization":
+        return [("", "weight", _same, _same), ("", "bias", _same, _same)]
+    if kind == "LayerScale":
+        return [("", "gamma", _same, _same)]
+    return None
+
+
+def _pairs(torch_model, keras_model):
+    """(Keras layer, PyTorch module path, its tensors) for each Keras layer with weights. Raises
+    ValueError for a layer with no module at its path or no known mapping."""
+    modules = dict(torch_model.named_modules())
+    for layer in keras_model.layers:
+        if not layer.weights:
+            continue
+        path = torch_path(layer.name)
+        kind = type(layer).__name__
+        if path not in modules:
+            raise ValueError(f"Keras layer {layer.name!r} ({kind}) has no PyTorch module at {path!r}")
+        tensors = _tensors(layer)
+        if tensors is None:
+            raise ValueError(f"no weight mapping for Keras layer {layer.name!r} of type {kind} "
+                             f"(PyTorch module {type(modules[path]).__name__})")
+        yield layer, path, tensors
+
+
+def _key(path: str, sub: str, attr: str) -> str:
+    return ".".join(p for p in (path, sub, attr) if p)
+
+
+def _state(torch_model) -> set[str]:
+    return {k for k in torch_model.state_dict() if not k.endswith("num_batches_tracked")}
+
+
+def _all_used(torch_model, used: set[str]) -> None:
+    missing = sorted(_state(torch_model) - used)
+    if missing:
+        raise ValueError(f"PyTorch weights with no Keras layer: {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}")
 
 
 def torch_to_keras(torch_model, keras_model) -> None:
@@ -55,76 +132,43 @@ def torch_to_keras(torch_model, keras_model) -> None:
     Raises ValueError if a layer has no counterpart or a shape does not fit, so a partial copy
     never passes silently. Compare the two in eval mode (PyTorch) and inference (Keras).
     """
-    modules = dict(torch_model.named_modules())
+    state = torch_model.state_dict()
     used: set[str] = set()
-
-    def take(path: str, attr: str) -> np.ndarray:
-        module = modules[path]
-        tensor = getattr(module, attr)
-        used.add(f"{path}.{attr}" if path else attr)
-        return _array(tensor)
-
-    for layer in keras_model.layers:
-        if not layer.weights:
-            continue
-        name = layer.name
-        kind = type(layer).__name__
-        if name not in modules:
-            raise ValueError(f"Keras layer {name!r} ({kind}) has no PyTorch module at that path")
-        module = modules[name]
-        if kind in ("Conv2D", "GroupedConv2D"):  # GroupedConv2D: the generated code's Conv2D with groups
-            weights = [take(name, "weight").transpose(2, 3, 1, 0)]
-            if layer.use_bias:
-                weights.append(take(name, "bias"))
-        elif kind == "DepthwiseConv2D":
-            w = take(name, "weight")  # (C * M, 1, kh, kw)
-            channels = layer.input.shape[-1]
-            weights = [w.reshape(channels, -1, w.shape[2], w.shape[3]).transpose(2, 3, 0, 1)]
-            if layer.use_bias:
-                weights.append(take(name, "bias"))
-        elif kind == "SeparableConv2D":
-            dw = take(f"{name}.depthwise", "weight")
-            channels = layer.input.shape[-1]
-            weights = [dw.reshape(channels, -1, dw.shape[2], dw.shape[3]).transpose(2, 3, 0, 1),
-                       take(f"{name}.pointwise", "weight").transpose(2, 3, 1, 0)]
-            if layer.use_bias:
-                weights.append(take(f"{name}.pointwise", "bias"))
-        elif kind == "Dense":
-            w = take(name, "weight")  # (out, in)
-            order = _flatten_order(layer.input)
-            if order is not None:
-                w = w[:, order]
-            weights = [w.T]
-            if layer.use_bias:
-                weights.append(take(name, "bias"))
-        elif kind == "BatchNormalization":
-            order = _flatten_order(layer.input) if len(layer.input.shape) == 2 else None
-            weights = [take(name, "weight")] if layer.scale else []
-            weights += [take(name, "bias")] if layer.center else []
-            weights += [take(name, "running_mean"), take(name, "running_var")]
-            if order is not None:
-                weights = [v[order] for v in weights]
-        elif kind == "LayerNormalization":
-            order = _flatten_order(layer.input) if len(layer.input.shape) == 2 else None
-            weights = [take(name, "weight"), take(name, "bias")]
-            if order is not None:
-                weights = [v[order] for v in weights]
-        elif kind == "LayerScale":
-            weights = [take(name, "gamma")]
-        else:
-            raise ValueError(f"no weight mapping for Keras layer {name!r} of type {kind} "
-                             f"(PyTorch module {type(module).__name__})")
+    for layer, path, tensors in _pairs(torch_model, keras_model):
+        weights = []
+        for sub, attr, to_keras, _ in tensors:
+            key = _key(path, sub, attr)
+            if key not in state:
+                raise ValueError(f"Keras layer {layer.name!r}: PyTorch has no tensor {key!r}")
+            used.add(key)
+            weights.append(to_keras(_array(state[key]), layer))
         expected = [tuple(v.shape) for v in layer.get_weights()]
         got = [tuple(v.shape) for v in weights]
         if expected != got:
-            raise ValueError(f"layer {name!r}: Keras expects weights of shapes {expected}, converted {got}")
+            raise ValueError(f"layer {layer.name!r}: Keras expects weights of shapes {expected}, converted {got}")
         layer.set_weights(weights)
+    _all_used(torch_model, used)
 
-    state = {k for k in torch_model.state_dict() if not k.endswith("num_batches_tracked")}
-    missing = sorted(state - used)
-    if missing:
-        raise ValueError(f"PyTorch weights with no Keras layer: {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''}")
+
+def keras_to_torch(keras_model, torch_model) -> None:
+    """Copy every weight of a generated Keras model into the generated PyTorch model of the same
+    spec (in place): torch_to_keras backwards. Raises ValueError as it does."""
+    import torch
+
+    state = torch_model.state_dict()
+    new_state = {}
+    for layer, path, tensors in _pairs(torch_model, keras_model):
+        for (sub, attr, _, to_torch), value in zip(tensors, layer.get_weights()):
+            key = _key(path, sub, attr)
+            if key not in state:
+                raise ValueError(f"Keras layer {layer.name!r}: PyTorch has no tensor {key!r}")
+            converted = to_torch(np.asarray(value), layer)
+            if tuple(converted.shape) != tuple(state[key].shape):
+                raise ValueError(f"layer {layer.name!r}: PyTorch expects {key} of shape {tuple(state[key].shape)}, "
+                                 f"converted {tuple(converted.shape)}")
+            new_state[key] = torch.from_numpy(np.ascontiguousarray(converted)).to(state[key].dtype)
+    _all_used(torch_model, set(new_state))
+    torch_model.load_state_dict(new_state, strict=False)
 
 
 # Reference implementations ---------------------------------------------------------------------
@@ -254,5 +298,49 @@ def load_keras_reference(model, reference) -> None:
             if match is None:
                 raise ValueError(f"{mine.name}: no layer of the reference at depth {depth} fits it")
             free.remove(match)
-            values = match.get_weights()
+            values = _in_our_feature_order(mine, match, match.get_weights())
             mine.set_weights([_fit(s, v, f"{mine.name} <- {match.name}") for s, v in zip(shapes, values)])
+
+
+# layers that keep the features of a flat tensor in place
+_PASS_THROUGH = {"Dropout", "Activation", "LeakyReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
+                 "LayerNormalization", "LayerScale", "Rescaling"}
+
+
+def _chw_order(tensor) -> np.ndarray | None:
+    """For a flat Keras tensor that comes from flattening a feature map (through layers that keep
+    features in place): the index in PyTorch's (C, H, W) order of each of its features; None where
+    that is the order (a generated model flattens channels first) or the tensor comes from no flatten."""
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        op = history.operation
+        kind = type(op).__name__
+        if kind == "Flatten":
+            before = getattr(op.input, "_keras_history", None)
+            if len(op.input.shape) != 4 or (before is not None and type(before.operation).__name__ == "Permute"):
+                return None
+            _, h, w, c = op.input.shape
+            hh, ww, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+            return (cc * h * w + hh * w + ww).reshape(-1)  # Keras flattened (h, w, c)
+        if kind not in _PASS_THROUGH:
+            return None
+        tensor = op.input
+
+
+def _in_our_feature_order(mine, reference, values: list) -> list:
+    """A reference layer's weights for our layer, with its rows after a flatten put in our order:
+    keras.applications flattens (H, W, C), generated models (C, H, W) as PyTorch does."""
+    if len(reference.input.shape) != 2:
+        return values
+    theirs, ours = _chw_order(reference.input), _chw_order(mine.input)
+    if theirs is None and ours is None:
+        return values
+    n = reference.input.shape[-1]
+    theirs = np.arange(n) if theirs is None else theirs
+    ours = np.arange(n) if ours is None else ours
+    rows = np.argsort(theirs)[ours]  # our feature k is their feature rows[k]
+    if type(reference).__name__ == "Dense":  # the kernel's rows; not the bias
+        return [values[0][rows], *values[1:]]
+    return [v[rows] if v.shape[:1] == (n,) else v for v in values]

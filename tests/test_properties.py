@@ -15,8 +15,7 @@ every layer of the catalog, every composite, blocks, named tensors, hostile name
   in the test after the random one).
 
 Environment: ARCHDSL_PROPERTY_EXAMPLES (default 60) and ARCHDSL_PROPERTY_KERAS_FRACTION (default 0.25)
-size the run; ARCHDSL_PROPERTY_KNOWN_KERAS lists the generator's tags of Keras bugs being fixed that
-the Keras comparison leaves out (default: KNOWN_KERAS below; empty: compare everything).
+size the run.
 
 Long runs outside pytest, with counts of every outcome and the failing specs written to a folder:
 
@@ -59,25 +58,6 @@ from .test_arithmetic import run
 
 EXAMPLES = int(os.environ.get("ARCHDSL_PROPERTY_EXAMPLES", "60"))
 KERAS_FRACTION = float(os.environ.get("ARCHDSL_PROPERTY_KERAS_FRACTION", "0.25"))
-# Constructs whose Keras code is known to compute something else or to fail (issue 13, being fixed in
-# the Keras backend): flatten order (Keras flattens (H, W, C)), a stride with a dilation (Keras refuses
-# it), depthwise/separable convolutions with unequal strides (TensorFlow on CPU fails), a conditional
-# shortcut of only `identity` in a nested residual (an `if` without a body: the module does not
-# parse). Their Keras code is neither run nor given to ruff; their PyTorch side is still compared.
-KNOWN_KERAS = frozenset({"flatten_order", "stride_and_dilation", "depthwise_unequal_strides",
-                         "empty_conditional_shortcut"})
-if "ARCHDSL_PROPERTY_KNOWN_KERAS" in os.environ:
-    KNOWN_KERAS = frozenset(t for t in os.environ["ARCHDSL_PROPERTY_KNOWN_KERAS"].split(",") if t)
-# Specs that check accepts and the Keras backend refuses (reported in /work/notes/findings.md, being
-# fixed): by their message. Any other refusal fails the test.
-KNOWN_KERAS_REFUSALS = (
-    "ceil mode with padding counted in the average has no exact Keras",
-    "average pooling that leaves padding out of the count",
-    "normalize in a branch no use takes needs constant mean and std",
-)
-# ruff's findings in generated Keras code that are known and being fixed: unused locals (a `let` that
-# nothing reads), an unused import
-KNOWN_KERAS_RUFF = ("F841", "F401")
 TOLERANCE = 1e-4  # on outputs, relative to their largest magnitude (at least 1)
 
 
@@ -88,7 +68,7 @@ class Outcome:
     spec: Spec
     rejected: str | None = None  # check's located error
     problems: list[str] = field(default_factory=list)  # crashes and disagreements
-    keras: str = "skipped"  # compared, skipped, known-bug, known-refusal
+    keras: str = "skipped"  # compared or skipped
     files: list[Path] = field(default_factory=list)  # generated code, for ruff
 
 
@@ -206,16 +186,10 @@ def check_spec(spec: Spec, folder: Path, tag: str, with_keras: bool) -> Outcome:
         try:
             code[target] = generate(elab, target)
         except ArchError as e:
-            if target == "keras" and any(m in e.message for m in KNOWN_KERAS_REFUSALS):
-                outcome.keras = "known-refusal"
-                continue
             outcome.problems.append(f"check accepts it, the {target} backend refuses: {e.message}")
         except Exception as e:  # noqa: BLE001
             outcome.problems.append(f"{target} backend crashed: {type(e).__name__}: {e}")
     modules = {}
-    if "keras" in code and spec.tags & KNOWN_KERAS:
-        del code["keras"]
-        outcome.keras = "known-bug"
     for target, text in code.items():
         file = folder / f"{tag}_{target}.py"
         file.write_text(text, encoding="utf-8")
@@ -252,8 +226,7 @@ def ruff_problems(files: list[Path]) -> list[str]:
         lint = subprocess.run([*ruff, "check", "--isolated", "--no-cache", "--output-format", "concise", *batch],
                               capture_output=True, text=True, check=False)
         if lint.returncode:
-            bad += [line for line in lint.stdout.splitlines() if line.startswith("/")
-                    and not (line.split(":")[0].endswith("_keras.py") and line.split(": ")[1].startswith(KNOWN_KERAS_RUFF))]
+            bad += [line for line in lint.stdout.splitlines() if line.startswith("/")]
         fmt = subprocess.run([*ruff, "format", "--isolated", "--no-cache", "--check", *batch],
                              capture_output=True, text=True, check=False)
         if fmt.returncode:
@@ -359,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         if outcome.rejected:
             kinds[f"check: {outcome.rejected[:90]}"] += 1
         counts[f"keras {outcome.keras}"] += 1
+        if outcome.keras == "compared":
+            for t in spec.tags:
+                counts[f"keras compared with {t}"] += 1
         files += outcome.files
         if outcome.problems:
             counts["examples with problems"] += 1
@@ -437,18 +413,25 @@ def test_flat_batchnorm_with_only_a_scale_or_a_shift(tmp_path):
     """)
 
 
-@pytest.mark.xfail(strict=True, reason="module paths beginning with `_` (elaborate.safe_attr): "
-                   "`__y:` and the auto-name of a block `__b` are mangled in the class body, `_modules:` "
-                   "replaces nn.Module's own state")
 def test_labels_beginning_with_underscores(tmp_path):
-    _example(tmp_path, """
+    """`__y:` and the auto-name of a block `__b` would be mangled in the class body, `_modules:` would
+    replace nn.Module's own state: their module paths get a leading "u" (elaborate.safe_attr), the
+    same in both frameworks' names, and stay apart from a label `u__y` of the spec."""
+    outcome = _example(tmp_path, """
         block __b() { relu }
         network N {
             input [3, 8, 8]
             __y: conv(4, 3)
             __b
             _modules: conv(4, 1)
+            u__y: conv(4, 1)
+            training: conv(4, 1)
+            training_: conv(4, 1)
             flatten
             dense(3)
         }
     """)
+    torch_file = next(f for f in outcome.files if f.name.endswith("_torch.py"))
+    model = import_path(torch_file, "_underscore_labels_torch").build_model()
+    assert [k for k in model.state_dict() if k.endswith("weight")] == [
+        "u__y.weight", "u_modules.weight", "uu__y.weight", "training_.weight", "training__.weight", "dense1.weight"]

@@ -53,6 +53,31 @@ def py_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
     return name
 
 
+class LocalNames:
+    """Spec names of parameters, lets, indices and outputs as Python locals of one module: none shadows
+    a name in `reserved` (the module's classes or functions), and distinct spec names stay distinct.
+    py_name alone keeps the stem apart from `reserved`'s stems; a local whose Python name is still one
+    of `reserved` (a class `F_` from a block `F`, and a parameter `F`), or one another spec name took
+    first, gets one more trailing underscore until it is free. Memoized: a name has one spelling in
+    the whole module, so a call's keyword is the signature's parameter."""
+
+    def __init__(self, reserved: set[str] | frozenset[str]) -> None:
+        self.reserved = frozenset(reserved)
+        self.stems = frozenset(r.rstrip("_") for r in reserved)
+        self.names: dict[str, str] = {}
+        self.taken: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        out = self.names.get(name)
+        if out is None:
+            out = py_name(name, self.stems)
+            while out in self.reserved or out in self.taken:
+                out += "_"
+            self.names[name] = out
+            self.taken.add(out)
+        return out
+
+
 def quote(s: str) -> str:
     """A Python string literal in the style ruff format writes (double quotes)."""
     if '"' not in s and "\\" not in s and s.isprintable():
@@ -448,7 +473,26 @@ def substitute(code: str, values: dict[str, str], strict: bool = True) -> str | 
                 missing = True
             return node
 
-    new = _Sub().visit(tree)
+    class _Fold(ast.NodeTransformer):
+        """Comparisons of two constants (ruff: PLR0133) and the choices they decide, worked out."""
+
+        def visit_Compare(self, node: ast.Compare):
+            self.generic_visit(node)
+            if len(node.ops) == 1 and isinstance(node.left, ast.Constant) \
+                    and isinstance(node.comparators[0], ast.Constant):
+                op = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+                known = _compare_known(op[type(node.ops[0])], repr(node.left.value), repr(node.comparators[0].value))
+                if known is not None:
+                    return ast.Constant(known == "True")
+            return node
+
+        def visit_IfExp(self, node: ast.IfExp):
+            self.generic_visit(node)
+            if isinstance(node.test, ast.Constant) and isinstance(node.test.value, bool):
+                return node.body if node.test.value else node.orelse
+            return node
+
+    new = _Fold().visit(_Sub().visit(tree))
     if missing:
         return None
     return ast.unparse(new).replace("'", '"')
@@ -561,6 +605,8 @@ def int_code(e: G.Expr, printer, ints: Callable[[G.Ref], bool]) -> str:
     if isinstance(e, G.ListE):
         items = [int_code(i, printer, ints) for i in e.items]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if isinstance(e, G.Const) and isinstance(e.value, float) and e.value.is_integer():
+        return str(int(e.value))  # `64.0`, which the checker took as the integer 64
     text = printer(e)
     if surely_int(e, ints) or (isinstance(e, G.Const) and not isinstance(e.value, (int, float))):
         return text
@@ -659,3 +705,44 @@ class CodeUnit:
 
     def owner_desc(self) -> str:
         return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
+
+
+def drop_unused_assignments(lines: list[str], names: set[str]) -> list[str]:
+    """Remove the assignments to the locals in names that nothing reads (a spec may bind a value it
+    never uses; ruff calls the local unused, F841), and then of those only they read."""
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(names):
+            starts = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(name)} = ", line)]
+            if not starts:
+                continue
+            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b")
+            if sum(len(use.findall(line)) for line in lines) > len(starts):
+                continue
+            drop = set()
+            for i in starts:
+                drop.add(i)
+                if lines[i].endswith("("):  # a long value, laid out over lines up to its ")"
+                    indent = len(lines[i]) - len(lines[i].lstrip())
+                    j = i + 1
+                    while not lines[j].startswith(" " * indent + ")"):
+                        drop.add(j)
+                        j += 1
+                    drop.add(j)
+            lines = [line for k, line in enumerate(lines) if k not in drop]
+            changed = True
+    return _no_empty_bodies(lines)
+
+
+def _no_empty_bodies(lines: list[str]) -> list[str]:
+    """`pass` in a compound statement (`if`, `for`) whose body the removals above emptied."""
+    out: list[str] = []
+    for k, line in enumerate(lines):
+        out.append(line)
+        if line.endswith(":") and not line.lstrip().startswith("#"):
+            indent = len(line) - len(line.lstrip())
+            following = next((n for n in lines[k + 1:] if n.strip()), "")
+            if len(following) - len(following.lstrip()) <= indent:
+                out.append(" " * (indent + 4) + "pass")
+    return out

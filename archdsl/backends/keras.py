@@ -1,14 +1,23 @@
 """Keras backend: Keras 3 functional API, channels last; one function per block definition.
 
 A block function takes a tensor, the block's parameters and a name prefix, and returns a tensor;
-every layer is named by its module path (the same path as in the PyTorch model, so weights map one
-to one). `build_model()` returns a keras.Model. Where PyTorch's semantics differ from a Keras
-layer's (padding of a strided convolution, ceil-mode pooling, padding that must not win a max),
-the code pads explicitly so the two frameworks compute the same thing.
+every layer with weights is named by its PyTorch module path with `-` for `.` (`layer3-1-conv1` is
+`layer3.1.conv1`: PyTorch, and so Keras' torch backend, forbids dots in a module name, and no spec
+name has a dash, so the path comes back exactly; interop.keras_name/torch_path). Layers that only
+Keras has (explicit padding, the channels-first permutation before a flatten, a subsampling) are
+named by the layer's path and a suffix after two dashes (`conv1--pad`), which no path encodes to.
+`build_model()` returns a keras.Model. Where PyTorch's semantics differ from a Keras layer's
+(padding of a strided convolution, ceil-mode pooling, padding that must not win a max, the order
+of features after a flatten), the code does explicitly what PyTorch does, so the two frameworks
+compute the same thing on every Keras backend. Keras layers that Keras lacks come from
+archdsl/keras_layers.py, whose classes' source the module copies (it stays standalone).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import os
 import re
 
 from .. import graph as G
@@ -17,9 +26,11 @@ from ..layers import GLOBAL, SAME, VALID, same_pads
 from .common import (
     Br,
     CodeUnit,
+    LocalNames,
     agreed,
     block_params,
     const,
+    drop_unused_assignments,
     four_sides,
     header_source,
     int_code,
@@ -42,10 +53,26 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-_PRELUDE_ORDER = ("make_divisible", "Pad2D", "padded", "ChannelPad", "GroupedConv2D", "conv2d_groups", "LayerScale",
-                  "LocalResponseNorm", "AdaptiveAvgPool2D", "DropPath")
-# the prelude's functions: no block function may take their names
-_PRELUDE_FUNCTIONS = ("make_divisible", "conv2d_groups", "padded")
+# the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/keras_layers.py, in this order
+_PRELUDE_FUNCTIONS = ("make_divisible", "padded", "conv2d_groups")
+_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "SameAvgPool2D", "PaddedAvgPool2D", "ChannelPad", "GroupedConv2D",
+                    "LayerScale", "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
+
+
+@functools.cache
+def layer_sources() -> dict[str, str]:
+    """The source of each class in archdsl/keras_layers.py, its decorator included: read as text,
+    never imported (the compiler does not import keras)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_layers.py")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    sources = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            sources[node.name] = "\n".join(lines[start - 1:node.end_lineno])
+    return sources
 
 
 def emit(elab: G.Elaborated) -> str:
@@ -68,29 +95,30 @@ class _Module:
             taken.add(name)
             self.functions[block.name] = name
         self.function_names = set(self.functions.values())
+        self.locals = LocalNames(self.function_names | {"build_model"})
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
 
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a function of the module."""
-        out = py_name(name)
-        while out in self.function_names or out == "build_model":
-            out += "_"
-        return out
+        return self.locals(name)
 
     def render(self) -> str:
         program = self.elab.program
         functions = [_Function(self, b).render().rstrip() for b in program.blocks.values()]
         functions.append(_Function(self, program.network).render().rstrip())
         root = self.elab.root
+        classes = [layer_sources()[n] for n in _PRELUDE_CLASSES if n in self.prelude]
         return templates().get_template("keras.py.j2").render(
             source=header_source(program.spec),
             network=program.network.name,
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=any("math." in f for f in functions),
-            uses_ops=bool(self.prelude - {"make_divisible", "LayerScale", "conv2d_groups", "padded"}),
-            prelude=[n for n in _PRELUDE_ORDER if n in self.prelude],
+            uses_ops=any("ops." in c for c in classes),
+            prelude=[n for n in _PRELUDE_FUNCTIONS if n in self.prelude],
+            classes=classes,
+            same_pad="SamePad2D" in self.prelude,
             functions=functions,
             input_shape=literal(tuple(root.in_shape.dims)),
             output_names=literal(tuple(name for name, _ in self.elab.outputs)),
@@ -100,29 +128,32 @@ class _Module:
 
 class _Path:
     """A layer name under construction: literal parts and Python variables (the block's name
-    prefix, loop indices), rendered as a string literal or an f-string."""
+    prefix, loop indices), joined by `-` (a PyTorch module path with `-` for `.`), rendered as a
+    string literal or an f-string."""
 
     def __init__(self, parts: tuple[tuple[str, str], ...] = ()) -> None:
         self.parts = parts
 
     def __truediv__(self, name: str) -> _Path:
-        return _Path(self.parts + (("lit", name),)) if name else self
+        """The path one level down: name is a module name, or a path of a few (`branches.0`)."""
+        return _Path(self.parts + (("lit", name.replace(".", "-")),)) if name else self
 
     def var(self, name: str) -> _Path:
         return _Path(self.parts + (("var", name),))
 
     def suffix(self, text: str) -> _Path:
-        if self.parts and self.parts[-1][0] == "lit":
-            return _Path(self.parts[:-1] + (("lit", self.parts[-1][1] + text),))
-        return _Path(self.parts + (("lit", text),))  # pragma: no cover
+        """The name of a layer only Keras has, after the layer or composite at this path:
+        `conv1--pad` (no module path encodes to two dashes in a row)."""
+        return _Path(self.parts + (("suffix", "--" + text),))
 
     def code(self) -> str:
-        if all(kind == "lit" for kind, _ in self.parts):
-            return quote(".".join(text for _, text in self.parts))
-        out = []
+        pieces = []
         for kind, text in self.parts:
-            out.append("{" + text + "}" if kind == "var" else text)
-        return 'f"' + ".".join(out) + '"'
+            piece = "{" + text + "}" if kind == "var" else text
+            pieces.append(piece if not pieces or kind == "suffix" else "-" + piece)
+        if all(kind != "var" for kind, _ in self.parts):
+            return quote("".join(pieces))
+        return 'f"' + "".join(pieces) + '"'
 
 
 class _Function(CodeUnit):
@@ -135,6 +166,7 @@ class _Function(CodeUnit):
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
         self.lines: list[str] = []
+        self.let_locals: set[str] = set()  # lets as locals: dropped where nothing reads them
         self.input_var = "inputs" if self.is_network or G.names_input(owner.body) else "x"
         self.tensors: dict[str, str] = {"in": self.input_var}  # named tensor -> its variable
         if not self.is_network:
@@ -182,16 +214,18 @@ class _Function(CodeUnit):
             x = self.input_var
             if "channels" in block.uses_in:
                 head.append(f"    in_channels = {x}.shape[-1]")
-            if "height" in block.uses_in or "width" in block.uses_in:
-                head.append(f"    in_height, in_width = {x}.shape[1], {x}.shape[2]")
+            if "height" in block.uses_in:
+                head.append(f"    in_height = {x}.shape[1]")
+            if "width" in block.uses_in:
+                head.append(f"    in_width = {x}.shape[2]")
             self.lines.extend(fixups)
             self.lines.extend(head)
             result = self.seq(block.body, x, "x", _Path().var("name"), 4)
             self.lines.append(f"    return {result}")
             signature = lay(Br(f"def {self.m.functions[block.name]}", [f"{x}: keras.KerasTensor", *typed, "*",
                                                                          "name: str"]), 0, "", " -> keras.KerasTensor:")
-        return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc,
-                                                                       lines=self.lines)
+        lines = drop_unused_assignments(self.lines, self.let_locals | {"in_channels", "in_height", "in_width"})
+        return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc, lines=lines)
 
     # sequences and composites
 
@@ -213,6 +247,7 @@ class _Function(CodeUnit):
                 continue
             if isinstance(item, G.Let):
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
+                self.let_locals.add(self.m.local(item.name))
                 self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
                 continue
             target = targets.get(index)
@@ -262,16 +297,26 @@ class _Function(CodeUnit):
             if node.shortcut is not None:
                 sc_path = base / node.shortcut.name
                 if node.condition is not None:
+                    start = len(self.lines)
                     self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
+                    header = len(self.lines)
                     result = self.seq(node.shortcut, identity, identity, sc_path, indent + 4)
                     if result != identity:
                         self.lines.append(f"{pad}    {identity} = {result}")
+                    if len(self.lines) == header:  # a shortcut that computes nothing (identity): no `if`
+                        del self.lines[start:]
                 else:
                     other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path, indent)
             if not is_zero(node.drop_path):
-                self.m.prelude.add("DropPath")
-                self.lines.extend(lay(Br("DropPath", [self.expr(node.drop_path),
-                                                      f"name={here.suffix('.drop_path').code()}"]),
+                # stochastic depth: a dropout of whole samples (Keras scales the kept ones by
+                # 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
+                ranks = {inst.out_shape.rank for inst in node.instances}
+                if len(ranks) == 1:
+                    noise = literal((None,) + (1,) * ranks.pop())
+                else:  # pragma: no cover - a residual used on maps and on flat features
+                    noise = f"(None,) + (1,) * (len({body}.shape) - 1)"
+                self.lines.extend(lay(Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
+                                                            f"name={here.suffix('drop_path').code()}"]),
                                       indent, f"{dst} = ", f"({body})"))
                 body = dst
             self.lines.extend(lay(Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]),
@@ -280,7 +325,7 @@ class _Function(CodeUnit):
         if isinstance(node, G.Scale):
             gate = self.fresh("scaled")
             result = self.seq(node.body, src, gate, base / node.body.name, indent)
-            name = here.suffix(".mul") if node.inline else here
+            name = here.suffix("mul") if node.inline else here
             self.lines.extend(lay(Br(f"layers.Multiply(name={name.code()})", [Br("", [src, result], "[", "]")]),
                                   indent, f"{dst} = "))
             return dst
@@ -340,9 +385,14 @@ class _Function(CodeUnit):
         if kind in _ACTIVATIONS:
             return self.apply(Br("layers.Activation", [quote(_ACTIVATIONS[kind]), name]), src, dst, indent)
         if kind == "leaky_relu":
-            return self.apply(Br("layers.LeakyReLU", [f"negative_slope={e(a['slope'])}", name]), src, dst, indent)
+            cls = "layers.LeakyReLU"
+            slopes = [i.args["slope"] for i in node.instances] or [const(a["slope"])]
+            if not all(isinstance(v, (int, float)) and v >= 0 for v in slopes):  # Keras' refuses < 0
+                self.m.need("LeakyReLUAnySlope")
+                cls = "LeakyReLUAnySlope"
+            return self.apply(Br(cls, [f"negative_slope={e(a['slope'])}", name]), src, dst, indent)
         if kind == "flatten":
-            return self.apply(Br("layers.Flatten", [name]), src, dst, indent)
+            return self.flatten(node, src, dst, path, indent)
         if kind == "dropout":
             return self.apply(Br("layers.Dropout", [e(a["rate"]), name]), src, dst, indent)
         if kind == "dense":
@@ -378,8 +428,12 @@ class _Function(CodeUnit):
                           default=_constant_floats(a["mean"]))
             std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc(),
                          default=_constant_floats(a["std"]))
-            if mean is None or std is None:
-                raise ArchError("normalize in a branch no use takes needs constant mean and std", node.span)
+            if mean is None or std is None:  # in a branch no use takes: from the block's parameters
+                std_code = e(a["std"])
+                variance = (f"tuple(float(v) ** 2 for v in ({std_code} if isinstance({std_code}, tuple) "
+                            f"else ({std_code},)))")
+                return self.apply(Br("layers.Normalization", [f"mean={e(a['mean'])}", f"variance={variance}",
+                                                              name]), src, dst, indent)
             if len(mean) != len(std):
                 mean, std = (mean * len(std), std) if len(mean) == 1 else (mean, std * len(mean))
             variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
@@ -416,18 +470,45 @@ class _Function(CodeUnit):
             return self.apply(Br("AdaptiveAvgPool2D", [e(a["size"]), name]), src, dst, indent)
         raise AssertionError(kind)  # pragma: no cover
 
+    def flatten(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+        """PyTorch flattens (C, H, W), Keras' Flatten the (H, W, C) it holds: a Permute to channels
+        first before it, so every layer after a flatten sees PyTorch's features in PyTorch's order
+        (a dense, a batch norm, a layer scale, a padding of the features, a model output). None
+        where the order is the same: a 1 x 1 map or one channel, or features already flat."""
+        def reorders(inst: G.Inst) -> bool:
+            x = inst.in_shape
+            return x.rank == 3 and x.channels != 1 and (x.height, x.width) != (1, 1)
+
+        permute = Br("layers.Permute", ["(3, 1, 2)", f"name={path.suffix('chw').code()}"])
+        insts = node.instances
+        if insts and all(reorders(i) for i in insts):
+            src = self.apply(permute, src, dst, indent)
+        elif not insts or any(reorders(i) for i in insts):  # the input's rank is known as the model is built
+            if src != dst:
+                self.lines.append(f"{' ' * indent}{dst} = {src}")
+            self.lines.append(f"{' ' * indent}if len({dst}.shape) == 4:")
+            src = self.apply(permute, dst, dst, indent + 4)
+        return self.apply(Br("layers.Flatten", [f"name={path.code()}"]), src, dst, indent)
+
     def conv(self, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
         kind = node.type.name
         a = node.args
         e = lambda ex: self.typed(node, ex)
         padding = self.conv_padding(node)
+        grouping = self.grouping(node) if kind == "conv" else "none"
+        subsample = self.subsampled(node, grouping)
+        window = f"({e(a['kernel'])}, {e(a['stride'])}, {e(a['dilation'])})"
         if padding == "explicit":
-            src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('_pad').code()}"]),
+            src = self.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('pad').code()}"]),
                              src, dst, indent)
         elif padding == "chosen":
-            padding = self.padded(a["pad"], src, dst, path, indent)
+            padding = self.padded(a["pad"], src, dst, path, indent, window=window if subsample else None)
             src = dst
-        grouping = self.grouping(node) if kind == "conv" else "none"
+        elif padding == "same" and subsample:  # `same` at the strides, before a convolution at stride 1
+            self.m.need("SamePad2D")
+            src = self.apply(Br("SamePad2D", [e(a["kernel"]), e(a["stride"]), e(a["dilation"]),
+                                              f"name={path.suffix('pad').code()}"]), src, dst, indent)
+            padding = "valid"
         if grouping == "depthwise":
             kind = "dwconv"
         args: list[str] = []
@@ -436,7 +517,7 @@ class _Function(CodeUnit):
         args.append(e(a["kernel"]))
         if grouping == "chosen":
             args.append(e(a["groups"]))
-        if not is_one(a["stride"]):
+        if not is_one(a["stride"]) and not subsample:
             args.append(f"strides={e(a['stride'])}")
         if padding == "same":
             args.append('padding="same"')
@@ -463,8 +544,30 @@ class _Function(CodeUnit):
             self.m.need("GroupedConv2D")
             self.m.need("conv2d_groups")
             self.lines.extend(lay(Br("conv2d_groups", [src, *args, f"name={path.code()}"]), indent, f"{dst} = "))
-            return dst
-        return self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
+            src = dst
+        else:
+            src = self.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
+        if subsample:  # every stride-th output of the convolution at stride 1: a pooling of one pixel
+            src = self.apply(Br("layers.MaxPooling2D", ["1", f"strides={e(a['stride'])}",
+                                                        f"name={path.suffix('stride').code()}"]), src, dst, indent)
+        return src
+
+    def subsampled(self, node: G.Layer, grouping: str) -> bool:
+        """Whether a convolution computes at stride 1, a pooling of one pixel then taking every
+        stride-th output (PyTorch's windows exactly): where Keras has no layer for it. Keras'
+        Conv2D refuses strides with a dilation; TensorFlow's depthwise convolution on CPU (where
+        oneDNN does not run it) refuses unequal strides. Decided from the uses, as they were
+        expanded (from the spec alone for a layer no use reaches)."""
+        depthwise = node.type.name in ("dwconv", "sepconv") or grouping != "none"
+
+        def needs(stride, dilation) -> bool:
+            stride, dilation = (v if isinstance(v, tuple) else (v, v) for v in (stride, dilation))
+            return (max(stride) > 1 and max(dilation) > 1) or (depthwise and stride[0] != stride[1])
+
+        if node.instances:
+            return any(needs(i.args["stride"], i.args["dilation"]) for i in node.instances)
+        stride, dilation = const(node.args["stride"]), const(node.args["dilation"])
+        return isinstance(stride, (int, tuple)) and isinstance(dilation, (int, tuple)) and needs(stride, dilation)
 
     def grouping(self, node: G.Layer) -> str:
         """How a conv's groups are written in Keras: 'none' (one group: Conv2D), 'chosen' (groups
@@ -486,13 +589,18 @@ class _Function(CodeUnit):
             return "depthwise"
         return "grouped"
 
-    def padded(self, pad: G.Expr, src: str, dst: str, path: _Path, indent: int, value: str | None = None) -> str:
+    def padded(self, pad: G.Expr, src: str, dst: str, path: _Path, indent: int, value: str | None = None,
+               window: str | None = None) -> str:
         """`dst, paddingN = padded(src, pad, ...)`: the padding chosen as the model is built (see
-        common.pad_chosen); returns the local that holds the Keras padding for the layer."""
+        common.pad_chosen); returns the local that holds the Keras padding for the layer. window:
+        (kernel, strides, dilation) of a convolution subsampled after it (`same` pads here)."""
         self.m.need("Pad2D")
         self.m.need("padded")
+        if window:
+            self.m.need("SamePad2D")
         var = self.fresh("padding")
-        args = [src, self.expr(pad), *([value] if value else []), f"name={path.suffix('_pad').code()}"]
+        args = [src, self.expr(pad), *([value] if value else []), f"name={path.suffix('pad').code()}",
+                *([f"window={window}"] if window else [])]
         self.lines.extend(lay(Br("padded", args), indent, f"{dst}, {var} = "))
         return var
 
@@ -534,17 +642,24 @@ class _Function(CodeUnit):
                       default=None)
         if plan is None:  # not seen in use: what the spec alone says
             plan = _static_pool_plan(node)
+        if plan == "same" and kind == "avgpool" and not all(_even_same(i) for i in node.instances):
+            self.m.need("SameAvgPool2D")
+            return self.apply(Br("SameAvgPool2D", [*args, name]), src, dst, indent)
         if plan == "same":
             args.append('padding="same"')
         elif plan != "valid":
             pads, value = plan  # type: ignore[misc]
             if value == "zero":
-                src = self.apply(Br("layers.ZeroPadding2D", [literal(pads), f"name={path.suffix('_pad').code()}"]),
+                src = self.apply(Br("layers.ZeroPadding2D", [literal(pads), f"name={path.suffix('pad').code()}"]),
                                  src, dst, indent)
             elif value == "-inf":
                 self.m.prelude.add("Pad2D")
                 src = self.apply(Br("Pad2D", [literal(pads), 'value=float("-inf")',
-                                              f"name={path.suffix('_pad').code()}"]), src, dst, indent)
+                                              f"name={path.suffix('pad').code()}"]), src, dst, indent)
+            elif isinstance(value, tuple):  # ("counted", pads): the padding that counts in the average
+                self.m.need("PaddedAvgPool2D")
+                return self.apply(Br("PaddedAvgPool2D", [*args, f"padding={literal(pads)}",
+                                                         f"counted={literal(value[1])}", name]), src, dst, indent)
             else:
                 raise ArchError(f"{kind}: {value}", node.span)
         return self.apply(Br(cls, [*args, name]), src, dst, indent)
@@ -578,8 +693,18 @@ def _static_pool_plan(node: G.Layer):
     if node.type.name == "maxpool":
         return (((ph, ph), (pw, pw)), "-inf")
     if const(a["count_pad"]) is False:
-        raise ArchError("average pooling without counted padding in a branch no use takes", node.span)
+        return (((ph, ph), (pw, pw)), ("counted", ((0, 0), (0, 0))))
     return (((ph, ph), (pw, pw)), "zero")
+
+
+def _even_same(inst: G.Inst) -> bool:
+    """Whether TensorFlow's `same` pads a pooling alike before and after: Keras' own
+    AveragePooling2D(padding="same") then computes it on every backend (its torch backend repeats
+    the edge pixels for an uneven padding, and averages them in)."""
+    x, kernel = inst.in_shape, inst.args["kernel"]
+    stride = inst.args["stride"] or kernel
+    return all(n is not None and len(set(same_pads(n, k, s))) == 1
+               for n, k, s in zip((x.height, x.width), kernel, stride))
 
 
 def _symmetric_same(inst: G.Inst) -> bool:
@@ -620,13 +745,12 @@ def _pool_plan(inst: G.Inst):
             return "same"
         if inst.kind == "maxpool":
             return (tuple(needed), "-inf")
-        return (None, ("average pooling that leaves padding out of the count is written in Keras only where "
-                       "it equals Keras' same padding"))
+        return (tuple(needed), ("counted", ((0, 0), (0, 0))))  # no padding counts
     # average pooling counting padded zeros: pad with zeros, but PyTorch does not count a ceil-mode overhang
     if any(after > p for (_, after), p in zip(needed, pad)):
         if all(p == 0 for p in pad) and same_ok:
             return "same"
-        return (None, "ceil mode with padding counted in the average has no exact Keras equivalent")
+        return (tuple(needed), ("counted", tuple((p, min(after, p)) for (_, after), p in zip(needed, pad))))
     return (tuple(needed), "zero")
 
 

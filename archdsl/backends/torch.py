@@ -17,9 +17,11 @@ from ..layers import GLOBAL, SAME, VALID
 from .common import (
     Br,
     CodeUnit,
+    LocalNames,
     agreed,
     block_params,
     const,
+    drop_unused_assignments,
     four_sides,
     header_source,
     int_code,
@@ -99,12 +101,12 @@ class _Module:
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
-        self.class_stems = frozenset(c.rstrip("_") for c in self.classes)  # no local may take their names
+        self.locals = LocalNames(self.classes)  # no local may take a class's name
         self.owned_blocks: dict[str, bool] = {}  # block -> its result is its own tensor (owned_after)
 
     def local(self, name: str) -> str:
         """A parameter, let or output as a Python local: it must not shadow a class of the module."""
-        return py_name(name, self.class_stems)
+        return self.locals(name)
 
     def need(self, name: str) -> None:
         self.prelude.add(name)
@@ -291,7 +293,7 @@ class _Class(CodeUnit):
                 result, returns = self.src, "torch.Tensor"
         else:
             result, returns = self.src, "torch.Tensor"
-        self.init = _drop_unused_lets(_drop_unused(self.init), self.let_locals)
+        self.init = drop_unused_assignments(_drop_unused(self.init), self.let_locals)
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
         inputs = [f"{self.input_var}: torch.Tensor"]
         if not self.is_network:
@@ -424,7 +426,7 @@ class _Class(CodeUnit):
                 couts.append(self.assign(battr, branch, cin))
                 calls.append(f"{battr}({src})")
             self.fwd.extend(lay(Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]), 8, f"{dst} = "))
-            return " + ".join(couts)
+            return " + ".join(_summand(c) for c in couts)
         if isinstance(node, G.Scale):
             battr = f"self.{node.body.name}"
             self.assign(battr, node.body, cin)
@@ -809,7 +811,7 @@ class _Class(CodeUnit):
             return None
         if self.pad_is(node, SAME):
             return '"same"'
-        return self.expr(pad)
+        return self.typed(node, pad)  # an integral float (`pad = 1.0`) as an integer
 
 
 def _drop_unused(lines: list[str]) -> list[str]:
@@ -829,32 +831,18 @@ def _drop_unused(lines: list[str]) -> list[str]:
         lines = [line for line in lines if not any(re.match(rf"\s*{v} = ", line) for v in unused)]
 
 
-def _drop_unused_lets(lines: list[str], names: set[str]) -> list[str]:
-    """Remove the assignments of lets that nothing reads (a spec may bind a value it never uses;
-    ruff calls the local unused, F841), and then of the lets only those read."""
-    changed = True
-    while changed:
-        changed = False
-        for name in sorted(names):
-            starts = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(name)} = ", line)]
-            if not starts:
-                continue
-            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b")
-            if sum(len(use.findall(line)) for line in lines) > len(starts):
-                continue
-            drop = set()
-            for i in starts:
-                drop.add(i)
-                if lines[i].endswith("("):  # a long value, laid out over lines up to its ")"
-                    indent = len(lines[i]) - len(lines[i].lstrip())
-                    j = i + 1
-                    while not lines[j].startswith(" " * indent + ")"):
-                        drop.add(j)
-                        j += 1
-                    drop.add(j)
-            lines = [line for k, line in enumerate(lines) if k not in drop]
-            changed = True
-    return lines
+def _summand(code: str) -> str:
+    """Channel-count code as a term of a sum: in parentheses only where it binds more loosely than `+`
+    (a conditional `a if c else b`)."""
+    import ast
+
+    try:
+        node = ast.parse(code, mode="eval").body
+    except SyntaxError:
+        return paren(code)
+    if isinstance(node, (ast.IfExp, ast.BoolOp, ast.Compare, ast.Lambda, ast.NamedExpr)):
+        return f"({code})"
+    return code
 
 
 def _pooled_size(node: G.Node | None) -> tuple[int, int] | None:

@@ -27,6 +27,7 @@ def build_model(dropout_rate: float = 0.5) -> keras.Model:
     x = layers.Conv2D(128, 3, name="conv4")(x)
     x = layers.Activation("relu", name="relu4")(x)
     x = layers.MaxPooling2D(2, name="maxpool4")(x)
+    x = layers.Permute((3, 1, 2), name="flatten1--chw")(x)
     x = layers.Flatten(name="flatten1")(x)
     x = layers.Dropout(dropout_rate, name="dropout1")(x)
     x = layers.Dense(512, name="dense1")(x)

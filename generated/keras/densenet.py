@@ -49,20 +49,20 @@ def dense_layer(
 ) -> keras.KerasTensor:
     """block DenseLayer (specs/lib/densenet.arch:10)."""
     branch2 = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.branch2.norm1"
+        epsilon=eps, momentum=0.9, name=f"{name}-branch2-norm1"
     )(x)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.relu1")(branch2)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-relu1")(branch2)
     branch2 = layers.Conv2D(
-        bn_size * growth_rate, 1, use_bias=False, name=f"{name}.branch2.conv1"
+        bn_size * growth_rate, 1, use_bias=False, name=f"{name}-branch2-conv1"
     )(branch2)
     branch2 = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.branch2.norm2"
+        epsilon=eps, momentum=0.9, name=f"{name}-branch2-norm2"
     )(branch2)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.relu2")(branch2)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-relu2")(branch2)
     branch2 = layers.Conv2D(
-        growth_rate, 3, padding="same", use_bias=False, name=f"{name}.branch2.conv2"
+        growth_rate, 3, padding="same", use_bias=False, name=f"{name}-branch2-conv2"
     )(branch2)
-    x = layers.Concatenate(name=f"{name}.concat1")([x, branch2])
+    x = layers.Concatenate(name=f"{name}-concat1")([x, branch2])
     return x
 
 
@@ -77,7 +77,7 @@ def dense_block(
 ) -> keras.KerasTensor:
     """block DenseBlock (specs/lib/densenet.arch:26)."""
     for i in range(num_layers):
-        x = dense_layer(x, growth_rate, bn_size, eps, name=f"{name}.denselayer.{i}")
+        x = dense_layer(x, growth_rate, bn_size, eps, name=f"{name}-denselayer-{i}")
     return x
 
 
@@ -86,12 +86,12 @@ def transition(
 ) -> keras.KerasTensor:
     """block Transition (specs/lib/densenet.arch:32)."""
     in_channels = x.shape[-1]
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.norm")(x)
-    x = layers.Activation("relu", name=f"{name}.relu")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-norm")(x)
+    x = layers.Activation("relu", name=f"{name}-relu")(x)
     x = layers.Conv2D(
-        int(in_channels * compression), 1, use_bias=False, name=f"{name}.conv"
+        int(in_channels * compression), 1, use_bias=False, name=f"{name}-conv"
     )(x)
-    x = layers.AveragePooling2D(2, strides=2, name=f"{name}.pool")(x)
+    x = layers.AveragePooling2D(2, strides=2, name=f"{name}-pool")(x)
     return x
 
 
@@ -127,22 +127,22 @@ def build_model(
         if depth == 264
         else -1
     )
-    x = layers.ZeroPadding2D(3, name="features.conv0_pad")(inputs)
+    x = layers.ZeroPadding2D(3, name="features-conv0--pad")(inputs)
     x = layers.Conv2D(
-        init_features, 7, strides=2, use_bias=False, name="features.conv0"
+        init_features, 7, strides=2, use_bias=False, name="features-conv0"
     )(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name="features.norm0")(x)
-    x = layers.Activation("relu", name="features.relu0")(x)
-    x = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name="features.pool0_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="features.pool0")(x)
-    x = dense_block(x, 6, growth_rate, bn_size, eps, name="features.denseblock1")
-    x = transition(x, compression, eps, name="features.transition1")
-    x = dense_block(x, 12, growth_rate, bn_size, eps, name="features.denseblock2")
-    x = transition(x, compression, eps, name="features.transition2")
-    x = dense_block(x, block3, growth_rate, bn_size, eps, name="features.denseblock3")
-    x = transition(x, compression, eps, name="features.transition3")
-    x = dense_block(x, block4, growth_rate, bn_size, eps, name="features.denseblock4")
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name="features.norm5")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name="features-norm0")(x)
+    x = layers.Activation("relu", name="features-relu0")(x)
+    x = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name="features-pool0--pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="features-pool0")(x)
+    x = dense_block(x, 6, growth_rate, bn_size, eps, name="features-denseblock1")
+    x = transition(x, compression, eps, name="features-transition1")
+    x = dense_block(x, 12, growth_rate, bn_size, eps, name="features-denseblock2")
+    x = transition(x, compression, eps, name="features-transition2")
+    x = dense_block(x, block3, growth_rate, bn_size, eps, name="features-denseblock3")
+    x = transition(x, compression, eps, name="features-transition3")
+    x = dense_block(x, block4, growth_rate, bn_size, eps, name="features-denseblock4")
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name="features-norm5")(x)
     x = layers.Activation("relu", name="relu1")(x)
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool1")(x)
     x = layers.Flatten(name="flatten1")(x)

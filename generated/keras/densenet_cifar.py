@@ -22,20 +22,20 @@ def dense_layer(
 ) -> keras.KerasTensor:
     """block DenseLayer (specs/lib/densenet.arch:10)."""
     branch2 = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.branch2.norm1"
+        epsilon=eps, momentum=0.9, name=f"{name}-branch2-norm1"
     )(x)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.relu1")(branch2)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-relu1")(branch2)
     branch2 = layers.Conv2D(
-        bn_size * growth_rate, 1, use_bias=False, name=f"{name}.branch2.conv1"
+        bn_size * growth_rate, 1, use_bias=False, name=f"{name}-branch2-conv1"
     )(branch2)
     branch2 = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.branch2.norm2"
+        epsilon=eps, momentum=0.9, name=f"{name}-branch2-norm2"
     )(branch2)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.relu2")(branch2)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-relu2")(branch2)
     branch2 = layers.Conv2D(
-        growth_rate, 3, padding="same", use_bias=False, name=f"{name}.branch2.conv2"
+        growth_rate, 3, padding="same", use_bias=False, name=f"{name}-branch2-conv2"
     )(branch2)
-    x = layers.Concatenate(name=f"{name}.concat1")([x, branch2])
+    x = layers.Concatenate(name=f"{name}-concat1")([x, branch2])
     return x
 
 
@@ -50,7 +50,7 @@ def dense_block(
 ) -> keras.KerasTensor:
     """block DenseBlock (specs/lib/densenet.arch:26)."""
     for i in range(num_layers):
-        x = dense_layer(x, growth_rate, bn_size, eps, name=f"{name}.denselayer.{i}")
+        x = dense_layer(x, growth_rate, bn_size, eps, name=f"{name}-denselayer-{i}")
     return x
 
 
@@ -59,12 +59,12 @@ def transition(
 ) -> keras.KerasTensor:
     """block Transition (specs/lib/densenet.arch:32)."""
     in_channels = x.shape[-1]
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.norm")(x)
-    x = layers.Activation("relu", name=f"{name}.relu")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-norm")(x)
+    x = layers.Activation("relu", name=f"{name}-relu")(x)
     x = layers.Conv2D(
-        int(in_channels * compression), 1, use_bias=False, name=f"{name}.conv"
+        int(in_channels * compression), 1, use_bias=False, name=f"{name}-conv"
     )(x)
-    x = layers.AveragePooling2D(2, strides=2, name=f"{name}.pool")(x)
+    x = layers.AveragePooling2D(2, strides=2, name=f"{name}-pool")(x)
     return x
 
 

@@ -24,6 +24,37 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def padded(
+    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """A layer's input and the Keras padding to give the layer, for a padding from the block's
+    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
+    size pads the input first with value (zeros; -inf before a max pooling, which padding must
+    never win), as PyTorch does."""
+    if pad in ("same", "valid"):
+        return x, pad
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if ph == pw == 0:
+        return x, "valid"
+    if value == 0.0:
+        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
+    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
+
+
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class Pad2D(layers.Layer):
     """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
@@ -51,23 +82,6 @@ class Pad2D(layers.Layer):
         return {**super().get_config(), "padding": self.padding, "value": self.value}
 
 
-def padded(
-    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
-) -> tuple[keras.KerasTensor, str]:
-    """A layer's input and the Keras padding to give the layer, for a padding from the block's
-    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
-    size pads the input first with value (zeros; -inf before a max pooling, which padding must
-    never win), as PyTorch does."""
-    if pad in ("same", "valid"):
-        return x, pad
-    ph, pw = (pad, pad) if isinstance(pad, int) else pad
-    if ph == pw == 0:
-        return x, "valid"
-    if value == 0.0:
-        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
-    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
-
-
 @keras.saving.register_keras_serializable(package="archdsl")
 class GroupedConv2D(layers.Conv2D):
     """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
@@ -93,41 +107,6 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
-def conv2d_groups(
-    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
-) -> keras.KerasTensor:
-    """A convolution whose groups come from the block's parameters, as the Keras layer that
-    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
-    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
-    if groups == 1:
-        return layers.Conv2D(filters, kernel, **options)(x)
-    if groups == x.shape[-1]:
-        multiplier = filters // groups
-        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
-    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class DropPath(layers.Layer):
-    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
-
-    def __init__(self, rate: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = keras.random.SeedGenerator(0)
-
-    def call(self, x, training=None):
-        if not training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        mask = ops.cast(keras.random.uniform(shape, seed=self.seed) < keep, x.dtype)
-        return x * mask / keep
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-
 def conv_bn_act(
     x: keras.KerasTensor,
     filters: int,
@@ -143,7 +122,7 @@ def conv_bn_act(
 ) -> keras.KerasTensor:
     """block ConvBNAct (specs/lib/efficientnet.arch:14)."""
     x, padding1 = padded(
-        x, "same" if pad_same else (kernel - 1) // 2, name=f"{name}.conv_pad"
+        x, "same" if pad_same else (kernel - 1) // 2, name=f"{name}-conv--pad"
     )
     x = conv2d_groups(
         x,
@@ -153,13 +132,13 @@ def conv_bn_act(
         strides=stride,
         padding=padding1,
         use_bias=False,
-        name=f"{name}.conv",
+        name=f"{name}-conv",
     )
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=1 - momentum, name=f"{name}.bn"
+        epsilon=eps, momentum=1 - momentum, name=f"{name}-bn"
     )(x)
     if act:
-        x = layers.Activation("silu", name=f"{name}.choice1")(x)
+        x = layers.Activation("silu", name=f"{name}-choice1")(x)
     return x
 
 
@@ -168,12 +147,12 @@ def squeeze_excitation(
 ) -> keras.KerasTensor:
     """block SqueezeExcitation (specs/lib/efficientnet.arch:24)."""
     in_channels = x.shape[-1]
-    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.scale1.0")(x)
-    scaled1 = layers.Conv2D(squeeze, 1, name=f"{name}.scale1.fc1")(scaled1)
-    scaled1 = layers.Activation("silu", name=f"{name}.scale1.2")(scaled1)
-    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}.scale1.fc2")(scaled1)
-    scaled1 = layers.Activation("sigmoid", name=f"{name}.scale1.4")(scaled1)
-    x = layers.Multiply(name=f"{name}.scale1.mul")([x, scaled1])
+    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-scale1-0")(x)
+    scaled1 = layers.Conv2D(squeeze, 1, name=f"{name}-scale1-fc1")(scaled1)
+    scaled1 = layers.Activation("silu", name=f"{name}-scale1-2")(scaled1)
+    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}-scale1-fc2")(scaled1)
+    scaled1 = layers.Activation("sigmoid", name=f"{name}-scale1-4")(scaled1)
+    x = layers.Multiply(name=f"{name}-scale1--mul")([x, scaled1])
     return x
 
 
@@ -200,7 +179,7 @@ def mb_conv_layers(
             pad_same=pad_same,
             eps=eps,
             momentum=momentum,
-            name=f"{name}.expand",
+            name=f"{name}-expand",
         )
     x = conv_bn_act(
         x,
@@ -211,9 +190,9 @@ def mb_conv_layers(
         pad_same=pad_same,
         eps=eps,
         momentum=momentum,
-        name=f"{name}.depthwise",
+        name=f"{name}-depthwise",
     )
-    x = squeeze_excitation(x, max(1, in_channels // 4), name=f"{name}.se")
+    x = squeeze_excitation(x, max(1, in_channels // 4), name=f"{name}-se")
     x = conv_bn_act(
         x,
         out,
@@ -222,7 +201,7 @@ def mb_conv_layers(
         pad_same=pad_same,
         eps=eps,
         momentum=momentum,
-        name=f"{name}.project",
+        name=f"{name}-project",
     )
     return x
 
@@ -253,10 +232,12 @@ def mb_conv(
             pad_same,
             eps,
             momentum,
-            name=f"{name}.choice1.body",
+            name=f"{name}-choice1-body",
         )
-        x = DropPath(drop, name=f"{name}.choice1.drop_path")(x)
-        x = layers.Add(name=f"{name}.choice1")([x, identity])
+        x = layers.Dropout(
+            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-choice1--drop_path"
+        )(x)
+        x = layers.Add(name=f"{name}-choice1")([x, identity])
     else:
         x = mb_conv_layers(
             x,
@@ -267,7 +248,7 @@ def mb_conv(
             pad_same,
             eps,
             momentum,
-            name=f"{name}.choice1",
+            name=f"{name}-choice1",
         )
     return x
 
@@ -299,7 +280,7 @@ def mb_stage(
         pad_same,
         eps,
         momentum,
-        name=f"{name}.mb_conv1",
+        name=f"{name}-mb_conv1",
     )
     for i_ in range(repeats - 1):
         x = mb_conv(
@@ -312,7 +293,7 @@ def mb_stage(
             pad_same,
             eps,
             momentum,
-            name=f"{name}.group1.{i_}",
+            name=f"{name}-group1-{i_}",
         )
     return x
 
@@ -404,7 +385,7 @@ def build_model(
         pad_same=same_pad,
         eps=bn_eps,
         momentum=bn_momentum,
-        name="features.0",
+        name="features-0",
     )
     x = mb_stage(
         x,
@@ -419,7 +400,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.1",
+        name="features-1",
     )
     x = mb_stage(
         x,
@@ -434,7 +415,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.2",
+        name="features-2",
     )
     x = mb_stage(
         x,
@@ -449,7 +430,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.3",
+        name="features-3",
     )
     x = mb_stage(
         x,
@@ -464,7 +445,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.4",
+        name="features-4",
     )
     x = mb_stage(
         x,
@@ -479,7 +460,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.5",
+        name="features-5",
     )
     x = mb_stage(
         x,
@@ -494,7 +475,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.6",
+        name="features-6",
     )
     x = mb_stage(
         x,
@@ -509,7 +490,7 @@ def build_model(
         same_pad,
         bn_eps,
         bn_momentum,
-        name="features.7",
+        name="features-7",
     )
     x = conv_bn_act(
         x,
@@ -518,10 +499,10 @@ def build_model(
         pad_same=same_pad,
         eps=bn_eps,
         momentum=bn_momentum,
-        name="features.8",
+        name="features-8",
     )
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.Flatten(name="flatten1")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.0")(x)
-    x = layers.Dense(classes, name="classifier.1")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-0")(x)
+    x = layers.Dense(classes, name="classifier-1")(x)
     return keras.Model(inputs, x, name="EfficientNet")

@@ -54,12 +54,12 @@ def basic_conv(
     name: str,
 ) -> keras.KerasTensor:
     """block BasicConv (specs/lib/inception.arch:7)."""
-    x = layers.ZeroPadding2D(pad, name=f"{name}.conv_pad")(x)
+    x = layers.ZeroPadding2D(pad, name=f"{name}-conv--pad")(x)
     x = layers.Conv2D(
-        filters, kernel, strides=stride, use_bias=False, name=f"{name}.conv"
+        filters, kernel, strides=stride, use_bias=False, name=f"{name}-conv"
     )(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9, name=f"{name}.bn")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9, name=f"{name}-bn")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -75,16 +75,16 @@ def inception(
     name: str,
 ) -> keras.KerasTensor:
     """block Inception (specs/lib/inception.arch:16)."""
-    branch1 = basic_conv(x, ch1x1, 1, name=f"{name}.branch1")
-    branch2 = basic_conv(x, ch3x3red, 1, name=f"{name}.branch2.0")
-    branch2 = basic_conv(branch2, ch3x3, 3, pad=1, name=f"{name}.branch2.1")
-    branch3 = basic_conv(x, ch5x5red, 1, name=f"{name}.branch3.0")
-    branch3 = basic_conv(branch3, ch5x5, 3, pad=1, name=f"{name}.branch3.1")
+    branch1 = basic_conv(x, ch1x1, 1, name=f"{name}-branch1")
+    branch2 = basic_conv(x, ch3x3red, 1, name=f"{name}-branch2-0")
+    branch2 = basic_conv(branch2, ch3x3, 3, pad=1, name=f"{name}-branch2-1")
+    branch3 = basic_conv(x, ch5x5red, 1, name=f"{name}-branch3-0")
+    branch3 = basic_conv(branch3, ch5x5, 3, pad=1, name=f"{name}-branch3-1")
     branch4 = layers.MaxPooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
-    branch4 = basic_conv(branch4, pool_proj, 1, name=f"{name}.branch4.1")
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    branch4 = basic_conv(branch4, pool_proj, 1, name=f"{name}-branch4-1")
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -92,13 +92,14 @@ def aux_head(
     x: keras.KerasTensor, classes: int, dropout_rate: float = 0.7, *, name: str
 ) -> keras.KerasTensor:
     """block AuxHead (specs/lib/inception.arch:26)."""
-    x = AdaptiveAvgPool2D(4, name=f"{name}.adaptive_avgpool1")(x)
-    x = basic_conv(x, 128, 1, name=f"{name}.conv")
-    x = layers.Flatten(name=f"{name}.flatten1")(x)
-    x = layers.Dense(1024, name=f"{name}.fc1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.Dropout(dropout_rate, name=f"{name}.dropout1")(x)
-    x = layers.Dense(classes, name=f"{name}.fc2")(x)
+    x = AdaptiveAvgPool2D(4, name=f"{name}-adaptive_avgpool1")(x)
+    x = basic_conv(x, 128, 1, name=f"{name}-conv")
+    x = layers.Permute((3, 1, 2), name=f"{name}-flatten1--chw")(x)
+    x = layers.Flatten(name=f"{name}-flatten1")(x)
+    x = layers.Dense(1024, name=f"{name}-fc1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.Dropout(dropout_rate, name=f"{name}-dropout1")(x)
+    x = layers.Dense(classes, name=f"{name}-fc2")(x)
     return x
 
 

@@ -61,22 +61,22 @@ def paper_inception(
     name: str,
 ) -> keras.KerasTensor:
     """block PaperInception (specs/lib/inception.arch:40)."""
-    branch1 = layers.Conv2D(ch1x1, 1, name=f"{name}.branch1.0")(x)
-    branch1 = layers.Activation("relu", name=f"{name}.branch1.1")(branch1)
-    branch2 = layers.Conv2D(ch3x3red, 1, name=f"{name}.branch2.0")(x)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.1")(branch2)
-    branch2 = layers.Conv2D(ch3x3, 3, padding="same", name=f"{name}.branch2.2")(branch2)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.3")(branch2)
-    branch3 = layers.Conv2D(ch5x5red, 1, name=f"{name}.branch3.0")(x)
-    branch3 = layers.Activation("relu", name=f"{name}.branch3.1")(branch3)
-    branch3 = layers.Conv2D(ch5x5, 5, padding="same", name=f"{name}.branch3.2")(branch3)
-    branch3 = layers.Activation("relu", name=f"{name}.branch3.3")(branch3)
+    branch1 = layers.Conv2D(ch1x1, 1, name=f"{name}-branch1-0")(x)
+    branch1 = layers.Activation("relu", name=f"{name}-branch1-1")(branch1)
+    branch2 = layers.Conv2D(ch3x3red, 1, name=f"{name}-branch2-0")(x)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-1")(branch2)
+    branch2 = layers.Conv2D(ch3x3, 3, padding="same", name=f"{name}-branch2-2")(branch2)
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-3")(branch2)
+    branch3 = layers.Conv2D(ch5x5red, 1, name=f"{name}-branch3-0")(x)
+    branch3 = layers.Activation("relu", name=f"{name}-branch3-1")(branch3)
+    branch3 = layers.Conv2D(ch5x5, 5, padding="same", name=f"{name}-branch3-2")(branch3)
+    branch3 = layers.Activation("relu", name=f"{name}-branch3-3")(branch3)
     branch4 = layers.MaxPooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
-    branch4 = layers.Conv2D(pool_proj, 1, name=f"{name}.branch4.1")(branch4)
-    branch4 = layers.Activation("relu", name=f"{name}.branch4.2")(branch4)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    branch4 = layers.Conv2D(pool_proj, 1, name=f"{name}-branch4-1")(branch4)
+    branch4 = layers.Activation("relu", name=f"{name}-branch4-2")(branch4)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -84,14 +84,15 @@ def paper_aux_head(
     x: keras.KerasTensor, classes: int, dropout_rate: float = 0.7, *, name: str
 ) -> keras.KerasTensor:
     """block PaperAuxHead (specs/lib/inception.arch:51)."""
-    x = layers.AveragePooling2D(5, strides=3, name=f"{name}.avgpool1")(x)
-    x = layers.Conv2D(128, 1, name=f"{name}.conv")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.Flatten(name=f"{name}.flatten1")(x)
-    x = layers.Dense(1024, name=f"{name}.fc1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
-    x = layers.Dropout(dropout_rate, name=f"{name}.dropout1")(x)
-    x = layers.Dense(classes, name=f"{name}.fc2")(x)
+    x = layers.AveragePooling2D(5, strides=3, name=f"{name}-avgpool1")(x)
+    x = layers.Conv2D(128, 1, name=f"{name}-conv")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.Permute((3, 1, 2), name=f"{name}-flatten1--chw")(x)
+    x = layers.Flatten(name=f"{name}-flatten1")(x)
+    x = layers.Dense(1024, name=f"{name}-fc1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
+    x = layers.Dropout(dropout_rate, name=f"{name}-dropout1")(x)
+    x = layers.Dense(classes, name=f"{name}-fc2")(x)
     return x
 
 
@@ -103,7 +104,7 @@ def build_model(
 ) -> keras.Model:
     """network GoogLeNetPaper (specs/googlenet_paper.arch:16)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1--pad")(inputs)
     x = layers.Conv2D(64, 7, strides=2, name="conv1")(x)
     x = layers.Activation("relu", name="relu1")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)

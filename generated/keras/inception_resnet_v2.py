@@ -23,17 +23,17 @@ def inception_conv(
     name: str,
 ) -> keras.KerasTensor:
     """block InceptionConv (specs/lib/inception.arch:65)."""
-    x = layers.ZeroPadding2D(pad, name=f"{name}.conv_pad")(x)
+    x = layers.ZeroPadding2D(pad, name=f"{name}-conv--pad")(x)
     x = layers.Conv2D(
-        filters, kernel, strides=stride, use_bias=False, name=f"{name}.conv"
+        filters, kernel, strides=stride, use_bias=False, name=f"{name}-conv"
     )(x)
     x = layers.BatchNormalization(
         epsilon=0.001,
         momentum=1 - 0.01 if keras_layout else 0.1,
         scale=not keras_layout,
-        name=f"{name}.bn",
+        name=f"{name}-bn",
     )(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -41,40 +41,40 @@ def inception_res_net_v2_stem(
     x: keras.KerasTensor, keras_layout: bool = False, *, name: str
 ) -> keras.KerasTensor:
     """block InceptionResNetV2Stem (specs/lib/inception_resnet.arch:15)."""
-    x = inception_conv(x, 32, 3, 2, keras_layout=keras_layout, name=f"{name}.conv2d_1a")
-    x = inception_conv(x, 32, 3, keras_layout=keras_layout, name=f"{name}.conv2d_2a")
+    x = inception_conv(x, 32, 3, 2, keras_layout=keras_layout, name=f"{name}-conv2d_1a")
+    x = inception_conv(x, 32, 3, keras_layout=keras_layout, name=f"{name}-conv2d_2a")
     x = inception_conv(
-        x, 64, 3, pad=1, keras_layout=keras_layout, name=f"{name}.conv2d_2b"
+        x, 64, 3, pad=1, keras_layout=keras_layout, name=f"{name}-conv2d_2b"
     )
-    x = layers.MaxPooling2D(3, strides=2, name=f"{name}.maxpool_3a")(x)
-    x = inception_conv(x, 80, 1, keras_layout=keras_layout, name=f"{name}.conv2d_3b")
-    x = inception_conv(x, 192, 3, keras_layout=keras_layout, name=f"{name}.conv2d_4a")
-    x = layers.MaxPooling2D(3, strides=2, name=f"{name}.maxpool_5a")(x)
+    x = layers.MaxPooling2D(3, strides=2, name=f"{name}-maxpool_3a")(x)
+    x = inception_conv(x, 80, 1, keras_layout=keras_layout, name=f"{name}-conv2d_3b")
+    x = inception_conv(x, 192, 3, keras_layout=keras_layout, name=f"{name}-conv2d_4a")
+    x = layers.MaxPooling2D(3, strides=2, name=f"{name}-maxpool_5a")(x)
     branch1 = inception_conv(
-        x, 96, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 96, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 48, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 48, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, 64, 5, pad=2, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, 64, 5, pad=2, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch3 = inception_conv(
-        x, 64, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, 64, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch3 = inception_conv(
-        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.1"
+        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-1"
     )
     branch3 = inception_conv(
-        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.2"
+        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-2"
     )
     branch4 = layers.AveragePooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
     branch4 = inception_conv(
-        branch4, 64, 1, keras_layout=keras_layout, name=f"{name}.branch4.1"
+        branch4, 64, 1, keras_layout=keras_layout, name=f"{name}-branch4-1"
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -85,28 +85,28 @@ def inception_res_net_a(
     in_channels = x.shape[-1]
     identity = x
     branch1 = inception_conv(
-        x, 32, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 32, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 32, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 32, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, 32, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, 32, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch3 = inception_conv(
-        x, 32, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, 32, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch3 = inception_conv(
-        branch3, 48, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.1"
+        branch3, 48, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-1"
     )
     branch3 = inception_conv(
-        branch3, 64, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.2"
+        branch3, 64, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-2"
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
-    x = layers.Conv2D(in_channels, 1, name=f"{name}.conv2d")(x)
-    x = layers.Rescaling(factor, name=f"{name}.rescale1")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
+    x = layers.Conv2D(in_channels, 1, name=f"{name}-conv2d")(x)
+    x = layers.Rescaling(factor, name=f"{name}-rescale1")(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -122,19 +122,19 @@ def reduction_a(
 ) -> keras.KerasTensor:
     """block ReductionA (specs/lib/inception_v4.arch:49)."""
     branch1 = inception_conv(
-        x, n, 3, 2, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, n, 3, 2, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, k, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, k, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, l, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, l, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch2 = inception_conv(
-        branch2, m_, 3, 2, keras_layout=keras_layout, name=f"{name}.branch2.2"
+        branch2, m_, 3, 2, keras_layout=keras_layout, name=f"{name}-branch2-2"
     )
-    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch3")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
+    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch3")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
     return x
 
 
@@ -145,10 +145,10 @@ def inception_res_net_b(
     in_channels = x.shape[-1]
     identity = x
     branch1 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 128, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 128, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
         branch2,
@@ -156,7 +156,7 @@ def inception_res_net_b(
         (1, 7),
         pad=(0, 3),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1",
+        name=f"{name}-branch2-1",
     )
     branch2 = inception_conv(
         branch2,
@@ -164,13 +164,13 @@ def inception_res_net_b(
         (7, 1),
         pad=(3, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.2",
+        name=f"{name}-branch2-2",
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2])
-    x = layers.Conv2D(in_channels, 1, name=f"{name}.conv2d")(x)
-    x = layers.Rescaling(factor, name=f"{name}.rescale1")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2])
+    x = layers.Conv2D(in_channels, 1, name=f"{name}-conv2d")(x)
+    x = layers.Rescaling(factor, name=f"{name}-rescale1")(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -179,28 +179,28 @@ def inception_res_net_reduction_b(
 ) -> keras.KerasTensor:
     """block InceptionResNetReductionB (specs/lib/inception_resnet.arch:80)."""
     branch1 = inception_conv(
-        x, 256, 1, keras_layout=keras_layout, name=f"{name}.branch1.0"
+        x, 256, 1, keras_layout=keras_layout, name=f"{name}-branch1-0"
     )
     branch1 = inception_conv(
-        branch1, 384, 3, 2, keras_layout=keras_layout, name=f"{name}.branch1.1"
+        branch1, 384, 3, 2, keras_layout=keras_layout, name=f"{name}-branch1-1"
     )
     branch2 = inception_conv(
-        x, 256, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 256, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, 288, 3, 2, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, 288, 3, 2, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch3 = inception_conv(
-        x, 256, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, 256, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch3 = inception_conv(
-        branch3, 288, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.1"
+        branch3, 288, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-1"
     )
     branch3 = inception_conv(
-        branch3, 320, 3, 2, keras_layout=keras_layout, name=f"{name}.branch3.2"
+        branch3, 320, 3, 2, keras_layout=keras_layout, name=f"{name}-branch3-2"
     )
-    branch4 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch4")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    branch4 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch4")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -216,10 +216,10 @@ def inception_res_net_c(
     in_channels = x.shape[-1]
     identity = x
     branch1 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
         branch2,
@@ -227,7 +227,7 @@ def inception_res_net_c(
         (1, 3),
         pad=(0, 1),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1",
+        name=f"{name}-branch2-1",
     )
     branch2 = inception_conv(
         branch2,
@@ -235,14 +235,14 @@ def inception_res_net_c(
         (3, 1),
         pad=(1, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.2",
+        name=f"{name}-branch2-2",
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2])
-    x = layers.Conv2D(in_channels, 1, name=f"{name}.conv2d")(x)
-    x = layers.Rescaling(factor, name=f"{name}.rescale1")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2])
+    x = layers.Conv2D(in_channels, 1, name=f"{name}-conv2d")(x)
+    x = layers.Rescaling(factor, name=f"{name}-rescale1")(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
     if activation:
-        x = layers.Activation("relu", name=f"{name}.choice1")(x)
+        x = layers.Activation("relu", name=f"{name}-choice1")(x)
     return x
 
 
@@ -257,13 +257,13 @@ def build_model(
     k = keras_layout
     x = inception_res_net_v2_stem(inputs, k, name="stem")
     for i in range(10):
-        x = inception_res_net_a(x, 0.17, k, name=f"inception_resnet_a.{i}")
+        x = inception_res_net_a(x, 0.17, k, name=f"inception_resnet_a-{i}")
     x = reduction_a(x, 256, 256, 384, 384, k, name="reduction_a")
     for i2 in range(20):
-        x = inception_res_net_b(x, 0.1, k, name=f"inception_resnet_b.{i2}")
+        x = inception_res_net_b(x, 0.1, k, name=f"inception_resnet_b-{i2}")
     x = inception_res_net_reduction_b(x, k, name="reduction_b")
     for i3 in range(9):
-        x = inception_res_net_c(x, 0.2, keras_layout=k, name=f"inception_resnet_c.{i3}")
+        x = inception_res_net_c(x, 0.2, keras_layout=k, name=f"inception_resnet_c-{i3}")
     x = inception_res_net_c(x, 1.0, False, k, name="inception_resnet_c_last")
     x = inception_conv(x, 1536, 1, keras_layout=k, name="conv")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)

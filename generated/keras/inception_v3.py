@@ -23,17 +23,17 @@ def inception_conv(
     name: str,
 ) -> keras.KerasTensor:
     """block InceptionConv (specs/lib/inception.arch:65)."""
-    x = layers.ZeroPadding2D(pad, name=f"{name}.conv_pad")(x)
+    x = layers.ZeroPadding2D(pad, name=f"{name}-conv--pad")(x)
     x = layers.Conv2D(
-        filters, kernel, strides=stride, use_bias=False, name=f"{name}.conv"
+        filters, kernel, strides=stride, use_bias=False, name=f"{name}-conv"
     )(x)
     x = layers.BatchNormalization(
         epsilon=0.001,
         momentum=1 - 0.01 if keras_layout else 0.1,
         scale=not keras_layout,
-        name=f"{name}.bn",
+        name=f"{name}-bn",
     )(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -42,29 +42,29 @@ def inception_a(
 ) -> keras.KerasTensor:
     """block InceptionA (specs/lib/inception_v3.arch:14)."""
     branch1 = inception_conv(
-        x, 64, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 64, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 48, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 48, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, 64, 5, pad=2, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, 64, 5, pad=2, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch3 = inception_conv(
-        x, 64, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, 64, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch3 = inception_conv(
-        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.1"
+        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-1"
     )
     branch3 = inception_conv(
-        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.2"
+        branch3, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-2"
     )
-    branch4 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}.branch4.0_pad")(x)
-    branch4 = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch4.0")(branch4)
+    branch4 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}-branch4-0--pad")(x)
+    branch4 = layers.AveragePooling2D(3, strides=1, name=f"{name}-branch4-0")(branch4)
     branch4 = inception_conv(
-        branch4, pool_features, 1, keras_layout=keras_layout, name=f"{name}.branch4.1"
+        branch4, pool_features, 1, keras_layout=keras_layout, name=f"{name}-branch4-1"
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -73,19 +73,19 @@ def inception_b(
 ) -> keras.KerasTensor:
     """block InceptionB (specs/lib/inception_v3.arch:34)."""
     branch1 = inception_conv(
-        x, 384, 3, 2, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 384, 3, 2, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 64, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 64, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, 96, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch2 = inception_conv(
-        branch2, 96, 3, 2, keras_layout=keras_layout, name=f"{name}.branch2.2"
+        branch2, 96, 3, 2, keras_layout=keras_layout, name=f"{name}-branch2-2"
     )
-    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch3")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
+    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch3")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
     return x
 
 
@@ -94,10 +94,10 @@ def inception_c(
 ) -> keras.KerasTensor:
     """block InceptionC (specs/lib/inception_v3.arch:47)."""
     branch1 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, c7, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, c7, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
         branch2,
@@ -105,7 +105,7 @@ def inception_c(
         (1, 7),
         pad=(0, 3),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1",
+        name=f"{name}-branch2-1",
     )
     branch2 = inception_conv(
         branch2,
@@ -113,10 +113,10 @@ def inception_c(
         (7, 1),
         pad=(3, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.2",
+        name=f"{name}-branch2-2",
     )
     branch3 = inception_conv(
-        x, c7, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, c7, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch3 = inception_conv(
         branch3,
@@ -124,7 +124,7 @@ def inception_c(
         (7, 1),
         pad=(3, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.1",
+        name=f"{name}-branch3-1",
     )
     branch3 = inception_conv(
         branch3,
@@ -132,7 +132,7 @@ def inception_c(
         (1, 7),
         pad=(0, 3),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.2",
+        name=f"{name}-branch3-2",
     )
     branch3 = inception_conv(
         branch3,
@@ -140,7 +140,7 @@ def inception_c(
         (7, 1),
         pad=(3, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.3",
+        name=f"{name}-branch3-3",
     )
     branch3 = inception_conv(
         branch3,
@@ -148,14 +148,14 @@ def inception_c(
         (1, 7),
         pad=(0, 3),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.4",
+        name=f"{name}-branch3-4",
     )
-    branch4 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}.branch4.0_pad")(x)
-    branch4 = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch4.0")(branch4)
+    branch4 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}-branch4-0--pad")(x)
+    branch4 = layers.AveragePooling2D(3, strides=1, name=f"{name}-branch4-0")(branch4)
     branch4 = inception_conv(
-        branch4, 192, 1, keras_layout=keras_layout, name=f"{name}.branch4.1"
+        branch4, 192, 1, keras_layout=keras_layout, name=f"{name}-branch4-1"
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -163,12 +163,12 @@ def inception_aux(
     x: keras.KerasTensor, classes: int, *, name: str
 ) -> keras.KerasTensor:
     """block InceptionAux (specs/lib/inception_v3.arch:114)."""
-    x = layers.AveragePooling2D(5, strides=3, name=f"{name}.avgpool1")(x)
-    x = inception_conv(x, 128, 1, name=f"{name}.conv0")
-    x = inception_conv(x, 768, 5, name=f"{name}.conv1")
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.avgpool2")(x)
-    x = layers.Flatten(name=f"{name}.flatten1")(x)
-    x = layers.Dense(classes, name=f"{name}.fc")(x)
+    x = layers.AveragePooling2D(5, strides=3, name=f"{name}-avgpool1")(x)
+    x = inception_conv(x, 128, 1, name=f"{name}-conv0")
+    x = inception_conv(x, 768, 5, name=f"{name}-conv1")
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-avgpool2")(x)
+    x = layers.Flatten(name=f"{name}-flatten1")(x)
+    x = layers.Dense(classes, name=f"{name}-fc")(x)
     return x
 
 
@@ -177,13 +177,13 @@ def inception_d(
 ) -> keras.KerasTensor:
     """block InceptionD (specs/lib/inception_v3.arch:70)."""
     branch1 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch1.0"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch1-0"
     )
     branch1 = inception_conv(
-        branch1, 320, 3, 2, keras_layout=keras_layout, name=f"{name}.branch1.1"
+        branch1, 320, 3, 2, keras_layout=keras_layout, name=f"{name}-branch1-1"
     )
     branch2 = inception_conv(
-        x, 192, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 192, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
         branch2,
@@ -191,7 +191,7 @@ def inception_d(
         (1, 7),
         pad=(0, 3),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1",
+        name=f"{name}-branch2-1",
     )
     branch2 = inception_conv(
         branch2,
@@ -199,13 +199,13 @@ def inception_d(
         (7, 1),
         pad=(3, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.2",
+        name=f"{name}-branch2-2",
     )
     branch2 = inception_conv(
-        branch2, 192, 3, 2, keras_layout=keras_layout, name=f"{name}.branch2.3"
+        branch2, 192, 3, 2, keras_layout=keras_layout, name=f"{name}-branch2-3"
     )
-    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch3")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
+    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch3")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
     return x
 
 
@@ -214,10 +214,10 @@ def inception_e(
 ) -> keras.KerasTensor:
     """block InceptionE (specs/lib/inception_v3.arch:87)."""
     branch1 = inception_conv(
-        x, 320, 1, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, 320, 1, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, 384, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, 384, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch3 = inception_conv(
         branch2,
@@ -225,7 +225,7 @@ def inception_e(
         (1, 3),
         pad=(0, 1),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1.branches.0",
+        name=f"{name}-branch2-1-branches-0",
     )
     branch4 = inception_conv(
         branch2,
@@ -233,14 +233,14 @@ def inception_e(
         (3, 1),
         pad=(1, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch2.1.branches.1",
+        name=f"{name}-branch2-1-branches-1",
     )
-    branch2 = layers.Concatenate(name=f"{name}.branch2.1")([branch3, branch4])
+    branch2 = layers.Concatenate(name=f"{name}-branch2-1")([branch3, branch4])
     branch5 = inception_conv(
-        x, 448, 1, keras_layout=keras_layout, name=f"{name}.branch3.0"
+        x, 448, 1, keras_layout=keras_layout, name=f"{name}-branch3-0"
     )
     branch5 = inception_conv(
-        branch5, 384, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch3.1"
+        branch5, 384, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch3-1"
     )
     branch6 = inception_conv(
         branch5,
@@ -248,7 +248,7 @@ def inception_e(
         (1, 3),
         pad=(0, 1),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.2.branches.0",
+        name=f"{name}-branch3-2-branches-0",
     )
     branch7 = inception_conv(
         branch5,
@@ -256,15 +256,15 @@ def inception_e(
         (3, 1),
         pad=(1, 0),
         keras_layout=keras_layout,
-        name=f"{name}.branch3.2.branches.1",
+        name=f"{name}-branch3-2-branches-1",
     )
-    branch5 = layers.Concatenate(name=f"{name}.branch3.2")([branch6, branch7])
-    branch8 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}.branch4.0_pad")(x)
-    branch8 = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch4.0")(branch8)
+    branch5 = layers.Concatenate(name=f"{name}-branch3-2")([branch6, branch7])
+    branch8 = layers.ZeroPadding2D(((1, 1), (1, 1)), name=f"{name}-branch4-0--pad")(x)
+    branch8 = layers.AveragePooling2D(3, strides=1, name=f"{name}-branch4-0")(branch8)
     branch8 = inception_conv(
-        branch8, 192, 1, keras_layout=keras_layout, name=f"{name}.branch4.1"
+        branch8, 192, 1, keras_layout=keras_layout, name=f"{name}-branch4-1"
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch5, branch8])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch5, branch8])
     return x
 
 

@@ -23,54 +23,54 @@ def inception_conv(
     name: str,
 ) -> keras.KerasTensor:
     """block InceptionConv (specs/lib/inception.arch:65)."""
-    x = layers.ZeroPadding2D(pad, name=f"{name}.conv_pad")(x)
+    x = layers.ZeroPadding2D(pad, name=f"{name}-conv--pad")(x)
     x = layers.Conv2D(
-        filters, kernel, strides=stride, use_bias=False, name=f"{name}.conv"
+        filters, kernel, strides=stride, use_bias=False, name=f"{name}-conv"
     )(x)
     x = layers.BatchNormalization(
         epsilon=0.001,
         momentum=1 - 0.01 if keras_layout else 0.1,
         scale=not keras_layout,
-        name=f"{name}.bn",
+        name=f"{name}-bn",
     )(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
 def inception_v4_stem(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block InceptionV4Stem (specs/lib/inception_v4.arch:14)."""
-    x = inception_conv(x, 32, 3, 2, name=f"{name}.inception_conv1")
-    x = inception_conv(x, 32, 3, name=f"{name}.inception_conv2")
-    x = inception_conv(x, 64, 3, pad=1, name=f"{name}.inception_conv3")
-    branch1 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch1")(x)
-    branch2 = inception_conv(x, 96, 3, 2, name=f"{name}.branch2")
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2])
-    branch3 = inception_conv(x, 64, 1, name=f"{name}.branch3.0")
-    branch3 = inception_conv(branch3, 96, 3, name=f"{name}.branch3.1")
-    branch4 = inception_conv(x, 64, 1, name=f"{name}.branch4.0")
-    branch4 = inception_conv(branch4, 64, (1, 7), pad=(0, 3), name=f"{name}.branch4.1")
-    branch4 = inception_conv(branch4, 64, (7, 1), pad=(3, 0), name=f"{name}.branch4.2")
-    branch4 = inception_conv(branch4, 96, 3, name=f"{name}.branch4.3")
-    x = layers.Concatenate(name=f"{name}.concat2")([branch3, branch4])
-    branch5 = inception_conv(x, 192, 3, 2, name=f"{name}.branch5")
-    branch6 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch6")(x)
-    x = layers.Concatenate(name=f"{name}.concat3")([branch5, branch6])
+    x = inception_conv(x, 32, 3, 2, name=f"{name}-inception_conv1")
+    x = inception_conv(x, 32, 3, name=f"{name}-inception_conv2")
+    x = inception_conv(x, 64, 3, pad=1, name=f"{name}-inception_conv3")
+    branch1 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch1")(x)
+    branch2 = inception_conv(x, 96, 3, 2, name=f"{name}-branch2")
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2])
+    branch3 = inception_conv(x, 64, 1, name=f"{name}-branch3-0")
+    branch3 = inception_conv(branch3, 96, 3, name=f"{name}-branch3-1")
+    branch4 = inception_conv(x, 64, 1, name=f"{name}-branch4-0")
+    branch4 = inception_conv(branch4, 64, (1, 7), pad=(0, 3), name=f"{name}-branch4-1")
+    branch4 = inception_conv(branch4, 64, (7, 1), pad=(3, 0), name=f"{name}-branch4-2")
+    branch4 = inception_conv(branch4, 96, 3, name=f"{name}-branch4-3")
+    x = layers.Concatenate(name=f"{name}-concat2")([branch3, branch4])
+    branch5 = inception_conv(x, 192, 3, 2, name=f"{name}-branch5")
+    branch6 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch6")(x)
+    x = layers.Concatenate(name=f"{name}-concat3")([branch5, branch6])
     return x
 
 
 def inception_v4_a(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block InceptionV4A (specs/lib/inception_v4.arch:38)."""
-    branch1 = inception_conv(x, 96, 1, name=f"{name}.branch1")
-    branch2 = inception_conv(x, 64, 1, name=f"{name}.branch2.0")
-    branch2 = inception_conv(branch2, 96, 3, pad=1, name=f"{name}.branch2.1")
-    branch3 = inception_conv(x, 64, 1, name=f"{name}.branch3.0")
-    branch3 = inception_conv(branch3, 96, 3, pad=1, name=f"{name}.branch3.1")
-    branch3 = inception_conv(branch3, 96, 3, pad=1, name=f"{name}.branch3.2")
+    branch1 = inception_conv(x, 96, 1, name=f"{name}-branch1")
+    branch2 = inception_conv(x, 64, 1, name=f"{name}-branch2-0")
+    branch2 = inception_conv(branch2, 96, 3, pad=1, name=f"{name}-branch2-1")
+    branch3 = inception_conv(x, 64, 1, name=f"{name}-branch3-0")
+    branch3 = inception_conv(branch3, 96, 3, pad=1, name=f"{name}-branch3-1")
+    branch3 = inception_conv(branch3, 96, 3, pad=1, name=f"{name}-branch3-2")
     branch4 = layers.AveragePooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
-    branch4 = inception_conv(branch4, 96, 1, name=f"{name}.branch4.1")
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    branch4 = inception_conv(branch4, 96, 1, name=f"{name}-branch4-1")
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
@@ -86,80 +86,80 @@ def reduction_a(
 ) -> keras.KerasTensor:
     """block ReductionA (specs/lib/inception_v4.arch:49)."""
     branch1 = inception_conv(
-        x, n, 3, 2, keras_layout=keras_layout, name=f"{name}.branch1"
+        x, n, 3, 2, keras_layout=keras_layout, name=f"{name}-branch1"
     )
     branch2 = inception_conv(
-        x, k, 1, keras_layout=keras_layout, name=f"{name}.branch2.0"
+        x, k, 1, keras_layout=keras_layout, name=f"{name}-branch2-0"
     )
     branch2 = inception_conv(
-        branch2, l, 3, pad=1, keras_layout=keras_layout, name=f"{name}.branch2.1"
+        branch2, l, 3, pad=1, keras_layout=keras_layout, name=f"{name}-branch2-1"
     )
     branch2 = inception_conv(
-        branch2, m_, 3, 2, keras_layout=keras_layout, name=f"{name}.branch2.2"
+        branch2, m_, 3, 2, keras_layout=keras_layout, name=f"{name}-branch2-2"
     )
-    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch3")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
+    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch3")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
     return x
 
 
 def inception_v4_b(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block InceptionV4B (specs/lib/inception_v4.arch:62)."""
-    branch1 = inception_conv(x, 384, 1, name=f"{name}.branch1")
-    branch2 = inception_conv(x, 192, 1, name=f"{name}.branch2.0")
-    branch2 = inception_conv(branch2, 224, (1, 7), pad=(0, 3), name=f"{name}.branch2.1")
-    branch2 = inception_conv(branch2, 256, (7, 1), pad=(3, 0), name=f"{name}.branch2.2")
-    branch3 = inception_conv(x, 192, 1, name=f"{name}.branch3.0")
-    branch3 = inception_conv(branch3, 192, (7, 1), pad=(3, 0), name=f"{name}.branch3.1")
-    branch3 = inception_conv(branch3, 224, (1, 7), pad=(0, 3), name=f"{name}.branch3.2")
-    branch3 = inception_conv(branch3, 224, (7, 1), pad=(3, 0), name=f"{name}.branch3.3")
-    branch3 = inception_conv(branch3, 256, (1, 7), pad=(0, 3), name=f"{name}.branch3.4")
+    branch1 = inception_conv(x, 384, 1, name=f"{name}-branch1")
+    branch2 = inception_conv(x, 192, 1, name=f"{name}-branch2-0")
+    branch2 = inception_conv(branch2, 224, (1, 7), pad=(0, 3), name=f"{name}-branch2-1")
+    branch2 = inception_conv(branch2, 256, (7, 1), pad=(3, 0), name=f"{name}-branch2-2")
+    branch3 = inception_conv(x, 192, 1, name=f"{name}-branch3-0")
+    branch3 = inception_conv(branch3, 192, (7, 1), pad=(3, 0), name=f"{name}-branch3-1")
+    branch3 = inception_conv(branch3, 224, (1, 7), pad=(0, 3), name=f"{name}-branch3-2")
+    branch3 = inception_conv(branch3, 224, (7, 1), pad=(3, 0), name=f"{name}-branch3-3")
+    branch3 = inception_conv(branch3, 256, (1, 7), pad=(0, 3), name=f"{name}-branch3-4")
     branch4 = layers.AveragePooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
-    branch4 = inception_conv(branch4, 128, 1, name=f"{name}.branch4.1")
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3, branch4])
+    branch4 = inception_conv(branch4, 128, 1, name=f"{name}-branch4-1")
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3, branch4])
     return x
 
 
 def reduction_v4_b(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block ReductionV4B (specs/lib/inception_v4.arch:82)."""
-    branch1 = inception_conv(x, 192, 1, name=f"{name}.branch1.0")
-    branch1 = inception_conv(branch1, 192, 3, 2, name=f"{name}.branch1.1")
-    branch2 = inception_conv(x, 256, 1, name=f"{name}.branch2.0")
-    branch2 = inception_conv(branch2, 256, (1, 7), pad=(0, 3), name=f"{name}.branch2.1")
-    branch2 = inception_conv(branch2, 320, (7, 1), pad=(3, 0), name=f"{name}.branch2.2")
-    branch2 = inception_conv(branch2, 320, 3, 2, name=f"{name}.branch2.3")
-    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch3")(x)
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch3])
+    branch1 = inception_conv(x, 192, 1, name=f"{name}-branch1-0")
+    branch1 = inception_conv(branch1, 192, 3, 2, name=f"{name}-branch1-1")
+    branch2 = inception_conv(x, 256, 1, name=f"{name}-branch2-0")
+    branch2 = inception_conv(branch2, 256, (1, 7), pad=(0, 3), name=f"{name}-branch2-1")
+    branch2 = inception_conv(branch2, 320, (7, 1), pad=(3, 0), name=f"{name}-branch2-2")
+    branch2 = inception_conv(branch2, 320, 3, 2, name=f"{name}-branch2-3")
+    branch3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-branch3")(x)
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch3])
     return x
 
 
 def inception_v4_c(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block InceptionV4C (specs/lib/inception_v4.arch:96)."""
-    branch1 = inception_conv(x, 256, 1, name=f"{name}.branch1")
-    branch2 = inception_conv(x, 384, 1, name=f"{name}.branch2.0")
+    branch1 = inception_conv(x, 256, 1, name=f"{name}-branch1")
+    branch2 = inception_conv(x, 384, 1, name=f"{name}-branch2-0")
     branch3 = inception_conv(
-        branch2, 256, (1, 3), pad=(0, 1), name=f"{name}.branch2.1.branches.0"
+        branch2, 256, (1, 3), pad=(0, 1), name=f"{name}-branch2-1-branches-0"
     )
     branch4 = inception_conv(
-        branch2, 256, (3, 1), pad=(1, 0), name=f"{name}.branch2.1.branches.1"
+        branch2, 256, (3, 1), pad=(1, 0), name=f"{name}-branch2-1-branches-1"
     )
-    branch2 = layers.Concatenate(name=f"{name}.branch2.1")([branch3, branch4])
-    branch5 = inception_conv(x, 384, 1, name=f"{name}.branch3.0")
-    branch5 = inception_conv(branch5, 448, (3, 1), pad=(1, 0), name=f"{name}.branch3.1")
-    branch5 = inception_conv(branch5, 512, (1, 3), pad=(0, 1), name=f"{name}.branch3.2")
+    branch2 = layers.Concatenate(name=f"{name}-branch2-1")([branch3, branch4])
+    branch5 = inception_conv(x, 384, 1, name=f"{name}-branch3-0")
+    branch5 = inception_conv(branch5, 448, (3, 1), pad=(1, 0), name=f"{name}-branch3-1")
+    branch5 = inception_conv(branch5, 512, (1, 3), pad=(0, 1), name=f"{name}-branch3-2")
     branch6 = inception_conv(
-        branch5, 256, (1, 3), pad=(0, 1), name=f"{name}.branch3.3.branches.0"
+        branch5, 256, (1, 3), pad=(0, 1), name=f"{name}-branch3-3-branches-0"
     )
     branch7 = inception_conv(
-        branch5, 256, (3, 1), pad=(1, 0), name=f"{name}.branch3.3.branches.1"
+        branch5, 256, (3, 1), pad=(1, 0), name=f"{name}-branch3-3-branches-1"
     )
-    branch5 = layers.Concatenate(name=f"{name}.branch3.3")([branch6, branch7])
+    branch5 = layers.Concatenate(name=f"{name}-branch3-3")([branch6, branch7])
     branch8 = layers.AveragePooling2D(
-        3, strides=1, padding="same", name=f"{name}.branch4.0"
+        3, strides=1, padding="same", name=f"{name}-branch4-0"
     )(x)
-    branch8 = inception_conv(branch8, 256, 1, name=f"{name}.branch4.1")
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2, branch5, branch8])
+    branch8 = inception_conv(branch8, 256, 1, name=f"{name}-branch4-1")
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2, branch5, branch8])
     return x
 
 
@@ -170,13 +170,13 @@ def build_model(
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
     x = inception_v4_stem(inputs, name="stem")
     for i in range(4):
-        x = inception_v4_a(x, name=f"inception_a.{i}")
+        x = inception_v4_a(x, name=f"inception_a-{i}")
     x = reduction_a(x, 192, 224, 256, 384, name="reduction_a")
     for i2 in range(7):
-        x = inception_v4_b(x, name=f"inception_b.{i2}")
+        x = inception_v4_b(x, name=f"inception_b-{i2}")
     x = reduction_v4_b(x, name="reduction_b")
     for i3 in range(3):
-        x = inception_v4_c(x, name=f"inception_c.{i3}")
+        x = inception_v4_c(x, name=f"inception_c-{i3}")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.Flatten(name="flatten1")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)

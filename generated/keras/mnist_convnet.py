@@ -23,6 +23,7 @@ def build_model(classes: int = 10) -> keras.Model:
     x = layers.MaxPooling2D(2, name="maxpool2")(x)
     x = layers.Conv2D(64, 3, name="conv3")(x)
     x = layers.Activation("relu", name="relu3")(x)
+    x = layers.Permute((3, 1, 2), name="flatten1--chw")(x)
     x = layers.Flatten(name="flatten1")(x)
     x = layers.Dense(64, name="dense1")(x)
     x = layers.Activation("relu", name="relu4")(x)

@@ -22,24 +22,24 @@ def depthwise_separable(
 ) -> keras.KerasTensor:
     """block DepthwiseSeparable (specs/mobilenet_v1.arch:14)."""
     if stride > 1:
-        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}.choice1")(x)
-    x = layers.ZeroPadding2D(1 if stride == 1 else 0, name=f"{name}.conv_dw_pad")(x)
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}-choice1")(x)
+    x = layers.ZeroPadding2D(1 if stride == 1 else 0, name=f"{name}-conv_dw--pad")(x)
     x = layers.DepthwiseConv2D(
         3,
         strides=stride,
         depth_multiplier=depth_multiplier,
         use_bias=False,
-        name=f"{name}.conv_dw",
+        name=f"{name}-conv_dw",
     )(x)
     x = layers.BatchNormalization(
-        epsilon=0.001, momentum=0.9, name=f"{name}.conv_dw_bn"
+        epsilon=0.001, momentum=0.9, name=f"{name}-conv_dw_bn"
     )(x)
-    x = layers.Activation("relu6", name=f"{name}.relu61")(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.conv_pw")(x)
+    x = layers.Activation("relu6", name=f"{name}-relu61")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}-conv_pw")(x)
     x = layers.BatchNormalization(
-        epsilon=0.001, momentum=0.9, name=f"{name}.conv_pw_bn"
+        epsilon=0.001, momentum=0.9, name=f"{name}-conv_pw_bn"
     )(x)
-    x = layers.Activation("relu6", name=f"{name}.relu62")(x)
+    x = layers.Activation("relu6", name=f"{name}-relu62")(x)
     return x
 
 
@@ -65,7 +65,7 @@ def build_model(
     x = depthwise_separable(x, int(512 * alpha), 2, depth_multiplier, name="block6")
     for i in range(5):
         x = depthwise_separable(
-            x, int(512 * alpha), 1, depth_multiplier, name=f"block7.{i}"
+            x, int(512 * alpha), 1, depth_multiplier, name=f"block7-{i}"
         )
     x = depthwise_separable(x, int(1024 * alpha), 2, depth_multiplier, name="block12")
     x = depthwise_separable(x, int(1024 * alpha), 1, depth_multiplier, name="block13")

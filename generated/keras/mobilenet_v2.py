@@ -22,6 +22,37 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def padded(
+    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """A layer's input and the Keras padding to give the layer, for a padding from the block's
+    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
+    size pads the input first with value (zeros; -inf before a max pooling, which padding must
+    never win), as PyTorch does."""
+    if pad in ("same", "valid"):
+        return x, pad
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if ph == pw == 0:
+        return x, "valid"
+    if value == 0.0:
+        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
+    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
+
+
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class Pad2D(layers.Layer):
     """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
@@ -49,23 +80,6 @@ class Pad2D(layers.Layer):
         return {**super().get_config(), "padding": self.padding, "value": self.value}
 
 
-def padded(
-    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
-) -> tuple[keras.KerasTensor, str]:
-    """A layer's input and the Keras padding to give the layer, for a padding from the block's
-    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
-    size pads the input first with value (zeros; -inf before a max pooling, which padding must
-    never win), as PyTorch does."""
-    if pad in ("same", "valid"):
-        return x, pad
-    ph, pw = (pad, pad) if isinstance(pad, int) else pad
-    if ph == pw == 0:
-        return x, "valid"
-    if value == 0.0:
-        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
-    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
-
-
 @keras.saving.register_keras_serializable(package="archdsl")
 class GroupedConv2D(layers.Conv2D):
     """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
@@ -91,20 +105,6 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
-def conv2d_groups(
-    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
-) -> keras.KerasTensor:
-    """A convolution whose groups come from the block's parameters, as the Keras layer that
-    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
-    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
-    if groups == 1:
-        return layers.Conv2D(filters, kernel, **options)(x)
-    if groups == x.shape[-1]:
-        multiplier = filters // groups
-        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
-    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
-
-
 def conv_bn_re_lu6(
     x: keras.KerasTensor,
     filters: int,
@@ -118,7 +118,7 @@ def conv_bn_re_lu6(
 ) -> keras.KerasTensor:
     """block ConvBNReLU6 (specs/lib/mobilenet.arch:11)."""
     x, padding1 = padded(
-        x, "same" if tf_pad else (kernel - 1) // 2, name=f"{name}.conv1_pad"
+        x, "same" if tf_pad else (kernel - 1) // 2, name=f"{name}-conv1--pad"
     )
     x = conv2d_groups(
         x,
@@ -128,10 +128,10 @@ def conv_bn_re_lu6(
         strides=stride,
         padding=padding1,
         use_bias=False,
-        name=f"{name}.conv1",
+        name=f"{name}-conv1",
     )
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu6", name=f"{name}.relu61")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu6", name=f"{name}-relu61")(x)
     return x
 
 
@@ -149,12 +149,12 @@ def inverted_bottleneck(
     in_channels = x.shape[-1]
     hidden = round(in_channels * expand_ratio)
     if expand_ratio != 1:
-        x = conv_bn_re_lu6(x, hidden, 1, eps=eps, tf_pad=tf_pad, name=f"{name}.choice1")
+        x = conv_bn_re_lu6(x, hidden, 1, eps=eps, tf_pad=tf_pad, name=f"{name}-choice1")
     x = conv_bn_re_lu6(
-        x, hidden, 3, stride, hidden, eps, tf_pad, name=f"{name}.conv_bn_re_lu61"
+        x, hidden, 3, stride, hidden, eps, tf_pad, name=f"{name}-conv_bn_re_lu61"
     )
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.conv1")(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}-conv1")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn1")(x)
     return x
 
 
@@ -179,12 +179,12 @@ def inverted_residual(
             expand_ratio,
             eps,
             tf_pad,
-            name=f"{name}.choice1.body.conv",
+            name=f"{name}-choice1-body-conv",
         )
-        x = layers.Add(name=f"{name}.choice1")([x, identity])
+        x = layers.Add(name=f"{name}-choice1")([x, identity])
     else:
         x = inverted_bottleneck(
-            x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}.choice1.conv"
+            x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}-choice1-conv"
         )
     return x
 
@@ -202,7 +202,7 @@ def inverted_stage(
 ) -> keras.KerasTensor:
     """block InvertedStage (specs/lib/mobilenet.arch:40)."""
     x = inverted_residual(
-        x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}.inverted_residual1"
+        x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}-inverted_residual1"
     )
     for i in range(blocks - 1):
         x = inverted_residual(
@@ -212,7 +212,7 @@ def inverted_stage(
             expand_ratio,
             eps,
             tf_pad,
-            name=f"{name}.inverted_residual2.{i}",
+            name=f"{name}-inverted_residual2-{i}",
         )
     return x
 
@@ -234,28 +234,28 @@ def build_model(
         2,
         eps=eps,
         tf_pad=tf_pad,
-        name="features.0",
+        name="features-0",
     )
     x = inverted_stage(
-        x, make_divisible(16 * width), 1, 1, 1, eps, tf_pad, name="features.1"
+        x, make_divisible(16 * width), 1, 1, 1, eps, tf_pad, name="features-1"
     )
     x = inverted_stage(
-        x, make_divisible(24 * width), 2, 2, 6, eps, tf_pad, name="features.2"
+        x, make_divisible(24 * width), 2, 2, 6, eps, tf_pad, name="features-2"
     )
     x = inverted_stage(
-        x, make_divisible(32 * width), 3, 2, 6, eps, tf_pad, name="features.3"
+        x, make_divisible(32 * width), 3, 2, 6, eps, tf_pad, name="features-3"
     )
     x = inverted_stage(
-        x, make_divisible(64 * width), 4, 2, 6, eps, tf_pad, name="features.4"
+        x, make_divisible(64 * width), 4, 2, 6, eps, tf_pad, name="features-4"
     )
     x = inverted_stage(
-        x, make_divisible(96 * width), 3, 1, 6, eps, tf_pad, name="features.5"
+        x, make_divisible(96 * width), 3, 1, 6, eps, tf_pad, name="features-5"
     )
     x = inverted_stage(
-        x, make_divisible(160 * width), 3, 2, 6, eps, tf_pad, name="features.6"
+        x, make_divisible(160 * width), 3, 2, 6, eps, tf_pad, name="features-6"
     )
     x = inverted_stage(
-        x, make_divisible(320 * width), 1, 1, 6, eps, tf_pad, name="features.7"
+        x, make_divisible(320 * width), 1, 1, 6, eps, tf_pad, name="features-7"
     )
     x = conv_bn_re_lu6(
         x,
@@ -263,10 +263,10 @@ def build_model(
         1,
         eps=eps,
         tf_pad=tf_pad,
-        name="features.8",
+        name="features-8",
     )
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool1")(x)
     x = layers.Flatten(name="flatten1")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.0")(x)
-    x = layers.Dense(classes, name="classifier.1")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-0")(x)
+    x = layers.Dense(classes, name="classifier-1")(x)
     return keras.Model(inputs, x, name="MobileNetV2")

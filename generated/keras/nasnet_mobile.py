@@ -16,15 +16,15 @@ def factorized_reduce(
     x: keras.KerasTensor, filters: int, *, name: str
 ) -> keras.KerasTensor:
     """block FactorizedReduce (specs/nasnet_mobile.arch:27)."""
-    r = layers.Activation("relu", name=f"{name}.relu1")(x)
-    a = layers.AveragePooling2D(1, strides=2, name=f"{name}.avgpool1")(r)
-    a = layers.Conv2D(filters // 2, 1, use_bias=False, name=f"{name}.conv1")(a)
-    b = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}.zeropad1")(r)
-    b = layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}.crop1")(b)
-    b = layers.AveragePooling2D(1, strides=2, name=f"{name}.avgpool2")(b)
-    b = layers.Conv2D(filters // 2, 1, use_bias=False, name=f"{name}.conv2")(b)
-    x = layers.Concatenate(name=f"{name}.concat1")([a, b])
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}.bn1")(x)
+    r = layers.Activation("relu", name=f"{name}-relu1")(x)
+    a = layers.AveragePooling2D(1, strides=2, name=f"{name}-avgpool1")(r)
+    a = layers.Conv2D(filters // 2, 1, use_bias=False, name=f"{name}-conv1")(a)
+    b = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}-zeropad1")(r)
+    b = layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}-crop1")(b)
+    b = layers.AveragePooling2D(1, strides=2, name=f"{name}-avgpool2")(b)
+    b = layers.Conv2D(filters // 2, 1, use_bias=False, name=f"{name}-conv2")(b)
+    x = layers.Concatenate(name=f"{name}-concat1")([a, b])
+    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}-bn1")(x)
     return x
 
 
@@ -41,12 +41,12 @@ def adjust(
         pass
     else:
         if reduce:
-            x = factorized_reduce(x, filters, name=f"{name}.choice1")
+            x = factorized_reduce(x, filters, name=f"{name}-choice1")
         else:
-            x = layers.Activation("relu", name=f"{name}.choice1.0")(x)
-            x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.choice1.1")(x)
+            x = layers.Activation("relu", name=f"{name}-choice1-0")(x)
+            x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}-choice1-1")(x)
             x = layers.BatchNormalization(
-                epsilon=0.001, momentum=0.9997, name=f"{name}.choice1.2"
+                epsilon=0.001, momentum=0.9997, name=f"{name}-choice1-2"
             )(x)
     return x
 
@@ -55,21 +55,21 @@ def sep_stack(
     x: keras.KerasTensor, filters: int, kernel: int, stride: int = 1, *, name: str
 ) -> keras.KerasTensor:
     """block SepStack (specs/nasnet_mobile.arch:16)."""
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     x = layers.SeparableConv2D(
         filters,
         kernel,
         strides=stride,
         padding="same",
         use_bias=False,
-        name=f"{name}.sepconv1",
+        name=f"{name}-sepconv1",
     )(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
+    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
     x = layers.SeparableConv2D(
-        filters, kernel, padding="same", use_bias=False, name=f"{name}.sepconv2"
+        filters, kernel, padding="same", use_bias=False, name=f"{name}-sepconv2"
     )(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}.bn2")(x)
+    x = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}-bn2")(x)
     return x
 
 
@@ -83,31 +83,32 @@ def reduction_cell(
     name: str,
 ) -> keras.KerasTensor:
     """block ReductionCell (specs/nasnet_mobile.arch:72)."""
-    in_height, in_width = inputs.shape[1], inputs.shape[2]
-    p = adjust(prev, filters, reduce_prev, adjust_prev, name=f"{name}.adjust1")
-    h = layers.Activation("relu", name=f"{name}.relu1")(inputs)
-    h = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.conv1")(h)
-    h = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}.bn1")(h)
+    in_height = inputs.shape[1]
+    in_width = inputs.shape[2]
+    p = adjust(prev, filters, reduce_prev, adjust_prev, name=f"{name}-adjust1")
+    h = layers.Activation("relu", name=f"{name}-relu1")(inputs)
+    h = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}-conv1")(h)
+    h = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}-bn1")(h)
     h3 = layers.ZeroPadding2D(
-        ((in_height % 2, 1), (in_width % 2, 1)), name=f"{name}.zeropad1"
+        ((in_height % 2, 1), (in_width % 2, 1)), name=f"{name}-zeropad1"
     )(h)
-    l1 = sep_stack(h, filters, 5, 2, name=f"{name}.sep_stack1")
-    r1 = sep_stack(p, filters, 7, 2, name=f"{name}.sep_stack2")
-    x1 = layers.Add(name=f"{name}.add1")([l1, r1])
-    l2 = layers.MaxPooling2D(3, strides=2, name=f"{name}.maxpool1")(h3)
-    r2 = sep_stack(p, filters, 7, 2, name=f"{name}.sep_stack3")
-    x2 = layers.Add(name=f"{name}.add2")([l2, r2])
-    l3 = layers.AveragePooling2D(3, strides=2, name=f"{name}.avgpool1")(h3)
-    r3 = sep_stack(p, filters, 5, 2, name=f"{name}.sep_stack4")
-    x3 = layers.Add(name=f"{name}.add3")([l3, r3])
-    l4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avgpool2")(
+    l1 = sep_stack(h, filters, 5, 2, name=f"{name}-sep_stack1")
+    r1 = sep_stack(p, filters, 7, 2, name=f"{name}-sep_stack2")
+    x1 = layers.Add(name=f"{name}-add1")([l1, r1])
+    l2 = layers.MaxPooling2D(3, strides=2, name=f"{name}-maxpool1")(h3)
+    r2 = sep_stack(p, filters, 7, 2, name=f"{name}-sep_stack3")
+    x2 = layers.Add(name=f"{name}-add2")([l2, r2])
+    l3 = layers.AveragePooling2D(3, strides=2, name=f"{name}-avgpool1")(h3)
+    r3 = sep_stack(p, filters, 5, 2, name=f"{name}-sep_stack4")
+    x3 = layers.Add(name=f"{name}-add3")([l3, r3])
+    l4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}-avgpool2")(
         x1
     )
-    x4 = layers.Add(name=f"{name}.add4")([x2, l4])
-    l5 = sep_stack(x1, filters, 3, name=f"{name}.sep_stack5")
-    r5 = layers.MaxPooling2D(3, strides=2, name=f"{name}.maxpool2")(h3)
-    x5 = layers.Add(name=f"{name}.add5")([l5, r5])
-    x = layers.Concatenate(name=f"{name}.concat1")([x2, x3, x4, x5])
+    x4 = layers.Add(name=f"{name}-add4")([x2, l4])
+    l5 = sep_stack(x1, filters, 3, name=f"{name}-sep_stack5")
+    r5 = layers.MaxPooling2D(3, strides=2, name=f"{name}-maxpool2")(h3)
+    x5 = layers.Add(name=f"{name}-add5")([l5, r5])
+    x = layers.Concatenate(name=f"{name}-concat1")([x2, x3, x4, x5])
     return x
 
 
@@ -120,30 +121,30 @@ def normal_cell(
     name: str,
 ) -> keras.KerasTensor:
     """block NormalCell (specs/nasnet_mobile.arch:50)."""
-    p = adjust(prev, filters, reduce_prev, name=f"{name}.adjust1")
-    h = layers.Activation("relu", name=f"{name}.relu1")(inputs)
-    h = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.conv1")(h)
-    h = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}.bn1")(h)
-    l1 = sep_stack(h, filters, 5, name=f"{name}.sep_stack1")
-    r1 = sep_stack(p, filters, 3, name=f"{name}.sep_stack2")
-    x1 = layers.Add(name=f"{name}.add1")([l1, r1])
-    l2 = sep_stack(p, filters, 5, name=f"{name}.sep_stack3")
-    r2 = sep_stack(p, filters, 3, name=f"{name}.sep_stack4")
-    x2 = layers.Add(name=f"{name}.add2")([l2, r2])
-    l3 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avgpool1")(
+    p = adjust(prev, filters, reduce_prev, name=f"{name}-adjust1")
+    h = layers.Activation("relu", name=f"{name}-relu1")(inputs)
+    h = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}-conv1")(h)
+    h = layers.BatchNormalization(epsilon=0.001, momentum=0.9997, name=f"{name}-bn1")(h)
+    l1 = sep_stack(h, filters, 5, name=f"{name}-sep_stack1")
+    r1 = sep_stack(p, filters, 3, name=f"{name}-sep_stack2")
+    x1 = layers.Add(name=f"{name}-add1")([l1, r1])
+    l2 = sep_stack(p, filters, 5, name=f"{name}-sep_stack3")
+    r2 = sep_stack(p, filters, 3, name=f"{name}-sep_stack4")
+    x2 = layers.Add(name=f"{name}-add2")([l2, r2])
+    l3 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}-avgpool1")(
         h
     )
-    x3 = layers.Add(name=f"{name}.add3")([l3, p])
-    l4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avgpool2")(
+    x3 = layers.Add(name=f"{name}-add3")([l3, p])
+    l4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}-avgpool2")(
         p
     )
-    r4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avgpool3")(
+    r4 = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}-avgpool3")(
         p
     )
-    x4 = layers.Add(name=f"{name}.add4")([l4, r4])
-    l5 = sep_stack(h, filters, 3, name=f"{name}.sep_stack5")
-    x5 = layers.Add(name=f"{name}.add5")([l5, h])
-    x = layers.Concatenate(name=f"{name}.concat1")([p, x1, x2, x3, x4, x5])
+    x4 = layers.Add(name=f"{name}-add4")([l4, r4])
+    l5 = sep_stack(h, filters, 3, name=f"{name}-sep_stack5")
+    x5 = layers.Add(name=f"{name}-add5")([l5, h])
+    x = layers.Concatenate(name=f"{name}-concat1")([p, x1, x2, x3, x4, x5])
     return x
 
 

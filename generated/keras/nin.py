@@ -16,12 +16,12 @@ def mlp_conv(
     x: keras.KerasTensor, filters: int, kernel: int, hidden: int, out: int, *, name: str
 ) -> keras.KerasTensor:
     """block MlpConv (specs/nin.arch:17)."""
-    x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}.conv")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.Conv2D(hidden, 1, name=f"{name}.cccp1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
-    x = layers.Conv2D(out, 1, name=f"{name}.cccp2")(x)
-    x = layers.Activation("relu", name=f"{name}.relu3")(x)
+    x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}-conv")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.Conv2D(hidden, 1, name=f"{name}-cccp1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
+    x = layers.Conv2D(out, 1, name=f"{name}-cccp2")(x)
+    x = layers.Activation("relu", name=f"{name}-relu3")(x)
     return x
 
 

@@ -12,6 +12,20 @@ OUTPUT_NAMES = ("logits",)
 AUXILIARY_OUTPUTS = ()
 
 
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class Pad2D(layers.Layer):
     """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
@@ -64,54 +78,19 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
-def conv2d_groups(
-    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
-) -> keras.KerasTensor:
-    """A convolution whose groups come from the block's parameters, as the Keras layer that
-    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
-    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
-    if groups == 1:
-        return layers.Conv2D(filters, kernel, **options)(x)
-    if groups == x.shape[-1]:
-        multiplier = filters // groups
-        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
-    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class DropPath(layers.Layer):
-    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
-
-    def __init__(self, rate: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = keras.random.SeedGenerator(0)
-
-    def call(self, x, training=None):
-        if not training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        mask = ops.cast(keras.random.uniform(shape, seed=self.seed) < keep, x.dtype)
-        return x * mask / keep
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-
 def squeeze_excite(
     x: keras.KerasTensor, ratio: int = 16, *, name: str
 ) -> keras.KerasTensor:
     """block SqueezeExcite (specs/lib/resnet.arch:27)."""
     in_channels = x.shape[-1]
-    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.scale1.0")(x)
-    scaled1 = layers.Conv2D(int(in_channels // ratio), 1, name=f"{name}.scale1.fc1")(
+    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-scale1-0")(x)
+    scaled1 = layers.Conv2D(int(in_channels // ratio), 1, name=f"{name}-scale1-fc1")(
         scaled1
     )
-    scaled1 = layers.Activation("relu", name=f"{name}.scale1.2")(scaled1)
-    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}.scale1.fc2")(scaled1)
-    scaled1 = layers.Activation("sigmoid", name=f"{name}.scale1.4")(scaled1)
-    x = layers.Multiply(name=f"{name}.scale1.mul")([x, scaled1])
+    scaled1 = layers.Activation("relu", name=f"{name}-scale1-2")(scaled1)
+    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}-scale1-fc2")(scaled1)
+    scaled1 = layers.Activation("sigmoid", name=f"{name}-scale1-4")(scaled1)
+    x = layers.Multiply(name=f"{name}-scale1--mul")([x, scaled1])
     return x
 
 
@@ -136,11 +115,11 @@ def bottleneck(
     out = planes * expansion
     identity = x
     x = layers.Conv2D(
-        width, 1, strides=1 if v1_5 else stride, use_bias=bias, name=f"{name}.conv1"
+        width, 1, strides=1 if v1_5 else stride, use_bias=bias, name=f"{name}-conv1"
     )(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.ZeroPadding2D(1, name=f"{name}-conv2--pad")(x)
     x = conv2d_groups(
         x,
         width,
@@ -148,24 +127,26 @@ def bottleneck(
         groups,
         strides=stride if v1_5 else 1,
         use_bias=bias,
-        name=f"{name}.conv2",
+        name=f"{name}-conv2",
     )
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn2")(x)
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
-    x = layers.Conv2D(out, 1, use_bias=bias, name=f"{name}.conv3")(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn3")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn2")(x)
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
+    x = layers.Conv2D(out, 1, use_bias=bias, name=f"{name}-conv3")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn3")(x)
     if se:
-        x = squeeze_excite(x, name=f"{name}.se")
+        x = squeeze_excite(x, name=f"{name}-se")
     if stride != 1 or in_channels != out:
         identity = layers.Conv2D(
-            out, 1, strides=stride, use_bias=bias, name=f"{name}.shortcut1.0"
+            out, 1, strides=stride, use_bias=bias, name=f"{name}-shortcut1-0"
         )(identity)
         identity = layers.BatchNormalization(
-            epsilon=eps, momentum=0.9, name=f"{name}.shortcut1.1"
+            epsilon=eps, momentum=0.9, name=f"{name}-shortcut1-1"
         )(identity)
-    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
-    x = layers.Activation("relu", name=f"{name}.relu3")(x)
+    x = layers.Dropout(
+        drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
+    )(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
+    x = layers.Activation("relu", name=f"{name}-relu3")(x)
     return x
 
 
@@ -196,7 +177,7 @@ def stage(
         eps=eps,
         se=se,
         drop_path=drop_path,
-        name=f"{name}.bottleneck1",
+        name=f"{name}-bottleneck1",
     )
     for i in range(blocks - 1):
         x = bottleneck(
@@ -210,7 +191,7 @@ def stage(
             eps=eps,
             se=se,
             drop_path=drop_path,
-            name=f"{name}.bottleneck2.{i}",
+            name=f"{name}-bottleneck2-{i}",
         )
     return x
 
@@ -218,11 +199,11 @@ def stage(
 def build_model(classes: int = 1000) -> keras.Model:
     """network ResNet50 (specs/resnet50.arch:9)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1--pad")(inputs)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.Activation("relu", name="relu1")(x)
-    x = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name="maxpool_pad")(x)
+    x = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name="maxpool--pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     x = stage(x, 64, 3, name="layer1")
     x = stage(x, 128, 4, 2, name="layer2")

@@ -30,27 +30,6 @@ class ChannelPad(layers.Layer):
         return {**super().get_config(), "pad": self.pad}
 
 
-@keras.saving.register_keras_serializable(package="archdsl")
-class DropPath(layers.Layer):
-    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
-
-    def __init__(self, rate: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = keras.random.SeedGenerator(0)
-
-    def call(self, x, training=None):
-        if not training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        mask = ops.cast(keras.random.uniform(shape, seed=self.seed) < keep, x.dtype)
-        return x * mask / keep
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-
 def cifar_block(
     x: keras.KerasTensor,
     planes: int,
@@ -63,34 +42,36 @@ def cifar_block(
     """block CifarBlock (specs/resnet_cifar.arch:14)."""
     in_channels = x.shape[-1]
     identity = x
-    x = layers.ZeroPadding2D(1, name=f"{name}.conv1_pad")(x)
-    x = layers.Conv2D(planes, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(
+    x = layers.ZeroPadding2D(1, name=f"{name}-conv1--pad")(x)
+    x = layers.Conv2D(planes, 3, strides=stride, use_bias=False, name=f"{name}-conv1")(
         x
     )
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.Conv2D(planes, 3, padding="same", use_bias=False, name=f"{name}.conv2")(
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.Conv2D(planes, 3, padding="same", use_bias=False, name=f"{name}-conv2")(
         x
     )
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(x)
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn2")(x)
     if stride != 1 or in_channels != planes:
         if projection:
             identity = layers.Conv2D(
-                planes, 1, strides=stride, use_bias=False, name=f"{name}.shortcut1.0"
+                planes, 1, strides=stride, use_bias=False, name=f"{name}-shortcut1-0"
             )(identity)
             identity = layers.BatchNormalization(
-                epsilon=1e-05, momentum=0.9, name=f"{name}.shortcut1.1"
+                epsilon=1e-05, momentum=0.9, name=f"{name}-shortcut1-1"
             )(identity)
         else:
             identity = layers.MaxPooling2D(
-                1, strides=stride, name=f"{name}.shortcut1.0"
+                1, strides=stride, name=f"{name}-shortcut1-0"
             )(identity)
             identity = ChannelPad(
-                (0, planes - in_channels), name=f"{name}.shortcut1.1"
+                (0, planes - in_channels), name=f"{name}-shortcut1-1"
             )(identity)
-    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
+    x = layers.Dropout(
+        drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
+    )(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
     return x
 
 
@@ -106,11 +87,11 @@ def cifar_stage(
 ) -> keras.KerasTensor:
     """block CifarStage (specs/resnet_cifar.arch:29)."""
     x = cifar_block(
-        x, planes, stride, projection, drop_path, name=f"{name}.cifar_block1"
+        x, planes, stride, projection, drop_path, name=f"{name}-cifar_block1"
     )
     for i in range(blocks - 1):
         x = cifar_block(
-            x, planes, 1, projection, drop_path, name=f"{name}.cifar_block2.{i}"
+            x, planes, 1, projection, drop_path, name=f"{name}-cifar_block2-{i}"
         )
     return x
 

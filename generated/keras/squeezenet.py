@@ -21,19 +21,19 @@ def fire(
     name: str,
 ) -> keras.KerasTensor:
     """block Fire (specs/lib/squeezenet.arch:8)."""
-    x = layers.Conv2D(squeeze_planes, 1, name=f"{name}.squeeze")(x)
-    x = layers.Activation("relu", name=f"{name}.squeeze_activation")(x)
-    branch1 = layers.Conv2D(expand1x1_planes, 1, name=f"{name}.branch1.expand1x1")(x)
-    branch1 = layers.Activation("relu", name=f"{name}.branch1.expand1x1_activation")(
+    x = layers.Conv2D(squeeze_planes, 1, name=f"{name}-squeeze")(x)
+    x = layers.Activation("relu", name=f"{name}-squeeze_activation")(x)
+    branch1 = layers.Conv2D(expand1x1_planes, 1, name=f"{name}-branch1-expand1x1")(x)
+    branch1 = layers.Activation("relu", name=f"{name}-branch1-expand1x1_activation")(
         branch1
     )
     branch2 = layers.Conv2D(
-        expand3x3_planes, 3, padding="same", name=f"{name}.branch2.expand3x3"
+        expand3x3_planes, 3, padding="same", name=f"{name}-branch2-expand3x3"
     )(x)
-    branch2 = layers.Activation("relu", name=f"{name}.branch2.expand3x3_activation")(
+    branch2 = layers.Activation("relu", name=f"{name}-branch2-expand3x3_activation")(
         branch2
     )
-    x = layers.Concatenate(name=f"{name}.concat1")([branch1, branch2])
+    x = layers.Concatenate(name=f"{name}-concat1")([branch1, branch2])
     return x
 
 
@@ -46,36 +46,36 @@ def build_model(
     """network SqueezeNet (specs/squeezenet.arch:11)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
     if version == 1.0:
-        x = layers.Conv2D(96, 7, strides=2, name="features.0")(inputs)
-        x = layers.Activation("relu", name="features.1")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="features.2")(x)
-        x = fire(x, 16, 64, 64, name="features.3")
-        x = fire(x, 16, 64, 64, name="features.4")
-        x = fire(x, 32, 128, 128, name="features.5")
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="features.6")(x)
-        x = fire(x, 32, 128, 128, name="features.7")
-        x = fire(x, 48, 192, 192, name="features.8")
-        x = fire(x, 48, 192, 192, name="features.9")
-        x = fire(x, 64, 256, 256, name="features.10")
-        x = layers.MaxPooling2D(3, strides=2, name="features.11")(x)
-        x = fire(x, 64, 256, 256, name="features.12")
+        x = layers.Conv2D(96, 7, strides=2, name="features-0")(inputs)
+        x = layers.Activation("relu", name="features-1")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="features-2")(x)
+        x = fire(x, 16, 64, 64, name="features-3")
+        x = fire(x, 16, 64, 64, name="features-4")
+        x = fire(x, 32, 128, 128, name="features-5")
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="features-6")(x)
+        x = fire(x, 32, 128, 128, name="features-7")
+        x = fire(x, 48, 192, 192, name="features-8")
+        x = fire(x, 48, 192, 192, name="features-9")
+        x = fire(x, 64, 256, 256, name="features-10")
+        x = layers.MaxPooling2D(3, strides=2, name="features-11")(x)
+        x = fire(x, 64, 256, 256, name="features-12")
     else:
-        x = layers.Conv2D(64, 3, strides=2, name="features.0")(inputs)
-        x = layers.Activation("relu", name="features.1")(x)
-        x = layers.GlobalMaxPooling2D(keepdims=True, name="features.2")(x)
-        x = fire(x, 16, 64, 64, name="features.3")
-        x = fire(x, 16, 64, 64, name="features.4")
-        x = layers.GlobalMaxPooling2D(keepdims=True, name="features.5")(x)
-        x = fire(x, 32, 128, 128, name="features.6")
-        x = fire(x, 32, 128, 128, name="features.7")
-        x = layers.GlobalMaxPooling2D(keepdims=True, name="features.8")(x)
-        x = fire(x, 48, 192, 192, name="features.9")
-        x = fire(x, 48, 192, 192, name="features.10")
-        x = fire(x, 64, 256, 256, name="features.11")
-        x = fire(x, 64, 256, 256, name="features.12")
-    x = layers.Dropout(dropout_rate, name="classifier.0")(x)
-    x = layers.Conv2D(classes, 1, name="classifier.1")(x)
-    x = layers.Activation("relu", name="classifier.2")(x)
-    x = layers.GlobalAveragePooling2D(keepdims=True, name="classifier.3")(x)
+        x = layers.Conv2D(64, 3, strides=2, name="features-0")(inputs)
+        x = layers.Activation("relu", name="features-1")(x)
+        x = layers.GlobalMaxPooling2D(keepdims=True, name="features-2")(x)
+        x = fire(x, 16, 64, 64, name="features-3")
+        x = fire(x, 16, 64, 64, name="features-4")
+        x = layers.GlobalMaxPooling2D(keepdims=True, name="features-5")(x)
+        x = fire(x, 32, 128, 128, name="features-6")
+        x = fire(x, 32, 128, 128, name="features-7")
+        x = layers.GlobalMaxPooling2D(keepdims=True, name="features-8")(x)
+        x = fire(x, 48, 192, 192, name="features-9")
+        x = fire(x, 48, 192, 192, name="features-10")
+        x = fire(x, 64, 256, 256, name="features-11")
+        x = fire(x, 64, 256, 256, name="features-12")
+    x = layers.Dropout(dropout_rate, name="classifier-0")(x)
+    x = layers.Conv2D(classes, 1, name="classifier-1")(x)
+    x = layers.Activation("relu", name="classifier-2")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="classifier-3")(x)
     x = layers.Flatten(name="flatten1")(x)
     return keras.Model(inputs, x, name="SqueezeNet")

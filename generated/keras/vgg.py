@@ -58,10 +58,10 @@ def vgg_conv(
     name: str,
 ) -> keras.KerasTensor:
     """block VGGConv (specs/vgg.arch:23)."""
-    x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}.conv")(x)
+    x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}-conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+        x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     return x
 
 
@@ -70,7 +70,7 @@ def response_norm(
 ) -> keras.KerasTensor:
     """block ResponseNorm (specs/lib/classic.arch:13)."""
     x = LocalResponseNorm(
-        int(size), alpha=size * 0.0001, beta=0.75, k=2, name=f"{name}.lrn1"
+        int(size), alpha=size * 0.0001, beta=0.75, k=2, name=f"{name}-lrn1"
     )(x)
     return x
 
@@ -87,11 +87,11 @@ def vgg_conv_stage(
 ) -> keras.KerasTensor:
     """block VGGConvStage (specs/vgg.arch:31)."""
     for i in range(convs - 1):
-        x = vgg_conv(x, filters, batch_norm=batch_norm, name=f"{name}.convs.{i}")
-    x = vgg_conv(x, filters, last_kernel, batch_norm, name=f"{name}.last")
+        x = vgg_conv(x, filters, batch_norm=batch_norm, name=f"{name}-convs-{i}")
+    x = vgg_conv(x, filters, last_kernel, batch_norm, name=f"{name}-last")
     if lrn:
-        x = response_norm(x, name=f"{name}.norm")
-    x = layers.MaxPooling2D(2, name=f"{name}.pool")(x)
+        x = response_norm(x, name=f"{name}-norm")
+    x = layers.MaxPooling2D(2, name=f"{name}-pool")(x)
     return x
 
 
@@ -115,13 +115,14 @@ def build_model(
     x = vgg_conv_stage(x, 512, late, batch_norm, last, name="block4")
     x = vgg_conv_stage(x, 512, late, batch_norm, last, name="block5")
     x = layers.Identity(name="avgpool")(x)
+    x = layers.Permute((3, 1, 2), name="flatten1--chw")(x)
     x = layers.Flatten(name="flatten1")(x)
-    x = layers.Dense(4096, name="classifier.0")(x)
-    x = layers.Activation("relu", name="classifier.1")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.2")(x)
-    x = layers.Dense(4096, name="classifier.3")(x)
-    x = layers.Activation("relu", name="classifier.4")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.5")(x)
-    x = layers.Dense(classes, name="classifier.6")(x)
+    x = layers.Dense(4096, name="classifier-0")(x)
+    x = layers.Activation("relu", name="classifier-1")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-2")(x)
+    x = layers.Dense(4096, name="classifier-3")(x)
+    x = layers.Activation("relu", name="classifier-4")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-5")(x)
+    x = layers.Dense(classes, name="classifier-6")(x)
     logits = x
     return keras.Model(inputs, logits, name="VGG")

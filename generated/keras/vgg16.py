@@ -17,9 +17,9 @@ def vgg_stage(
 ) -> keras.KerasTensor:
     """block VGGStage (specs/vgg16.arch:9)."""
     for i in range(convs):
-        x = layers.Conv2D(filters, 3, padding="same", name=f"{name}.group1.{i}.0")(x)
-        x = layers.Activation("relu", name=f"{name}.group1.{i}.1")(x)
-    x = layers.MaxPooling2D(2, name=f"{name}.maxpool1")(x)
+        x = layers.Conv2D(filters, 3, padding="same", name=f"{name}-group1-{i}-0")(x)
+        x = layers.Activation("relu", name=f"{name}-group1-{i}-1")(x)
+    x = layers.MaxPooling2D(2, name=f"{name}-maxpool1")(x)
     return x
 
 
@@ -34,13 +34,14 @@ def build_model(
     x = vgg_stage(x, 512, 3, name="block4")
     x = vgg_stage(x, 512, 3, name="block5")
     x = layers.Identity(name="avgpool")(x)
+    x = layers.Permute((3, 1, 2), name="flatten1--chw")(x)
     x = layers.Flatten(name="flatten1")(x)
-    x = layers.Dense(4096, name="classifier.0")(x)
-    x = layers.Activation("relu", name="classifier.1")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.2")(x)
-    x = layers.Dense(4096, name="classifier.3")(x)
-    x = layers.Activation("relu", name="classifier.4")(x)
-    x = layers.Dropout(dropout_rate, name="classifier.5")(x)
-    x = layers.Dense(classes, name="classifier.6")(x)
+    x = layers.Dense(4096, name="classifier-0")(x)
+    x = layers.Activation("relu", name="classifier-1")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-2")(x)
+    x = layers.Dense(4096, name="classifier-3")(x)
+    x = layers.Activation("relu", name="classifier-4")(x)
+    x = layers.Dropout(dropout_rate, name="classifier-5")(x)
+    x = layers.Dense(classes, name="classifier-6")(x)
     logits = x
     return keras.Model(inputs, logits, name="VGG16")

@@ -12,6 +12,20 @@ OUTPUT_NAMES = ("output",)
 AUXILIARY_OUTPUTS = ()
 
 
+def conv2d_groups(
+    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
+) -> keras.KerasTensor:
+    """A convolution whose groups come from the block's parameters, as the Keras layer that
+    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
+    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
+    if groups == 1:
+        return layers.Conv2D(filters, kernel, **options)(x)
+    if groups == x.shape[-1]:
+        multiplier = filters // groups
+        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
+    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class GroupedConv2D(layers.Conv2D):
     """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
@@ -37,53 +51,18 @@ class GroupedConv2D(layers.Conv2D):
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
-def conv2d_groups(
-    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
-) -> keras.KerasTensor:
-    """A convolution whose groups come from the block's parameters, as the Keras layer that
-    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
-    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
-    if groups == 1:
-        return layers.Conv2D(filters, kernel, **options)(x)
-    if groups == x.shape[-1]:
-        multiplier = filters // groups
-        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
-    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class DropPath(layers.Layer):
-    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
-
-    def __init__(self, rate: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = keras.random.SeedGenerator(0)
-
-    def call(self, x, training=None):
-        if not training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        mask = ops.cast(keras.random.uniform(shape, seed=self.seed) < keep, x.dtype)
-        return x * mask / keep
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-
 def wide_basic_body(
     x: keras.KerasTensor, planes: int, stride: int, dropout_rate: float, *, name: str
 ) -> keras.KerasTensor:
     """block WideBasicBody (specs/lib/resnet_preact.arch:71)."""
-    x = layers.ZeroPadding2D(1, name=f"{name}.conv1_pad")(x)
-    x = layers.Conv2D(planes, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(
+    x = layers.ZeroPadding2D(1, name=f"{name}-conv1--pad")(x)
+    x = layers.Conv2D(planes, 3, strides=stride, use_bias=False, name=f"{name}-conv1")(
         x
     )
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.Dropout(dropout_rate, name=f"{name}.dropout1")(x)
-    x = layers.Conv2D(planes, 3, padding="same", use_bias=False, name=f"{name}.conv2")(
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn2")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.Dropout(dropout_rate, name=f"{name}-dropout1")(x)
+    x = layers.Conv2D(planes, 3, padding="same", use_bias=False, name=f"{name}-conv2")(
         x
     )
     return x
@@ -99,11 +78,13 @@ def wide_basic(
 ) -> keras.KerasTensor:
     """block WideBasic (specs/lib/resnet_preact.arch:51)."""
     identity = x
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = wide_basic_body(x, planes, 1, dropout_rate, name=f"{name}.wide_basic_body1")
-    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = wide_basic_body(x, planes, 1, dropout_rate, name=f"{name}-wide_basic_body1")
+    x = layers.Dropout(
+        drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
+    )(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -117,17 +98,19 @@ def wide_basic_projection(
     name: str,
 ) -> keras.KerasTensor:
     """block WideBasicProjection (specs/lib/resnet_preact.arch:61)."""
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
     identity = x
     x = wide_basic_body(
-        x, planes, stride, dropout_rate, name=f"{name}.wide_basic_body1"
+        x, planes, stride, dropout_rate, name=f"{name}-wide_basic_body1"
     )
     shortcut1 = layers.Conv2D(
-        planes, 1, strides=stride, use_bias=False, name=f"{name}.shortcut1"
+        planes, 1, strides=stride, use_bias=False, name=f"{name}-shortcut1"
     )(identity)
-    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, shortcut1])
+    x = layers.Dropout(
+        drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
+    )(x)
+    x = layers.Add(name=f"{name}-residual1")([x, shortcut1])
     return x
 
 
@@ -145,13 +128,13 @@ def wide_stage(
     in_channels = x.shape[-1]
     if stride != 1 or in_channels != planes:
         x = wide_basic_projection(
-            x, planes, stride, dropout_rate, drop_path, name=f"{name}.choice1"
+            x, planes, stride, dropout_rate, drop_path, name=f"{name}-choice1"
         )
     else:
-        x = wide_basic(x, planes, dropout_rate, drop_path, name=f"{name}.choice1")
+        x = wide_basic(x, planes, dropout_rate, drop_path, name=f"{name}-choice1")
     for i in range(blocks - 1):
         x = wide_basic(
-            x, planes, dropout_rate, drop_path, name=f"{name}.wide_basic1.{i}"
+            x, planes, dropout_rate, drop_path, name=f"{name}-wide_basic1-{i}"
         )
     return x
 
@@ -168,15 +151,15 @@ def wide_res_net_cifar(
 ) -> keras.KerasTensor:
     """block WideResNetCifar (specs/wide_resnet.arch:26)."""
     n = (depth - 4) // 6
-    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name=f"{name}.conv1")(x)
-    x = wide_stage(x, 16 * k, n, 1, dropout_rate, drop_path, name=f"{name}.block1")
-    x = wide_stage(x, 32 * k, n, 2, dropout_rate, drop_path, name=f"{name}.block2")
-    x = wide_stage(x, 64 * k, n, 2, dropout_rate, drop_path, name=f"{name}.block3")
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.avgpool1")(x)
-    x = layers.Flatten(name=f"{name}.flatten1")(x)
-    x = layers.Dense(classes, name=f"{name}.fc")(x)
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name=f"{name}-conv1")(x)
+    x = wide_stage(x, 16 * k, n, 1, dropout_rate, drop_path, name=f"{name}-block1")
+    x = wide_stage(x, 32 * k, n, 2, dropout_rate, drop_path, name=f"{name}-block2")
+    x = wide_stage(x, 64 * k, n, 2, dropout_rate, drop_path, name=f"{name}-block3")
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-avgpool1")(x)
+    x = layers.Flatten(name=f"{name}-flatten1")(x)
+    x = layers.Dense(classes, name=f"{name}-fc")(x)
     return x
 
 
@@ -185,14 +168,14 @@ def squeeze_excite(
 ) -> keras.KerasTensor:
     """block SqueezeExcite (specs/lib/resnet.arch:27)."""
     in_channels = x.shape[-1]
-    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.scale1.0")(x)
-    scaled1 = layers.Conv2D(int(in_channels // ratio), 1, name=f"{name}.scale1.fc1")(
+    scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-scale1-0")(x)
+    scaled1 = layers.Conv2D(int(in_channels // ratio), 1, name=f"{name}-scale1-fc1")(
         scaled1
     )
-    scaled1 = layers.Activation("relu", name=f"{name}.scale1.2")(scaled1)
-    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}.scale1.fc2")(scaled1)
-    scaled1 = layers.Activation("sigmoid", name=f"{name}.scale1.4")(scaled1)
-    x = layers.Multiply(name=f"{name}.scale1.mul")([x, scaled1])
+    scaled1 = layers.Activation("relu", name=f"{name}-scale1-2")(scaled1)
+    scaled1 = layers.Conv2D(in_channels, 1, name=f"{name}-scale1-fc2")(scaled1)
+    scaled1 = layers.Activation("sigmoid", name=f"{name}-scale1-4")(scaled1)
+    x = layers.Multiply(name=f"{name}-scale1--mul")([x, scaled1])
     return x
 
 
@@ -221,11 +204,11 @@ def bottleneck(
         1,
         strides=int(1 if v1_5 else stride),
         use_bias=bias,
-        name=f"{name}.conv1",
+        name=f"{name}-conv1",
     )(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.ZeroPadding2D(1, name=f"{name}-conv2--pad")(x)
     x = conv2d_groups(
         x,
         int(width),
@@ -233,24 +216,28 @@ def bottleneck(
         int(groups),
         strides=int(stride if v1_5 else 1),
         use_bias=bias,
-        name=f"{name}.conv2",
+        name=f"{name}-conv2",
     )
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn2")(x)
-    x = layers.Activation("relu", name=f"{name}.relu2")(x)
-    x = layers.Conv2D(int(out), 1, use_bias=bias, name=f"{name}.conv3")(x)
-    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}.bn3")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn2")(x)
+    x = layers.Activation("relu", name=f"{name}-relu2")(x)
+    x = layers.Conv2D(int(out), 1, use_bias=bias, name=f"{name}-conv3")(x)
+    x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn3")(x)
     if se:
-        x = squeeze_excite(x, name=f"{name}.se")
+        x = squeeze_excite(x, name=f"{name}-se")
     if stride != 1 or in_channels != out:
         identity = layers.Conv2D(
-            int(out), 1, strides=int(stride), use_bias=bias, name=f"{name}.shortcut1.0"
+            int(out), 1, strides=int(stride), use_bias=bias, name=f"{name}-shortcut1-0"
         )(identity)
         identity = layers.BatchNormalization(
-            epsilon=eps, momentum=0.9, name=f"{name}.shortcut1.1"
+            epsilon=eps, momentum=0.9, name=f"{name}-shortcut1-1"
         )(identity)
-    x = DropPath(drop_path, name=f"{name}.residual1.drop_path")(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
-    x = layers.Activation("relu", name=f"{name}.relu3")(x)
+    x = layers.Dropout(
+        drop_path,
+        noise_shape=(None,) + (1,) * (len(x.shape) - 1),
+        name=f"{name}-residual1--drop_path",
+    )(x)
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
+    x = layers.Activation("relu", name=f"{name}-relu3")(x)
     return x
 
 
@@ -281,7 +268,7 @@ def stage(
         eps=eps,
         se=se,
         drop_path=drop_path,
-        name=f"{name}.bottleneck1",
+        name=f"{name}-bottleneck1",
     )
     for i in range(int(blocks - 1)):
         x = bottleneck(
@@ -295,7 +282,7 @@ def stage(
             eps=eps,
             se=se,
             drop_path=drop_path,
-            name=f"{name}.bottleneck2.{i}",
+            name=f"{name}-bottleneck2-{i}",
         )
     return x
 
@@ -305,26 +292,28 @@ def wide_res_net_bottleneck(
 ) -> keras.KerasTensor:
     """block WideResNetBottleneck (specs/wide_resnet.arch:39)."""
     n3 = 23 if depth == 101 else 6
-    x = layers.ZeroPadding2D(3, name=f"{name}.conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=False, name=f"{name}.conv1")(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x)
-    x = layers.Activation("relu", name=f"{name}.relu1")(x)
-    x = layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}.maxpool")(x)
+    x = layers.ZeroPadding2D(3, name=f"{name}-conv1--pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, use_bias=False, name=f"{name}-conv1")(x)
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
+    x = layers.Activation("relu", name=f"{name}-relu1")(x)
+    x = layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}-maxpool")(x)
     x = stage(
-        x, 64, 3, 1, base_width=64 * k, drop_path=drop_path, name=f"{name}.layer1"
+        x, 64, 3, 1, base_width=64 * k, drop_path=drop_path, name=f"{name}-layer1"
     )
     x = stage(
-        x, 128, 4, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}.layer2"
+        x, 128, 4, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}-layer2"
     )
     x = stage(
-        x, 256, n3, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}.layer3"
+        x, 256, n3, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}-layer3"
     )
     x = stage(
-        x, 512, 3, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}.layer4"
+        x, 512, 3, 2, base_width=64 * k, drop_path=drop_path, name=f"{name}-layer4"
     )
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.avgpool")(x)
-    x = layers.Flatten(name=f"{name}.flatten1")(x)
-    x = layers.Dense(int(classes), name=f"{name}.fc")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-avgpool")(x)
+    if len(x.shape) == 4:
+        x = layers.Permute((3, 1, 2), name=f"{name}-flatten1--chw")(x)
+    x = layers.Flatten(name=f"{name}-flatten1")(x)
+    x = layers.Dense(int(classes), name=f"{name}-fc")(x)
     return x
 
 

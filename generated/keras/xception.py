@@ -12,6 +12,23 @@ OUTPUT_NAMES = ("output",)
 AUXILIARY_OUTPUTS = ()
 
 
+def padded(
+    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """A layer's input and the Keras padding to give the layer, for a padding from the block's
+    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
+    size pads the input first with value (zeros; -inf before a max pooling, which padding must
+    never win), as PyTorch does."""
+    if pad in ("same", "valid"):
+        return x, pad
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if ph == pw == 0:
+        return x, "valid"
+    if value == 0.0:
+        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
+    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
+
+
 @keras.saving.register_keras_serializable(package="archdsl")
 class Pad2D(layers.Layer):
     """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
@@ -39,23 +56,6 @@ class Pad2D(layers.Layer):
         return {**super().get_config(), "padding": self.padding, "value": self.value}
 
 
-def padded(
-    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
-) -> tuple[keras.KerasTensor, str]:
-    """A layer's input and the Keras padding to give the layer, for a padding from the block's
-    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
-    size pads the input first with value (zeros; -inf before a max pooling, which padding must
-    never win), as PyTorch does."""
-    if pad in ("same", "valid"):
-        return x, pad
-    ph, pw = (pad, pad) if isinstance(pad, int) else pad
-    if ph == pw == 0:
-        return x, "valid"
-    if value == 0.0:
-        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
-    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
-
-
 def xception_down(
     x: keras.KerasTensor,
     filters1: int,
@@ -69,31 +69,31 @@ def xception_down(
     """block XceptionDown (specs/lib/xception.arch:12)."""
     identity = x
     if start_with_relu:
-        x = layers.Activation("relu", name=f"{name}.choice1.sepconv1_act")(x)
+        x = layers.Activation("relu", name=f"{name}-choice1-sepconv1_act")(x)
     x = layers.SeparableConv2D(
-        filters1, 3, padding="same", use_bias=False, name=f"{name}.sepconv1"
+        filters1, 3, padding="same", use_bias=False, name=f"{name}-sepconv1"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.sepconv1_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-sepconv1_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.sepconv2_act")(x)
+    x = layers.Activation("relu", name=f"{name}-sepconv2_act")(x)
     x = layers.SeparableConv2D(
-        filters2, 3, padding="same", use_bias=False, name=f"{name}.sepconv2"
+        filters2, 3, padding="same", use_bias=False, name=f"{name}-sepconv2"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.sepconv2_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-sepconv2_bn"
     )(x)
     x, padding1 = padded(
-        x, "same" if tf_pad else 1, float("-inf"), name=f"{name}.pool_pad"
+        x, "same" if tf_pad else 1, float("-inf"), name=f"{name}-pool--pad"
     )
-    x = layers.MaxPooling2D(3, strides=2, padding=padding1, name=f"{name}.pool")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding=padding1, name=f"{name}-pool")(x)
     shortcut1 = layers.Conv2D(
-        filters2, 1, strides=2, use_bias=False, name=f"{name}.shortcut1.0"
+        filters2, 1, strides=2, use_bias=False, name=f"{name}-shortcut1-0"
     )(identity)
     shortcut1 = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.shortcut1.1"
+        epsilon=eps, momentum=0.9, name=f"{name}-shortcut1-1"
     )(shortcut1)
-    x = layers.Add(name=f"{name}.residual1")([x, shortcut1])
+    x = layers.Add(name=f"{name}-residual1")([x, shortcut1])
     return x
 
 
@@ -101,19 +101,19 @@ def entry_flow(
     x: keras.KerasTensor, eps: float = 0.001, tf_pad: bool = True, *, name: str
 ) -> keras.KerasTensor:
     """block EntryFlow (specs/lib/xception.arch:44)."""
-    x = layers.Conv2D(32, 3, strides=2, use_bias=False, name=f"{name}.block1.conv1")(x)
+    x = layers.Conv2D(32, 3, strides=2, use_bias=False, name=f"{name}-block1-conv1")(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.block1.conv1_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-block1-conv1_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.block1.conv1_act")(x)
-    x = layers.Conv2D(64, 3, use_bias=False, name=f"{name}.block1.conv2")(x)
+    x = layers.Activation("relu", name=f"{name}-block1-conv1_act")(x)
+    x = layers.Conv2D(64, 3, use_bias=False, name=f"{name}-block1-conv2")(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.block1.conv2_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-block1-conv2_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.block1.conv2_act")(x)
-    x = xception_down(x, 128, 128, False, eps, tf_pad, name=f"{name}.block2")
-    x = xception_down(x, 256, 256, True, eps, tf_pad, name=f"{name}.block3")
-    x = xception_down(x, 728, 728, True, eps, tf_pad, name=f"{name}.block4")
+    x = layers.Activation("relu", name=f"{name}-block1-conv2_act")(x)
+    x = xception_down(x, 128, 128, False, eps, tf_pad, name=f"{name}-block2")
+    x = xception_down(x, 256, 256, True, eps, tf_pad, name=f"{name}-block3")
+    x = xception_down(x, 728, 728, True, eps, tf_pad, name=f"{name}-block4")
     return x
 
 
@@ -122,28 +122,28 @@ def xception_middle(
 ) -> keras.KerasTensor:
     """block XceptionMiddle (specs/lib/xception.arch:28)."""
     identity = x
-    x = layers.Activation("relu", name=f"{name}.sepconv1_act")(x)
+    x = layers.Activation("relu", name=f"{name}-sepconv1_act")(x)
     x = layers.SeparableConv2D(
-        filters, 3, padding="same", use_bias=False, name=f"{name}.sepconv1"
+        filters, 3, padding="same", use_bias=False, name=f"{name}-sepconv1"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.sepconv1_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-sepconv1_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.sepconv2_act")(x)
+    x = layers.Activation("relu", name=f"{name}-sepconv2_act")(x)
     x = layers.SeparableConv2D(
-        filters, 3, padding="same", use_bias=False, name=f"{name}.sepconv2"
+        filters, 3, padding="same", use_bias=False, name=f"{name}-sepconv2"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.sepconv2_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-sepconv2_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.sepconv3_act")(x)
+    x = layers.Activation("relu", name=f"{name}-sepconv3_act")(x)
     x = layers.SeparableConv2D(
-        filters, 3, padding="same", use_bias=False, name=f"{name}.sepconv3"
+        filters, 3, padding="same", use_bias=False, name=f"{name}-sepconv3"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.sepconv3_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-sepconv3_bn"
     )(x)
-    x = layers.Add(name=f"{name}.residual1")([x, identity])
+    x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -152,7 +152,7 @@ def middle_flow(
 ) -> keras.KerasTensor:
     """block MiddleFlow (specs/lib/xception.arch:59)."""
     for i in range(repeats):
-        x = xception_middle(x, 728, eps, name=f"{name}.blocks.{i}")
+        x = xception_middle(x, 728, eps, name=f"{name}-blocks-{i}")
     return x
 
 
@@ -160,21 +160,21 @@ def exit_flow(
     x: keras.KerasTensor, eps: float = 0.001, tf_pad: bool = True, *, name: str
 ) -> keras.KerasTensor:
     """block ExitFlow (specs/lib/xception.arch:65)."""
-    x = xception_down(x, 728, 1024, True, eps, tf_pad, name=f"{name}.block13")
+    x = xception_down(x, 728, 1024, True, eps, tf_pad, name=f"{name}-block13")
     x = layers.SeparableConv2D(
-        1536, 3, padding="same", use_bias=False, name=f"{name}.block14.sepconv1"
+        1536, 3, padding="same", use_bias=False, name=f"{name}-block14-sepconv1"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.block14.sepconv1_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-block14-sepconv1_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.block14.sepconv1_act")(x)
+    x = layers.Activation("relu", name=f"{name}-block14-sepconv1_act")(x)
     x = layers.SeparableConv2D(
-        2048, 3, padding="same", use_bias=False, name=f"{name}.block14.sepconv2"
+        2048, 3, padding="same", use_bias=False, name=f"{name}-block14-sepconv2"
     )(x)
     x = layers.BatchNormalization(
-        epsilon=eps, momentum=0.9, name=f"{name}.block14.sepconv2_bn"
+        epsilon=eps, momentum=0.9, name=f"{name}-block14-sepconv2_bn"
     )(x)
-    x = layers.Activation("relu", name=f"{name}.block14.sepconv2_act")(x)
+    x = layers.Activation("relu", name=f"{name}-block14-sepconv2_act")(x)
     return x
 
 

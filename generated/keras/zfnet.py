@@ -54,7 +54,7 @@ def response_norm(
 ) -> keras.KerasTensor:
     """block ResponseNorm (specs/lib/classic.arch:13)."""
     x = LocalResponseNorm(
-        size, alpha=size * 0.0001, beta=0.75, k=2, name=f"{name}.lrn1"
+        size, alpha=size * 0.0001, beta=0.75, k=2, name=f"{name}-lrn1"
     )(x)
     return x
 
@@ -62,7 +62,7 @@ def response_norm(
 def build_model(classes: int = 1000, dropout_rate: float = 0.5) -> keras.Model:
     """network ZFNet (specs/zfnet.arch:25)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
-    x = layers.ZeroPadding2D(1, name="conv1_pad")(inputs)
+    x = layers.ZeroPadding2D(1, name="conv1--pad")(inputs)
     x = layers.Conv2D(96, 7, strides=2, name="conv1")(x)
     x = layers.Activation("relu", name="relu1")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
@@ -78,6 +78,7 @@ def build_model(classes: int = 1000, dropout_rate: float = 0.5) -> keras.Model:
     x = layers.Conv2D(256, 3, padding="same", name="conv5")(x)
     x = layers.Activation("relu", name="relu5")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+    x = layers.Permute((3, 1, 2), name="flatten1--chw")(x)
     x = layers.Flatten(name="flatten1")(x)
     x = layers.Dense(4096, name="fc6")(x)
     x = layers.Activation("relu", name="relu6")(x)

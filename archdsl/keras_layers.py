@@ -1,0 +1,342 @@
+"""The Keras layers that generated Keras models use where Keras has no built-in layer that computes
+what PyTorch does, registered for saving under the package name "archdsl" (`archdsl>Pad2D`, ...).
+
+This module is the one source of these classes: the Keras backend copies the source of each class a
+model needs into the generated module (archdsl.backends.keras reads this file as text; the compiler
+never imports it), so generated code runs without archdsl installed. Importing this module registers
+the classes with Keras, so a saved model loads in a process that never imported its generated
+module:
+
+    import keras
+    import archdsl.keras_layers  # noqa: F401 (registers archdsl>Pad2D, ...)
+
+    model = keras.saving.load_model("model.keras")
+
+Every layer uses keras.ops only, so it runs on each Keras backend (TensorFlow, JAX, PyTorch), and
+its get_config() returns every constructor argument. Channels last throughout.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+__all__ = [
+    "AdaptiveAvgPool2D",
+    "ChannelPad",
+    "GroupedConv2D",
+    "LayerScale",
+    "LeakyReLUAnySlope",
+    "LocalResponseNorm",
+    "Pad2D",
+    "PaddedAvgPool2D",
+    "SameAvgPool2D",
+    "SamePad2D",
+]
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class Pad2D(layers.Layer):
+    """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
+
+    def __init__(self, padding, value: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(p) for p in padding)
+        self.value = value
+
+    def call(self, x):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(
+            x,
+            [[0, 0], [top, bottom], [left, right], [0, 0]],
+            constant_values=self.value,
+        )
+
+    def compute_output_shape(self, shape):
+        (top, bottom), (left, right) = self.padding
+        h = None if shape[1] is None else shape[1] + top + bottom
+        w = None if shape[2] is None else shape[2] + left + right
+        return (shape[0], h, w, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "value": self.value}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class SamePad2D(layers.Layer):
+    """Pads height and width with zeros as TensorFlow's `same` does for a window of kernel_size
+    taps dilation_rate apart moved by strides (the bottom/right side gets the odd pixel), from the
+    input's size as it comes: for a layer that then computes at stride 1 without padding, and a
+    subsampling that takes every stride-th output (Keras refuses strides and dilation together)."""
+
+    def __init__(self, kernel_size, strides=1, dilation_rate=1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides, self.dilation_rate = (
+            tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            for v in (kernel_size, strides, dilation_rate)
+        )
+
+    def _pads(self, sizes):
+        """((top, bottom), (left, right)): (ceil(n / s) - 1) * s + (k - 1) * d + 1 - n
+        pixels in all, at least none, for each size n (an int, or a tensor where the
+        size is known only as the model runs)."""
+        pads = []
+        windows = zip(self.kernel_size, self.strides, self.dilation_rate)
+        for n, (k, s, d) in zip(sizes, windows):
+            total = (k - 1) * d - (n - 1) % s
+            total = max(total, 0) if isinstance(total, int) else ops.maximum(total, 0)
+            pads.append([total // 2, total - total // 2])
+        return pads
+
+    def call(self, x):
+        shape = ops.shape(x)
+        sizes = [shape[1] if x.shape[1] is None else x.shape[1]]
+        sizes.append(shape[2] if x.shape[2] is None else x.shape[2])
+        return ops.pad(x, [[0, 0], *self._pads(sizes), [0, 0]])
+
+    def compute_output_shape(self, shape):
+        if shape[1] is None or shape[2] is None:
+            return (shape[0], None, None, shape[3])
+        (t, b), (left, r) = self._pads(shape[1:3])
+        return (shape[0], shape[1] + t + b, shape[2] + left + r, shape[3])
+
+    def get_config(self):
+        config = {
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "dilation_rate": self.dilation_rate,
+        }
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class SameAvgPool2D(layers.Layer):
+    """Average pooling with TensorFlow's `same` padding, the padded zeros left out of each
+    window's count, on every backend: Keras' torch backend pads an uneven `same` of
+    AveragePooling2D by repeating the edge pixels, and averages them in. Needs the input's
+    height and width known as the model is built."""
+
+    def __init__(self, pool_size, strides=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        strides = pool_size if strides is None else strides
+        self.pool_size, self.strides = (
+            tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            for v in (pool_size, strides)
+        )
+
+    def _pads(self, sizes):
+        pads = []
+        for n, k, s in zip(sizes, self.pool_size, self.strides):
+            total = max(k - 1 - (n - 1) % s, 0)
+            pads.append([total // 2, total - total // 2])
+        return pads
+
+    def call(self, x):
+        pads = [[0, 0], *self._pads(x.shape[1:3]), [0, 0]]
+        options = {"pool_size": self.pool_size, "strides": self.strides}
+        total = ops.average_pool(ops.pad(x, pads), **options)
+        ones = ops.pad(ops.ones_like(x[:1, :, :, :1]), pads)
+        return total / ops.average_pool(ones, **options)
+
+    def compute_output_shape(self, shape):
+        (sh, sw), (h, w) = self.strides, shape[1:3]
+        return (shape[0], -(-h // sh), -(-w // sw), shape[3])
+
+    def get_config(self):
+        config = {"pool_size": self.pool_size, "strides": self.strides}
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class PaddedAvgPool2D(layers.Layer):
+    """Average pooling as PyTorch computes it over an explicit padding: the input padded with
+    zeros by `padding` ((top, bottom), (left, right)), each window's sum divided by the number of
+    its cells that count: the input's own, and of the padding only the part in `counted` (PyTorch
+    counts the padding it was given when count_include_pad is true, never the overhang that ceil
+    mode adds after it)."""
+
+    def __init__(self, pool_size, strides=None, padding=((0, 0), (0, 0)), counted=((0, 0), (0, 0)), **kwargs) -> None:
+        super().__init__(**kwargs)
+        strides = pool_size if strides is None else strides
+        self.pool_size, self.strides = (
+            tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            for v in (pool_size, strides)
+        )
+        self.padding = tuple(tuple(p) for p in padding)
+        self.counted = tuple(tuple(p) for p in counted)
+
+    def call(self, x):
+        options = {"pool_size": self.pool_size, "strides": self.strides}
+        total = ops.average_pool(ops.pad(x, [[0, 0], *self.padding, [0, 0]]), **options)
+        ones = ops.pad(ops.ones_like(x[:1, :, :, :1]), [[0, 0], *self.counted, [0, 0]], constant_values=1.0)
+        rest = [[b - cb, a - ca] for (b, a), (cb, ca) in zip(self.padding, self.counted)]
+        ones = ops.pad(ones, [[0, 0], *rest, [0, 0]])
+        return total / ops.average_pool(ones, **options)
+
+    def compute_output_shape(self, shape):
+        sizes = []
+        for n, (before, after), k, s in zip(shape[1:3], self.padding, self.pool_size, self.strides):
+            sizes.append(None if n is None else (n + before + after - k) // s + 1)
+        return (shape[0], *sizes, shape[3])
+
+    def get_config(self):
+        config = {
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "counted": self.counted,
+        }
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class LeakyReLUAnySlope(layers.Layer):
+    """x where x >= 0, negative_slope * x elsewhere, for any slope (Keras' LeakyReLU refuses a
+    negative one, which PyTorch's takes)."""
+
+    def __init__(self, negative_slope: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.negative_slope = negative_slope
+
+    def call(self, x):
+        return ops.where(x >= 0, x, x * self.negative_slope)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelPad(layers.Layer):
+    """Adds (before, after) zero channels, channels last."""
+
+    def __init__(self, pad, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pad = tuple(pad)
+
+    def call(self, x):
+        return ops.pad(x, [[0, 0]] * (len(x.shape) - 1) + [list(self.pad)])
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], shape[-1] + sum(self.pad))
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class GroupedConv2D(layers.Conv2D):
+    """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
+    compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
+    single input channels runs as a depthwise convolution, any other as one convolution per group."""
+
+    def convolution_op(self, inputs, kernel):
+        options = {
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
+        channels = inputs.shape[-1]
+        if self.groups == 1:
+            return ops.conv(inputs, kernel, **options)
+        if self.groups == channels:
+            shape = (*self.kernel_size, channels, self.filters // channels)
+            return ops.depthwise_conv(inputs, ops.reshape(kernel, shape), **options)
+        pairs = zip(
+            ops.split(inputs, self.groups, axis=-1),
+            ops.split(kernel, self.groups, axis=-1),
+        )
+        return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class LayerScale(layers.Layer):
+    """Multiplies each channel by a learned scale."""
+
+    def __init__(self, init: float = 1e-6, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.init = init
+
+    def build(self, shape):
+        self.gamma = self.add_weight(
+            shape=(shape[-1],),
+            initializer=keras.initializers.Constant(self.init),
+            name="gamma",
+        )
+
+    def call(self, x):
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class LocalResponseNorm(layers.Layer):
+    """Local response normalization across channels, as torch.nn.LocalResponseNorm computes it:
+    x / (k + alpha / size * sum of x^2 over `size` neighbouring channels) ** beta."""
+
+    def __init__(
+        self,
+        size: int,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def call(self, x):
+        channels = x.shape[-1]
+        squared = ops.pad(
+            ops.square(x),
+            [[0, 0], [0, 0], [0, 0], [self.size // 2, (self.size - 1) // 2]],
+        )
+        total = squared[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + squared[..., i : i + channels]
+        return x / ops.power(self.k + self.alpha / self.size * total, self.beta)
+
+    def get_config(self):
+        config = {
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "k": self.k,
+        }
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class AdaptiveAvgPool2D(layers.Layer):
+    """Average pooling to a fixed output size with PyTorch's windows: output cell i covers input
+    rows floor(i * n / out) to ceil((i + 1) * n / out)."""
+
+    def __init__(self, output_size, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output_size = (
+            tuple(output_size)
+            if isinstance(output_size, (tuple, list))
+            else (output_size,) * 2
+        )
+
+    def call(self, x):
+        (oh, ow), (h, w) = self.output_size, (x.shape[1], x.shape[2])
+        rows = []
+        for i in range(oh):
+            r0, r1 = i * h // oh, -(-(i + 1) * h // oh)
+            cells = []
+            for j in range(ow):
+                c0, c1 = j * w // ow, -(-(j + 1) * w // ow)
+                cells.append(ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
+            rows.append(ops.stack(cells, axis=1))
+        return ops.stack(rows, axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.output_size, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
