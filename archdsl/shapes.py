@@ -201,11 +201,14 @@ class Expander:
             if d is None:
                 dims.append(None)
                 continue
-            v = evaluate(d, env)
+            v = raw = evaluate(d, env)
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ArchError(f"an input size must be a whole number of at least 1, got {describe(v)}", d.span)
+            if v > MAX_INT:
+                raise ArchError(f"an input size must be at most {MAX_INT:,} (2**63 - 1), the limit of integers, "
+                                f"got {describe(raw)}", d.span)
             dims.append(v)
         in_shape = Shape(tuple(dims))
         env.in_shape = in_shape

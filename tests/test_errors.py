@@ -425,6 +425,15 @@ def test_numbers_out_of_range_are_located(tmp_path, expr, message, column):
     check_error(tmp_path, net(f"conv({expr}, 1)"), message, 3, column)
 
 
+@pytest.mark.parametrize("size, shown", [("1e308", "1e+308"), ("1e19", "1e+19")])
+def test_input_sizes_out_of_range_are_located(tmp_path, size, shown):
+    """Found by the mutation test: an input of 1e308 channels made the parameter and MAC counts too large
+    for the report's numbers (an OverflowError at the summary line)."""
+    check_error(tmp_path, f"network Net {{\n    input [{size}, 8, 8]\n    conv(4, 1)\n}}\n",
+                f"an input size must be at most 9,223,372,036,854,775,807 (2**63 - 1), the limit of integers, "
+                f"got {shown}", 2, 12)
+
+
 def test_huge_network_parameter_default(tmp_path):
     check_error(tmp_path, "network Net(classes = 2 ** 20000) {\n    input [3, 8, 8]\n    flatten\n    dense(classes)\n}\n",
                 "2 ** 20000 is at least 2**64", 1, 23)

@@ -409,7 +409,8 @@ def value_type(values: list) -> str:
         elif isinstance(v, G.Symbol):
             kinds.add("str")
         elif isinstance(v, tuple):
-            kinds.add("tuple[int, ...]")
+            items = value_type(list(v)) if v else "int"
+            kinds.add(f"tuple[{items}, ...]")
         else:
             kinds.add("object")
     if kinds == {"int", "float"}:
