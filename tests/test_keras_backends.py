@@ -8,7 +8,8 @@ its own (this module's worker functions), over a representative set of specs: ev
 archdsl.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
 chosen as the model is built), ceil-mode pooling, grouped, depthwise and separable convolutions,
-strides with dilation, unequal strides, LRN, dropout and drop path in inference."""
+strides with dilation, unequal strides, LRN, dropout and drop path in inference; and three networks of
+the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ network Maps {
 """
 
 
-def _specs() -> dict[str, tuple[str, dict]]:
+def _specs() -> dict[str, tuple[str | Path, dict]]:
     from .test_backends import DAG, POOLS
 
     return {
@@ -88,6 +89,10 @@ def _specs() -> dict[str, tuple[str, dict]]:
         "every": (EVERY, {}),
         "every_valid": (EVERY, {"tf_pad": False, "g": 8}),
         "maps": (MAPS, {}),
+        # networks of the zoo, at small sizes: blocks imported from specs/lib, the paths of real models
+        "resnet_cifar": (ROOT / "specs" / "resnet_cifar.arch", {"depth": 20}),
+        "mobilenet_v2": (ROOT / "specs" / "mobilenet_v2.arch", {"resolution": 64, "classes": 10}),
+        "googlenet_paper": (ROOT / "specs" / "googlenet_paper.arch", {"resolution": 96, "classes": 10}),
     }
 
 
@@ -105,8 +110,11 @@ def compiled(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("keras_backends")
     jobs = []
     for key, (source, sets) in _specs().items():
-        spec = folder / f"{key}.arch"
-        spec.write_text(textwrap.dedent(source))
+        if isinstance(source, Path):  # a spec of specs/, where its imports are
+            spec = source
+        else:
+            spec = folder / f"{key}.arch"
+            spec.write_text(textwrap.dedent(source))
         elab = load(str(spec), sets or None)
         entry = {"key": key, "outputs": [name for name, _ in elab.outputs]}
         for target in ("torch", "keras"):

@@ -435,3 +435,41 @@ def test_labels_beginning_with_underscores(tmp_path):
     model = import_path(torch_file, "_underscore_labels_torch").build_model()
     assert [k for k in model.state_dict() if k.endswith("weight")] == [
         "u__y.weight", "u_modules.weight", "uu__y.weight", "training_.weight", "training__.weight", "dense1.weight"]
+
+
+def test_names_the_long_run_found(tmp_path):
+    """A block named `_` (the generated loops' throwaway variable: `for _ in range(n)` made the class an
+    int), a parameter named like a block (`F`: the block's class is `F_` too), and a `let` named like a
+    keyword argument that nothing reads (`bias`: `bias=False` is no read of it)."""
+    _example(tmp_path, """
+        block _(n) { conv(n, 1) }
+        block F(n) { _(n) }
+        network N(F = 4) {
+            input [3, 8, 8]
+            { _(F) relu } * 2
+            F(F)
+            let bias = 10
+            conv(4, 1, bias = false)
+            flatten
+            dense(3)
+        }
+    """)
+
+
+def test_keras_normalize_differing_between_uses(tmp_path):
+    """normalize with a block's parameters, used with other values (and one in a branch no use takes):
+    the Keras Normalization takes its mean and variance as the model is built (normalize_stats)."""
+    _example(tmp_path, """
+        block Norm(m, s, extra = false) {
+            normalize(m, s)
+            if extra { normalize([0.1, 0.2, 0.3], s) }
+        }
+        network N {
+            input [3, 6, 6]
+            Norm(0.5, [1.0, 2.0, 4.0])
+            Norm([0.1, 0.2, 0.3], 0.5)
+            conv(2, 1)
+            flatten
+            dense(3)
+        }
+    """)

@@ -24,7 +24,7 @@ GENERATED = frozenset([
     "annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x",
     "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "params", "state_dict", "model",
     "INPUT_SHAPE", "OUTPUT_NAMES", "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm",
-    "make_divisible", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
+    "make_divisible", "normalize_stats", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
     "DropPath", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "PartialBatchNorm1d",
     "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "GroupedConv2D",
     "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "_pair", "_fold", "_is_bn", "_is_conv"])
@@ -47,9 +47,9 @@ def py_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
     if _MANGLED.match(name):
         name = "u" + name
     stem = name.rstrip("_")
-    if (keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in GENERATED or stem in taken
+    if (not stem or keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in GENERATED or stem in taken
             or hasattr(builtins, stem) or _TEMP.match(stem)):
-        return name + "_"
+        return name + "_"  # no stem: `_` is the generated loops' throwaway variable
     return name
 
 
@@ -718,8 +718,9 @@ def drop_unused_assignments(lines: list[str], names: set[str]) -> list[str]:
             starts = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(name)} = ", line)]
             if not starts:
                 continue
-            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b")
-            if sum(len(use.findall(line)) for line in lines) > len(starts):
+            # a read: not an attribute, not in a string, not a keyword argument or an assignment (`name=`)
+            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b(?!\s*=(?!=))")
+            if any(use.search(line) for line in lines):
                 continue
             drop = set()
             for i in starts:

@@ -54,7 +54,7 @@ _ACTIVATIONS = {
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
 # the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/keras_layers.py, in this order
-_PRELUDE_FUNCTIONS = ("make_divisible", "padded", "conv2d_groups")
+_PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
 _PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "SameAvgPool2D", "PaddedAvgPool2D", "ChannelPad", "GroupedConv2D",
                     "LayerScale", "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
 
@@ -116,6 +116,7 @@ class _Module:
             summary=f"{root.total_params():,} parameters, {root.total_macs():,} MACs at input {root.in_shape}",
             uses_math=any("math." in f for f in functions),
             uses_ops=any("ops." in c for c in classes),
+            uses_layers=any("layers." in text for text in (*classes, *functions)),
             prelude=[n for n in _PRELUDE_FUNCTIONS if n in self.prelude],
             classes=classes,
             same_pad="SamePad2D" in self.prelude,
@@ -424,16 +425,17 @@ class _Function(CodeUnit):
                 values = inst.args[arg]
                 return values if len(values) > 1 else values * inst.in_shape.channels
 
-            mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc(),
-                          default=_constant_floats(a["mean"]))
-            std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc(),
-                         default=_constant_floats(a["std"]))
-            if mean is None or std is None:  # in a branch no use takes: from the block's parameters
-                std_code = e(a["std"])
-                variance = (f"tuple(float(v) ** 2 for v in ({std_code} if isinstance({std_code}, tuple) "
-                            f"else ({std_code},)))")
-                return self.apply(Br("layers.Normalization", [f"mean={e(a['mean'])}", f"variance={variance}",
-                                                              name]), src, dst, indent)
+            try:
+                mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc(),
+                              default=_constant_floats(a["mean"]))
+                std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc(),
+                             default=_constant_floats(a["std"]))
+            except ArchError:  # they differ between the uses of the block
+                mean = std = None
+            if mean is None or std is None:  # from the block's parameters, as the model is built
+                self.m.need("normalize_stats")
+                stats = Br("**normalize_stats", [e(a["mean"]), e(a["std"])])
+                return self.apply(Br("layers.Normalization", [stats, name]), src, dst, indent)
             if len(mean) != len(std):
                 mean, std = (mean * len(std), std) if len(mean) == 1 else (mean, std * len(mean))
             variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
