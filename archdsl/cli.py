@@ -25,7 +25,7 @@ from .compiler import (
     verify,
     write_atomically,
 )
-from .elaborate import _listing, elaborate, elaborate_file
+from .elaborate import elaborate, elaborate_file, name_listing
 from .errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
 from .graph import Elaborated, Library, Program
@@ -334,7 +334,7 @@ def library_line(spec: str, library: Library) -> str:
     """`ok: specs/lib/resnet.arch: library, 5 blocks (BasicBlock, Bottleneck, ...)`."""
     n = len(library.own)
     imports = f", importing {library.imports} file{'s' * (library.imports != 1)}" if library.imports else ""
-    return f"ok: {spec}: library, {n} block{'s' * (n != 1)} ({_listing(library.own)}){imports}"
+    return f"ok: {spec}: library, {n} block{'s' * (n != 1)} ({name_listing(library.own)}){imports}"
 
 
 def _depth(text: str) -> int:

@@ -125,7 +125,7 @@ def elaborate(spec: str) -> G.Program:
     error here, since what follows elaboration needs a network."""
     program = elaborate_file(spec)
     if isinstance(program, G.Library):
-        names = _listing(program.own)
+        names = name_listing(program.own)
         module_span = program.blocks[program.own[0]].span if program.own else None
         first = Span(spec, module_span.line, module_span.column, module_span.line, module_span.column + len("block")) \
             if module_span else None
@@ -154,7 +154,7 @@ def elaborate_file(spec: str) -> G.Program | G.Library:
     return _Elaborator(loader, spec).library(module)
 
 
-def _listing(names: list[str], most: int = 8) -> str:
+def name_listing(names: list[str], most: int = 8) -> str:
     """`A, B, C` or, past `most` names, `A, B, ... and 5 more`."""
     if len(names) <= most:
         return ", ".join(names)

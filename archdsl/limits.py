@@ -27,8 +27,6 @@ MAX_INSTANCES = 500_000
 largest network makes 200,001; checking (or compiling) one near the limit takes about 4 s of CPU and
 350 MB here, so every answer comes within seconds."""
 
-
-
 MAX_NESTING = 1_000
 """The deepest a spec's syntax tree may go: groups, branches and composites inside one another, and
 operators in an expression (`1 + 1 + 1` is two levels). The zoo's deepest spec has 19 levels. Blocks

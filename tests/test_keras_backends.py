@@ -116,7 +116,9 @@ def compiled(tmp_path_factory) -> Path:
             spec = folder / f"{key}.arch"
             spec.write_text(textwrap.dedent(source))
         elab = load(str(spec), sets or None)
-        entry = {"key": key, "outputs": [name for name, _ in elab.outputs]}
+        # saved and loaded: the specs written here, which use every custom layer (the zoo's networks add
+        # size, not layers, and loading costs most under JAX)
+        entry = {"key": key, "outputs": [name for name, _ in elab.outputs], "save": not isinstance(source, Path)}
         for target in ("torch", "keras"):
             path = folder / f"{key}_{target}.py"
             path.write_text(generate(elab, target))
@@ -164,7 +166,7 @@ def test_saved_models_load_without_the_generated_module(saved, compiled, backend
     archdsl.keras_layers only (never the generated module), and computes what it computed."""
     _available(backend)
     files = sorted(str(p) for p in compiled.glob("*.keras"))
-    assert len(files) == len(saved) * len(_specs())
+    assert len(files) == len(saved) * sum(not isinstance(source, Path) for source, _ in _specs().values())
     code = f"from tests.test_keras_backends import loader; loader({files!r})"
     result = _run(code, backend)
     assert result["generated_imported"] == []
@@ -221,9 +223,10 @@ def worker(folder: str, backend: str) -> None:
         keras_to_torch(keras_model, fresh)
         again = torch_outputs(fresh, x)
         round_trip[key] = max(float(np.abs(a - b).max()) for a, b in zip(expected, again))
-        path = Path(folder, f"{key}.{backend}.keras")
-        keras_model.save(path)
-        np.savez(path.with_suffix(".npz"), *got, x=x)
+        if job["save"]:
+            path = Path(folder, f"{key}.{backend}.keras")
+            keras_model.save(path)
+            np.savez(path.with_suffix(".npz"), *got, x=x)
         seconds[key] = round(time.perf_counter() - start, 2)
     print(json.dumps({"backend": keras.backend.backend(), "diffs": diffs, "scales": scales,
                       "round_trip": round_trip, "seconds": seconds}))
