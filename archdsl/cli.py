@@ -14,23 +14,15 @@ import textwrap
 from collections.abc import Sequence
 
 from . import __version__
-from .compiler import (
-    OPTIMIZATIONS,
-    TARGETS,
-    abandon_writes,
-    collector_paused,
-    deep,
-    generate,
-    parse_sets,
-    verify,
-    write_atomically,
-)
-from .elaborate import elaborate, elaborate_file, name_listing
+from .api import OPTIMIZATIONS, TARGETS, Pipeline, generate
+from .elaborate import name_listing
 from .errors import ArchError
+from .files import abandon_writes, write_atomically
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
-from .graph import Elaborated, Library, Program
+from .graph import Elaborated, Library
 from .parser import cache_directory, disk_cache
-from .shapes import Expander
+from .running import collector_paused, deep
+from .values import parse_sets
 
 PROG = "archdsl"
 
@@ -238,38 +230,15 @@ def build_parser() -> ArgumentParser:
 
 # Running ----------------------------------------------------------------------------------------
 
-class _Session:
-    """What one command has loaded so far, so an error can show the source it points into."""
+class _Session(Pipeline):
+    """What one command has loaded so far (api.Pipeline), so an error can show the source it points into;
+    `--set` options read from the command line's text."""
 
-    def __init__(self) -> None:
-        self.program: Program | None = None
-        self.library: Library | None = None
-        self.expander: Expander | None = None
+    def load_sets(self, spec: str, sets: list[str]) -> Elaborated:
+        return self.load(spec, parse_sets(sets))
 
-    @property
-    def sources(self) -> dict[str, str] | None:
-        loaded = self.program or self.library
-        return loaded.sources if loaded is not None else None
-
-    def load(self, spec: str, sets: list[str]) -> Elaborated:
-        overrides = parse_sets(sets)
-        self.program = elaborate(spec)
-        self.expander = Expander(self.program)
-        return self.expander.run(overrides)
-
-    def load_any(self, spec: str, sets: list[str]) -> Elaborated | Library:
-        """A spec expanded, or a library (blocks, no network) elaborated; --set needs a network."""
-        overrides = parse_sets(sets)
-        program = elaborate_file(spec)
-        if isinstance(program, Library):
-            self.library = program
-            if overrides:
-                raise ArchError(f"--set {next(iter(overrides))}: '{spec}' is a library of blocks with no network, "
-                                "so it has no parameters to set")
-            return program
-        self.program = program
-        self.expander = Expander(self.program)
-        return self.expander.run(overrides)
+    def check_sets(self, spec: str, sets: list[str]) -> Elaborated | Library:
+        return self.check(spec, parse_sets(sets))
 
 
 def _choice(value: str, options: Sequence[str], what: str) -> str:
@@ -292,7 +261,7 @@ def cmd_compile(args: argparse.Namespace, session: _Session) -> int:
     target = _choice(args.target, TARGETS, "target")
     if args.output is not None and args.output != "-":
         _check_writable(args.output)
-    elab = session.load(args.spec, args.sets)
+    elab = session.load_sets(args.spec, args.sets)
     code = generate(elab, target, args.optimize)
     if not code.endswith("\n"):
         code += "\n"
@@ -319,13 +288,12 @@ def _check_writable(path: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace, session: _Session) -> int:
-    elab = session.load_any(args.spec, args.sets)
+    elab = session.check_sets(args.spec, args.sets)
     if isinstance(elab, Library):
         _out(library_line(args.spec, elab))
         return EXIT_OK
     from .summary import check_line
 
-    verify(elab)  # what passes check compiles for both targets
     _out(check_line(args.spec, elab))
     return EXIT_OK
 
@@ -354,7 +322,7 @@ def cmd_sweep(args: argparse.Namespace, session: _Session) -> int:
     fmt = _choice(args.format, FORMATS, "format")
     axes = [parse_axis(a) for a in args.axes]
     fixed = parse_sets(args.sets)
-    session.program = elaborate(args.spec)
+    session.elaborate(args.spec)
     table = sweep(session.program, axes, fixed)
     _out(render_sweep(table, axes, fmt, title=f"network {session.program.network.name} ({args.spec})"))
     return EXIT_OK
@@ -366,11 +334,11 @@ def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
     fmt = _choice(args.format, FORMATS, "format")
     dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
     try:
-        elab = session.load(args.spec, args.sets)
+        elab = session.load_sets(args.spec, args.sets)
     except ArchError as err:
         # The shape check stopped at a layer: show the layers it got through, then the error.
-        if session.expander is not None and session.expander.done and err.report is None:
-            err.report = render(session.expander.done, fmt, dtype, network=session.program.network.name,
+        if session.done and err.report is None:
+            err.report = render(session.done, fmt, dtype, network=session.program.network.name,
                                 spec=args.spec, depth=args.depth)
         raise
     _out(render(elab, fmt, dtype, spec=args.spec, depth=args.depth))
@@ -433,7 +401,7 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
         draw.find_dot()  # before any work: say at once that Graphviz is missing
     if to_file:
         _check_writable(args.output)
-    elab = session.load(args.spec, args.sets)
+    elab = session.load_sets(args.spec, args.sets)
     drawing = draw.build(elab, args.depth)
     if fmt in ("dot", "mermaid"):
         fenced = fmt == "mermaid" and to_file and args.output.lower().endswith(".md")
@@ -498,7 +466,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `archdsl` command; returns the exit status."""
-    # The cyclic garbage collector is off while the command runs (see compiler.collector_paused),
+    # The cyclic garbage collector is off while the command runs (see running.collector_paused),
     # and back as it was when main() returns: main() is also called in-process, by tests and
     # scripts, where a collector left off would leak every reference cycle made after.
     with collector_paused():
@@ -521,7 +489,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "lsp":
             return COMMANDS[args.command](args, session)
         with disk_cache(cache_directory()):
-            return deep(COMMANDS[args.command], args, session)  # blocks may nest deeply (compiler.deep)
+            return deep(COMMANDS[args.command], args, session)  # blocks may nest deeply (running.deep)
     except ArchError as err:
         if err.report:
             try:

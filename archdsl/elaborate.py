@@ -119,11 +119,11 @@ class Loader:
         return module
 
 
-def elaborate(spec: str) -> G.Program:
+def elaborate(spec: str, loader: Loader | None = None) -> G.Program:
     """Load a spec (and its imports) and build its typed graph definitions. A library (blocks and no
     network) is checked first, so that an error in its blocks is the error reported; then it is an
     error here, since what follows elaboration needs a network."""
-    program = elaborate_file(spec)
+    program = elaborate_file(spec, loader)
     if isinstance(program, G.Library):
         names = name_listing(program.own)
         module_span = program.blocks[program.own[0]].span if program.own else None
@@ -135,11 +135,13 @@ def elaborate(spec: str) -> G.Program:
     return program
 
 
-def elaborate_file(spec: str) -> G.Program | G.Library:
+def elaborate_file(spec: str, loader: Loader | None = None) -> G.Program | G.Library:
     """Load a file (and its imports): a spec with a network is elaborated into its typed graph; a file
     of blocks without a network into a Library, each of its blocks (and those it imports) elaborated,
-    as a spec does for the blocks it does not use."""
-    loader = Loader()
+    as a spec does for the blocks it does not use. loader: where the files are read from (the
+    language server's reads the editor's unsaved text); a fresh Loader of the files on disk by
+    default. What it has read stays in it, an error or not."""
+    loader = Loader() if loader is None else loader
     module = loader.load(spec)
     if len(module.networks) > 1:
         raise ArchError("a spec defines one network; this is a second one "

@@ -393,7 +393,7 @@ def run(paths: list[str], *, check: bool, diff: bool, out: Callable[[str], None]
     diff prints their unified diffs; either way the status is 1 if any would. A file that cannot be
     read or has a syntax error is reported and the others are still formatted; the status is then 1.
     A summary line goes to stderr when files (not only stdin) were given."""
-    from .compiler import write_atomically
+    from .files import write_atomically
 
     files = _expand(paths)
     changed = unchanged = failed = 0

@@ -15,11 +15,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from .compiler import parse_value
+from .api import expand
 from .errors import ArchError
 from .graph import Program, Value
-from .shapes import Expander
 from .summary import FORMATS, aligned, grouped, humanize, jsonable, markdown, rows, totals
+from .values import parse_value
 
 _AXIS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -74,11 +74,10 @@ def sweep(program: Program, axes: list[Axis], fixed: dict[str, Value] | None = N
     if overlap:
         raise ArchError(f"sweep: '{min(overlap)}' is both swept and set with --set")
     out = []
-    expander = Expander(program)
     for combo in itertools.product(*(a.values for a in axes)):
         setting = dict(zip(names, combo))
         try:
-            elab = expander.run({**(fixed or {}), **setting})
+            elab = expand(program, {**(fixed or {}), **setting})
         except ArchError as err:
             err.notes.append("in the sweep at " + ", ".join(f"{k} = {_value(v)}" for k, v in setting.items()))
             raise

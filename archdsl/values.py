@@ -2,7 +2,7 @@
 
 The text is read here; whether the value is in the language's range (archdsl/limits.py) is checked
 where it meets the network's parameter (archdsl/shapes.py), with an error located there, for a value
-from the command line and one passed to compiler.load() alike.
+from the command line and one passed to api.load() alike.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compiler import load
+from .api import load
 from .errors import ArchError
 from .graph import Value
 from .layers import describe

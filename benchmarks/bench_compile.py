@@ -131,7 +131,7 @@ def all_specs_times(repeats: int) -> dict:
 
 def worker() -> None:
     t0 = time.perf_counter()
-    from archdsl.compiler import compile_spec
+    from archdsl.api import compile_spec
 
     t1 = time.perf_counter()
     specs = spec_files()

@@ -130,10 +130,11 @@ def worker(shape: str, n: int) -> dict:
     # (compiler.collector_paused); elaborate and Expander, timed apart here, are called directly.
     gc.disable()
     t = time.perf_counter()
-    from archdsl.compiler import deep, generate, load
+    from archdsl.api import generate, load
     from archdsl.elaborate import elaborate
     from archdsl.layers import LAYERS
     from archdsl.parser import parse
+    from archdsl.running import deep
     from archdsl.shapes import Expander
 
     result: dict = {"shape": shape, "n": n, "import_s": time.perf_counter() - t, "ok": True}

@@ -14,7 +14,7 @@ from common import PYTHON, ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.zoo import Entry, read_registry
 
 # The pairs of issue 5, item 3: registry key -> reference.

@@ -303,7 +303,7 @@ def _compile_section(c: dict, summary: list) -> list[str]:
     a = c["all"]
     out += [(f"Every spec to both targets in one process ({a['n_compiles']} `compile_spec` calls), a fresh "
             f"interpreter per repeat, median of {a['repeats']}:"), ""]
-    out += _table(["", "s"], [["import archdsl.compiler", _s(a["import_s"])],
+    out += _table(["", "s"], [["import archdsl.api", _s(a["import_s"])],
                              ["first pass over all specs", _s(a["first_pass_s"])],
                              ["second (warm) pass, same process", _s(a["warm_pass_s"])],
                              ["import + first pass (the goal's measure)", _s(a["goal_value_s"])],

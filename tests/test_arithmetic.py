@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.graph import Elaborated
 from archdsl.layers import LAYERS
 from archdsl.summary import Row, rows

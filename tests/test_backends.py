@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.interop import torch_to_keras
 
 from .frameworks import (

@@ -616,11 +616,11 @@ def test_blocks_nested_a_thousand_deep(tmp_path):
 
 def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, monkeypatch):
     """Ctrl-C stops the command line's main thread while the command, on its own thread
-    (compiler.deep), may be writing -o FILE: abandon_writes(), which the interrupt handler calls,
+    (running.deep), may be writing -o FILE: abandon_writes(), which the interrupt handler calls,
     removes the half-written temporary file, and the target keeps its old text."""
     import threading
 
-    from archdsl import compiler
+    from archdsl import files
 
     target = tmp_path / "out.py"
     target.write_text("old\n")
@@ -637,7 +637,7 @@ def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, 
 
     def write() -> None:
         try:
-            compiler.write_atomically(str(target), "new\n")
+            files.write_atomically(str(target), "new\n")
         except BaseException as e:  # noqa: BLE001
             failures.append(e)
 
@@ -645,14 +645,14 @@ def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, 
     worker.start()
     assert writing.wait(30)
     assert len(list(tmp_path.glob(".archdsl-*.tmp"))) == 1  # the write is under way
-    compiler.abandon_writes()
+    files.abandon_writes()
     release.set()
     worker.join(30)
     assert list(tmp_path.glob(".archdsl-*.tmp")) == []
     assert target.read_text() == "old\n"
     assert len(failures) == 1 and isinstance(failures[0], FileNotFoundError)
-    compiler.write_atomically(str(target), "new\n")  # nothing is left pending
-    assert target.read_text() == "new\n" and not compiler._writing
+    files.write_atomically(str(target), "new\n")  # nothing is left pending
+    assert target.read_text() == "new\n" and not files._writing
 
 
 _HIDE_AND_RUN = """

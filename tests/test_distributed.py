@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from archdsl.compiler import compile_spec
+from archdsl.api import compile_spec
 
 from .frameworks import ROOT, import_path
 

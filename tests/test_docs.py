@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.parser import parse
 
 from .frameworks import ROOT

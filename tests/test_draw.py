@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from archdsl.compiler import load
+from archdsl.api import load
 from archdsl.draw import build
 
 from .frameworks import ROOT

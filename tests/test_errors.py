@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 
-from archdsl.compiler import load, parse_sets
+from archdsl.api import load
 from archdsl.errors import ArchError, display, source_lines
+from archdsl.values import parse_sets
 
 
 def assert_located(err: ArchError, text: str) -> None:
@@ -335,7 +336,7 @@ def test_assert_in_a_block_reports_its_message_place_and_values(tmp_path):
 def test_assert_that_holds_generates_nothing(tmp_path):
     spec = tmp_path / "net.arch"
     spec.write_text("network N(w = 2) {\n    input [3, 8, 8]\n    assert w > 0\n    conv(w, 3)\n}\n")
-    from archdsl.compiler import generate
+    from archdsl.api import generate
 
     for target in ("torch", "keras"):
         code = generate(load(str(spec)), target)

@@ -31,7 +31,7 @@ from functools import cached_property
 import numpy as np
 import pytest
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.zoo import read_registry
 
 from .frameworks import ROOT, import_path, randomize_batchnorm, sample_input

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from archdsl.api import generate, load
 from archdsl.cli import main
-from archdsl.compiler import generate, load
 from archdsl.errors import ArchError
 from archdsl.fmt import format_source
 from archdsl.parser import parse

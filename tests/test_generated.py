@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from archdsl.compiler import TARGETS, compile_spec
+from archdsl.api import TARGETS, compile_spec
 
 from .frameworks import ROOT
 
@@ -49,7 +49,7 @@ def test_output_is_byte_identical_across_processes():
     """Two fresh interpreters with different hash seeds generate the same bytes for every spec."""
     code = (
         "import hashlib, sys\n"
-        "from archdsl.compiler import compile_spec\n"
+        "from archdsl.api import compile_spec\n"
         f"for spec in {[f'specs/{p.name}' for p in SPECS]!r}:\n"
         "    for target in ('torch', 'keras'):\n"
         "        print(spec, target, hashlib.sha256(compile_spec(spec, target).encode()).hexdigest())\n"
@@ -63,7 +63,7 @@ def test_output_is_byte_identical_across_processes():
 def test_compiling_imports_no_framework():
     code = (
         "import sys\n"
-        "from archdsl.compiler import compile_spec\n"
+        "from archdsl.api import compile_spec\n"
         f"for spec in {[f'specs/{p.name}' for p in SPECS]!r}:\n"
         "    for target in ('torch', 'keras'):\n"
         "        compile_spec(spec, target)\n"

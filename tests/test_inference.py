@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.errors import ArchError
 from archdsl.zoo import read_registry
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archdsl.api import generate, load
 from archdsl.backends.keras import layer_sources
-from archdsl.compiler import generate, load
 
 from .frameworks import ROOT
 

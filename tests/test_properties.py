@@ -3,7 +3,7 @@
 tests/specgen.py draws random specs that are valid by construction (it tracks shapes as it draws;
 every layer of the catalog, every composite, blocks, named tensors, hostile names). For each:
 
-- `check` (archdsl.compiler.load, as the command line runs it) accepts it, or rejects it with a
+- `check` (archdsl.api.load, as the command line runs it) accepts it, or rejects it with a
   located ArchError (counted: the generator should rarely be wrong), never another exception;
 - both backends generate code (an ArchError there, for a spec that check accepted, is a disagreement);
 - the generated PyTorch module imports and builds, and the model that a forward pass with hooks
@@ -47,7 +47,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.errors import ArchError
 from archdsl.interop import torch_to_keras
 from archdsl.summary import rows

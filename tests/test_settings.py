@@ -12,7 +12,7 @@ import collections
 import numpy as np
 import pytest
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.zoo import read_registry
 
 from .frameworks import ROOT, import_path, keras_outputs, randomize_batchnorm, sample_input, torch_outputs

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from archdsl.compiler import generate, load
+from archdsl.api import generate, load
 from archdsl.interop import load_keras_reference, load_torch_reference, torch_to_keras
 from archdsl.zoo import Entry, read_registry
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 from .. import graph as G
 from .. import syntax as S
-from ..elaborate import Loader, _Elaborator
+from ..api import elaborate, expand
+from ..elaborate import Loader
 from ..errors import ArchError, Span, source_lines
 from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
-from ..shapes import Expander, all_nodes
+from ..shapes import all_nodes
 from ..summary import grouped, humanize, make_row, rows, totals
 
 KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch",
@@ -98,18 +99,15 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
     try:
         module = loader.load(path)
         a.module = module
-        if not module.networks:
-            a.library = True
-            _check_library(loader, path)
-        elif len(module.networks) > 1:
-            raise ArchError("a spec defines one network; this is a second one "
-                            "(put shared blocks in a library file and import it)", module.networks[1].name_span)
-        else:
-            a.program = _Elaborator(loader, path).run(module.networks[0])
+        a.library = not module.networks
+        # a file being written that has neither blocks nor a network yet is no error in the editor
+        program = elaborate(path, loader, library=True) if module.networks or module.blocks else None
+        if isinstance(program, G.Program):
+            a.program = program
             a.index = build_index(a.program)
             # the compiler's expansion, with its limits (archdsl/limits.py): a half-typed `* 1000000000`
             # is an error at the count at once, and no expansion goes past MAX_INSTANCES
-            a.elab = Expander(a.program).run(overrides)
+            a.elab = expand(a.program, overrides)
     except ArchError as e:
         a.error = e
     except RecursionError:
@@ -124,15 +122,6 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
     a.blocks = dict(loader.blocks)
     a.files = set(loader.files)
     return a
-
-
-def _check_library(loader: Loader, path: str) -> None:
-    """A file without a network: elaborate each block (names, arguments), as a spec does for the
-    blocks it does not use. Shapes need a network, so they are checked where the blocks are used."""
-    elaborator = _Elaborator(loader, path)
-    elaborator.uses_in = set()
-    for name, block in loader.blocks.items():
-        elaborator._block(name, block.name_span)
 
 
 def build_index(program: G.Program) -> dict[Span, G.Node]:
@@ -159,7 +148,7 @@ class Target:
     call: S.Call | None = None  # for kwarg: the call it belongs to
 
 
-def _word_span(span: Span, word: str) -> Span:
+def word_span(span: Span, word: str) -> Span:
     return Span(span.file, span.line, span.column, span.line, span.column + len(word))
 
 
@@ -184,7 +173,7 @@ def _body_targets(body: S.Body) -> Iterator[Target]:
             for item in stmt.items:
                 yield from _item_targets(item)
         elif isinstance(stmt, S.Output):
-            yield Target("output", _word_span(stmt.span, "output"), stmt, stmt.name)
+            yield Target("output", word_span(stmt.span, "output"), stmt, stmt.name)
             for item in stmt.chain or []:
                 yield from _item_targets(item)
 
@@ -196,15 +185,15 @@ def _item_targets(item: S.Item) -> Iterator[Target]:
         yield Target("call", item.name_span, item, item.name)
         for arg in item.args:
             if arg.name is not None:
-                yield Target("kwarg", _word_span(arg.span, arg.name), arg, arg.name, call=item)
+                yield Target("kwarg", word_span(arg.span, arg.name), arg, arg.name, call=item)
         return
     word = _COMPOSITE_WORD.get(type(item))
     if word is not None or (isinstance(item, S.Repeat) and item.index is not None):
         word = word or "for"
-        region = item.label_span if item.label_span is not None else _word_span(item.span, word)
+        region = item.label_span if item.label_span is not None else word_span(item.span, word)
         yield Target("composite", region, item, word)
         if item.label_span is not None:
-            yield Target("composite", _word_span(item.span, word), item, word)
+            yield Target("composite", word_span(item.span, word), item, word)
     if isinstance(item, S.Group):
         yield from _body_targets(item.body)
     elif isinstance(item, S.Concat):

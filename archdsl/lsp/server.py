@@ -617,7 +617,7 @@ def _definition(server: ArchServer, uri: str, pos: T.Position) -> T.Location | N
                     return server.location(_name_span(lets[-1].span, "let", text), a)
                 for p in d.params:
                     if p.name == word:
-                        return server.location(A._word_span(p.span, word), a)
+                        return server.location(A.word_span(p.span, word), a)
     return None
 
 
@@ -737,13 +737,13 @@ def _symbols(server: ArchServer, uri: str) -> list[T.DocumentSymbol] | None:
     for imp in module.imports:
         out.append(sym(imp.path, K.File, imp.span, imp.span, "import"))
     for block in module.blocks:
-        children = [sym(p.name, K.TypeParameter, p.span, A._word_span(p.span, p.name), "parameter")
+        children = [sym(p.name, K.TypeParameter, p.span, A.word_span(p.span, p.name), "parameter")
                     for p in block.params]
         children += _labels(block.body, sym)
         out.append(sym(block.name, K.Class, block.span, block.name_span,
                        A.block_signature(block, text).removeprefix(f"block {block.name}"), children))
     for net in module.networks:
-        children = [sym(p.name, K.TypeParameter, p.span, A._word_span(p.span, p.name), "parameter")
+        children = [sym(p.name, K.TypeParameter, p.span, A.word_span(p.span, p.name), "parameter")
                     for p in net.params]
         children += _labels(net.body, sym)
         detail = None
