@@ -473,3 +473,23 @@ def test_keras_normalize_differing_between_uses(tmp_path):
             dense(3)
         }
     """)
+
+
+def test_no_do_nothing_output(tmp_path):
+    """A nested residual without stochastic depth builds no DropPath (and the Residual helper takes no
+    rate); a repetition whose body computes nothing writes no loop in Keras."""
+    outcome = _example(tmp_path, """
+        network N {
+            input [3, 8, 8]
+            { residual { conv(3, 3, pad = 1) } relu } * 2
+            { identity } * 3
+            conv(4, 1)
+            flatten
+            dense(3)
+        }
+    """)
+    torch_code, keras_code = (next(f for f in outcome.files if f.name.endswith(f"_{t}.py")).read_text()
+                              for t in ("torch", "keras"))
+    assert "Residual(" in torch_code and "DropPath" not in torch_code and "drop_path" not in torch_code
+    statements = [line.strip() for line in keras_code.splitlines()]
+    assert "pass" not in statements and sum(line.startswith("for ") for line in statements) == 1

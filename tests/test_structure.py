@@ -83,8 +83,7 @@ def test_the_tools_go_through_the_public_pipeline(tool):
 
 
 def test_the_compiler_module_is_the_api_under_its_former_name():
-    import archdsl.api as api
-    import archdsl.compiler as compiler
+    from archdsl import api, compiler
 
     for name in ("load", "generate", "verify", "check", "compile_spec", "TARGETS", "OPTIMIZATIONS"):
         assert getattr(compiler, name) is getattr(api, name)

@@ -350,13 +350,14 @@ class _Function(CodeUnit):
             if src != dst:
                 self.lines.append(f"{pad}{dst} = {src}")
             i = self.m.local(node.index) if node.index else self.fresh("i")
+            start = len(self.lines)
             self.lines.extend(lay(int_code(node.count, self.expr, self.is_int), indent, f"for {i} in range(", "):"))
             before = len(self.lines)
             result = self.node(node.body, dst, dst, here.var(i), indent + 4)
             if result != dst:
                 self.lines.append(f"{pad}    {dst} = {result}")
-            if len(self.lines) == before:
-                self.lines.append(f"{pad}    pass")
+            if len(self.lines) == before:  # a body that computes nothing (identity): no loop
+                del self.lines[start:]
             return dst
         if isinstance(node, G.Output):
             var = self.m.local(node.name)

@@ -61,8 +61,7 @@ _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame
                   "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
-                  "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"},
-                  "Residual": {"DropPath"}}
+                  "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"}}
 
 
 # Layers whose output is a new tensor, so an activation right after them may work in place.
@@ -98,6 +97,7 @@ class _Module:
         self.inference = optimize == "inference"
         self.prelude: set[str] = set()
         self.uses_ordered = False
+        self.residual_drop_path = False  # a Residual helper with stochastic depth is used
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
@@ -185,6 +185,7 @@ class _Module:
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
                 "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
             prelude=prelude_names,
+            residual_drop_path=self.residual_drop_path,
             inference=self.inference,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -534,6 +535,8 @@ class _Class(CodeUnit):
                     setup.extend(s)
                     args.append(sc)
             if not is_zero(node.drop_path):
+                self.m.need("DropPath")
+                self.m.residual_drop_path = True  # the Residual helper takes a rate
                 args.append(f"drop_path={self.expr(node.drop_path)}")
             return setup, Br("Residual", args), cout
         if isinstance(node, G.Scale):

@@ -74,18 +74,22 @@ class DropPath(nn.Module):
 
 
 class Residual(nn.Module):
-    """body(x) + shortcut(x); the shortcut is the identity when none is given."""
+    """body(x) + shortcut(x), the shortcut the identity when none is given; with stochastic depth
+    on the body at a rate drop_path (none at 0)."""
 
     def __init__(
         self, body: nn.Module, shortcut: nn.Module | None = None, drop_path: float = 0.0
     ) -> None:
         super().__init__()
         self.body = body
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path)
+        self.shortcut = shortcut
+        self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.body(x)) + self.shortcut(x)
+        y = self.body(x)
+        if self.drop_path is not None:
+            y = self.drop_path(y)
+        return y + (x if self.shortcut is None else self.shortcut(x))
 
 
 class ConvBNAct(nn.Module):

@@ -57,34 +57,16 @@ def conv2d(*args, padding=0, **options) -> nn.Conv2d:
     return nn.Conv2d(*args, padding=padding, **options)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: while training, drops a residual branch for whole samples at this rate."""
-
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
 class Residual(nn.Module):
     """body(x) + shortcut(x); the shortcut is the identity when none is given."""
 
-    def __init__(
-        self, body: nn.Module, shortcut: nn.Module | None = None, drop_path: float = 0.0
-    ) -> None:
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None) -> None:
         super().__init__()
         self.body = body
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path)
+        self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.body(x)) + self.shortcut(x)
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
 
 
 class ConvBNReLU6(nn.Module):
