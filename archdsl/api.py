@@ -51,7 +51,7 @@ def expand(program: Program, overrides: dict[str, Value] | None = None) -> Elabo
 def load(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated:
     """Parse, elaborate and shape-check a spec for one setting of its network parameters."""
     with collector_paused():
-        return deep(lambda: Expander(_elaborate_network(spec)).run(overrides))
+        return deep(Pipeline().load, spec, overrides)
 
 
 def generate(elab: Elaborated, target: str, optimize: str | None = None) -> str:
@@ -92,7 +92,8 @@ def verify(elab: Elaborated) -> None:
 def check(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated | Library:
     """What `archdsl check` does: a spec loaded and verified for both targets, or a library's blocks
     elaborated (a library has no parameters to set)."""
-    return Pipeline().check(spec, overrides)
+    with collector_paused():
+        return deep(Pipeline().check, spec, overrides)
 
 
 def report(elab: Elaborated) -> list:

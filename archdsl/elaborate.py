@@ -48,12 +48,8 @@ def safe_attr(name: str) -> str:
       of the form u..._... gets one too (`u_x` -> `uu_x`).
     - A name whose stem (without trailing underscores) is a keyword or an attribute of nn.Module gets
       a trailing underscore (`training` -> `training_`, and `training_` -> `training__`)."""
-    if _PRIVATE.match(name):
-        name = "u" + name
-    stem = name.rstrip("_")
-    if keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in MODULE_ATTRS:
-        return name + "_"
-    return name
+    return G.escaped(name, _PRIVATE,
+                     lambda stem: keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in MODULE_ATTRS)
 
 
 def _shown(path: str) -> str:

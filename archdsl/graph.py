@@ -28,6 +28,17 @@ def snake(name: str) -> str:
     return s.lower()
 
 
+def escaped(name: str, prefixed: re.Pattern, reserved) -> str:
+    """A spec name as a Python identifier that no other spec name is also written as: a name that
+    `prefixed` matches at its start (one Python would mangle, or one of nn.Module's own) gets a
+    leading "u" (and so does every name of the form u...<that>, so `u__x` of the spec stays apart
+    from `__x`); a name whose stem (without trailing underscores) is `reserved` gets a trailing
+    underscore (so `def_` of the spec, `def__`, stays apart from `def`, `def_`)."""
+    if prefixed.match(name):
+        name = "u" + name
+    return name + "_" if reserved(name.rstrip("_")) else name
+
+
 @dataclass(frozen=True)
 class Symbol:
     """A bare word that stands for itself as an argument value: `same`, `valid`, `global`."""

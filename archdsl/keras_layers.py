@@ -30,7 +30,6 @@ __all__ = [
     "LocalResponseNorm",
     "Pad2D",
     "PaddedAvgPool2D",
-    "SameAvgPool2D",
     "SamePad2D",
 ]
 
@@ -110,72 +109,70 @@ class SamePad2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class SameAvgPool2D(layers.Layer):
-    """Average pooling with TensorFlow's `same` padding, the padded zeros left out of each
-    window's count, on every backend: Keras' torch backend pads an uneven `same` of
-    AveragePooling2D by repeating the edge pixels, and averages them in. Needs the input's
-    height and width known as the model is built."""
+class PaddedAvgPool2D(layers.Layer):
+    """Average pooling as PyTorch computes it over a padding: the input padded with zeros, each
+    window's sum divided by the number of its cells that count: the input's own, and of the
+    padding only the part in `counted` (PyTorch counts the padding it was given when
+    count_include_pad is true, never the overhang that ceil mode adds after it). `padding` is
+    ((top, bottom), (left, right)), or "same": TensorFlow's (the odd pixel after), from the
+    input's size, none of it counted (Keras' torch backend averages repeated edge pixels into an
+    uneven `same` of AveragePooling2D)."""
 
-    def __init__(self, pool_size, strides=None, **kwargs) -> None:
+    def __init__(
+        self,
+        pool_size,
+        strides=None,
+        padding=((0, 0), (0, 0)),
+        counted=((0, 0), (0, 0)),
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         strides = pool_size if strides is None else strides
         self.pool_size, self.strides = (
             tuple(v) if isinstance(v, (tuple, list)) else (v, v)
             for v in (pool_size, strides)
         )
+        self.padding = (
+            padding if padding == "same" else tuple(tuple(p) for p in padding)
+        )
+        self.counted = tuple(tuple(p) for p in counted)
 
     def _pads(self, sizes):
+        if self.padding != "same":
+            return self.padding
         pads = []
         for n, k, s in zip(sizes, self.pool_size, self.strides):
             total = max(k - 1 - (n - 1) % s, 0)
-            pads.append([total // 2, total - total // 2])
-        return pads
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
 
     def call(self, x):
-        pads = [[0, 0], *self._pads(x.shape[1:3]), [0, 0]]
+        padding = self._pads(x.shape[1:3])
         options = {"pool_size": self.pool_size, "strides": self.strides}
-        total = ops.average_pool(ops.pad(x, pads), **options)
-        ones = ops.pad(ops.ones_like(x[:1, :, :, :1]), pads)
-        return total / ops.average_pool(ones, **options)
-
-    def compute_output_shape(self, shape):
-        (sh, sw), (h, w) = self.strides, shape[1:3]
-        return (shape[0], -(-h // sh), -(-w // sw), shape[3])
-
-    def get_config(self):
-        config = {"pool_size": self.pool_size, "strides": self.strides}
-        return {**super().get_config(), **config}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class PaddedAvgPool2D(layers.Layer):
-    """Average pooling as PyTorch computes it over an explicit padding: the input padded with
-    zeros by `padding` ((top, bottom), (left, right)), each window's sum divided by the number of
-    its cells that count: the input's own, and of the padding only the part in `counted` (PyTorch
-    counts the padding it was given when count_include_pad is true, never the overhang that ceil
-    mode adds after it)."""
-
-    def __init__(self, pool_size, strides=None, padding=((0, 0), (0, 0)), counted=((0, 0), (0, 0)), **kwargs) -> None:
-        super().__init__(**kwargs)
-        strides = pool_size if strides is None else strides
-        self.pool_size, self.strides = (
-            tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-            for v in (pool_size, strides)
+        total = ops.average_pool(ops.pad(x, [[0, 0], *padding, [0, 0]]), **options)
+        ones = ops.pad(
+            ops.ones_like(x[:1, :, :, :1]),
+            [[0, 0], *self.counted, [0, 0]],
+            constant_values=1.0,
         )
-        self.padding = tuple(tuple(p) for p in padding)
-        self.counted = tuple(tuple(p) for p in counted)
-
-    def call(self, x):
-        options = {"pool_size": self.pool_size, "strides": self.strides}
-        total = ops.average_pool(ops.pad(x, [[0, 0], *self.padding, [0, 0]]), **options)
-        ones = ops.pad(ops.ones_like(x[:1, :, :, :1]), [[0, 0], *self.counted, [0, 0]], constant_values=1.0)
-        rest = [[b - cb, a - ca] for (b, a), (cb, ca) in zip(self.padding, self.counted)]
+        rest = [[b - cb, a - ca] for (b, a), (cb, ca) in zip(padding, self.counted)]
         ones = ops.pad(ones, [[0, 0], *rest, [0, 0]])
         return total / ops.average_pool(ones, **options)
 
     def compute_output_shape(self, shape):
+        if self.padding == "same":
+            return (
+                shape[0],
+                *(
+                    None if n is None else -(-n // s)
+                    for n, s in zip(shape[1:3], self.strides)
+                ),
+                shape[3],
+            )
         sizes = []
-        for n, (before, after), k, s in zip(shape[1:3], self.padding, self.pool_size, self.strides):
+        for n, (before, after), k, s in zip(
+            shape[1:3], self.padding, self.pool_size, self.strides
+        ):
             sizes.append(None if n is None else (n + before + after - k) // s + 1)
         return (shape[0], *sizes, shape[3])
 

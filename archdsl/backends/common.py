@@ -45,13 +45,9 @@ def py_name(name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
     - A name whose stem (the name without its trailing underscores) is a Python keyword, a builtin,
       a name the generated code defines or uses, or in `taken`, gets a trailing underscore (`def` ->
       `def_`, and `def_` of the spec -> `def__`)."""
-    if _MANGLED.match(name):
-        name = "u" + name
-    stem = name.rstrip("_")
-    if (not stem or keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in GENERATED or stem in taken
-            or hasattr(builtins, stem) or _TEMP.match(stem)):
-        return name + "_"  # no stem: `_` is the generated loops' throwaway variable
-    return name
+    return G.escaped(name, _MANGLED, lambda stem: (
+        not stem or keyword.iskeyword(stem) or keyword.issoftkeyword(stem) or stem in GENERATED or stem in taken
+        or hasattr(builtins, stem) or bool(_TEMP.match(stem))))  # no stem: `_` is the loops' throwaway variable
 
 
 class LocalNames:

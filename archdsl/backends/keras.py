@@ -55,7 +55,7 @@ _ACTIVATIONS = {
 }
 # the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/keras_layers.py, in this order
 _PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
-_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "SameAvgPool2D", "PaddedAvgPool2D", "ChannelPad", "GroupedConv2D",
+_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "GroupedConv2D",
                     "LayerScale", "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
 
 
@@ -646,8 +646,8 @@ class _Function(CodeUnit):
         if plan is None:  # not seen in use: what the spec alone says
             plan = _static_pool_plan(node)
         if plan == "same" and kind == "avgpool" and not all(_even_same(i) for i in node.instances):
-            self.m.need("SameAvgPool2D")
-            return self.apply(Br("SameAvgPool2D", [*args, name]), src, dst, indent)
+            self.m.need("PaddedAvgPool2D")
+            return self.apply(Br("PaddedAvgPool2D", [*args, 'padding="same"', name]), src, dst, indent)
         if plan == "same":
             args.append('padding="same"')
         elif plan != "valid":
