@@ -11,19 +11,19 @@
 
 The command line, the language server, sweep and the zoo go through these functions. Nothing on this
 path imports torch or tensorflow. Errors are ArchError, located in the spec (format() prints them).
-Values given from outside a spec (`--set`) are parsed by archdsl.values; output files are written by
-archdsl.files; archdsl.running runs a step on a deep stack.
+Values given from outside a spec (`--set`) are parsed by archdsl.core.values; output files are written by
+archdsl.util.files; archdsl.util.running runs a step on a deep stack.
 """
 
 from __future__ import annotations
 
-from .elaborate import Loader, elaborate_file
-from .elaborate import elaborate as _elaborate_network
-from .errors import ArchError
-from .files import write_atomically
-from .graph import Elaborated, Inst, Library, Program, Value
-from .running import collector_paused, deep
-from .shapes import Expander
+from .core.elaborate import Loader, elaborate_file
+from .core.elaborate import elaborate as _elaborate_network
+from .core.graph import Elaborated, Inst, Library, Program, Value
+from .core.shapes import Expander
+from .language.errors import ArchError
+from .util.files import write_atomically
+from .util.running import collector_paused, deep
 
 TARGETS = ("torch", "keras")
 OPTIMIZATIONS = ("inference",)
@@ -98,7 +98,7 @@ def check(spec: str, overrides: dict[str, Value] | None = None) -> Elaborated | 
 
 def report(elab: Elaborated) -> list:
     """The per-layer report of an expansion (summary.Row: path, layer, shapes, parameters, MACs, ...)."""
-    from .summary import rows
+    from .reports.summary import rows
 
     return rows(elab)
 

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 from . import __version__
 from .api import OPTIMIZATIONS, TARGETS, Pipeline, generate
-from .elaborate import name_listing
-from .errors import ArchError
-from .files import abandon_writes, write_atomically
-from .formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
-from .graph import Elaborated, Library
-from .parser import cache_directory, disk_cache
-from .running import collector_paused, deep
-from .values import parse_sets
+from .core.elaborate import name_listing
+from .core.graph import Elaborated, Library
+from .core.values import parse_sets
+from .language.errors import ArchError
+from .language.parser import cache_directory, disk_cache
+from .reports.formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
+from .util.files import abandon_writes, write_atomically
+from .util.running import collector_paused, deep
 
 PROG = "archdsl"
 
@@ -292,7 +292,7 @@ def cmd_check(args: argparse.Namespace, session: _Session) -> int:
     if isinstance(elab, Library):
         _out(library_line(args.spec, elab))
         return EXIT_OK
-    from .summary import check_line
+    from .reports.summary import check_line
 
     _out(check_line(args.spec, elab))
     return EXIT_OK
@@ -316,8 +316,8 @@ def _depth(text: str) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, session: _Session) -> int:
-    from .sweep import parse_axis, sweep
-    from .sweep import render as render_sweep
+    from .tools.sweep import parse_axis, sweep
+    from .tools.sweep import render as render_sweep
 
     fmt = _choice(args.format, FORMATS, "format")
     axes = [parse_axis(a) for a in args.axes]
@@ -329,7 +329,7 @@ def cmd_sweep(args: argparse.Namespace, session: _Session) -> int:
 
 
 def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
-    from .summary import render
+    from .reports.summary import render
 
     fmt = _choice(args.format, FORMATS, "format")
     dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
@@ -355,7 +355,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def cmd_zoo(args: argparse.Namespace, session: _Session) -> int:
     from pathlib import Path
 
-    from .zoo import render as render_zoo
+    from .tools.zoo import render as render_zoo
 
     text = render_zoo(Path(args.root))
     if args.check:
@@ -391,7 +391,7 @@ def _graph_format(fmt: str | None, output: str | None) -> str:
 
 
 def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
-    from . import draw
+    from .reports import draw
 
     fmt = _graph_format(args.format, args.output)
     to_file = args.output is not None and args.output != "-"
@@ -424,14 +424,14 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace, session: _Session) -> int:
-    from .fmt import run  # imported only for this command
+    from .editor.fmt import run  # imported only for this command
 
     return run(args.specs, check=args.check, diff=args.diff, out=_out, err=_error)
 
 
 def cmd_lsp(args: argparse.Namespace, session: _Session) -> int:
     gc.enable()  # a long-running server: main() turns the collector off for one-shot commands
-    from .lsp import MissingDependency, serve  # pygls is imported only for this command
+    from .editor.lsp import MissingDependency, serve  # pygls is imported only for this command
 
     try:
         serve()

@@ -3,7 +3,7 @@ at batch 8, 224x224x3, TensorFlow backend, intra-op and inter-op threads set to 
 
 For each pair: the reference's 1-D weights (batch-norm statistics and affine weights, biases) are
 perturbed so the outputs are not trivially alike, its weights are loaded into the generated model
-(archdsl.interop.load_keras_reference) and the outputs compared once; then
+(archdsl.runtime.interop.load_keras_reference) and the outputs compared once; then
 
 - forward: `model(x, training=False)` (eager call of the functional model, as the issue says);
 - forward+backward: `model(x, training=True)` under tf.GradientTape, loss = the sum of every
@@ -61,7 +61,7 @@ def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimize
     import keras
     import tensorflow as tf
 
-    from archdsl.interop import load_keras_reference
+    from archdsl.runtime.interop import load_keras_reference
 
     e = entry(key)
     with tf.device(device):

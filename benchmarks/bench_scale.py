@@ -131,11 +131,11 @@ def worker(shape: str, n: int) -> dict:
     gc.disable()
     t = time.perf_counter()
     from archdsl.api import generate, load
-    from archdsl.elaborate import elaborate
-    from archdsl.layers import LAYERS
-    from archdsl.parser import parse
-    from archdsl.running import deep
-    from archdsl.shapes import Expander
+    from archdsl.core.elaborate import elaborate
+    from archdsl.core.layers import LAYERS
+    from archdsl.core.shapes import Expander
+    from archdsl.language.parser import parse
+    from archdsl.util.running import deep
 
     result: dict = {"shape": shape, "n": n, "import_s": time.perf_counter() - t, "ok": True}
     with tempfile.TemporaryDirectory(prefix="archdsl-scale-") as tmp:

@@ -2,7 +2,7 @@
 batch 8, 224x224, torch.set_num_threads(2).
 
 For each pair: the reference's weights are loaded into the generated model
-(archdsl.interop.load_torch_reference) and the outputs compared once, so both compute the same
+(archdsl.runtime.interop.load_torch_reference) and the outputs compared once, so both compute the same
 function; then
 
 - forward: eval mode, under torch.no_grad() (GoogLeNet's auxiliary heads are skipped in eval mode by
@@ -37,7 +37,7 @@ import torchvision
 from common import interleaved, median, ratio_stats, spread, write_json
 from models import TORCH_KEYS, entry, generated_module, optimize_available, optimized_module, reference_args
 
-from archdsl.interop import load_torch_reference
+from archdsl.runtime.interop import load_torch_reference
 
 GOAL = 1.02
 BATCH = 8

@@ -15,7 +15,7 @@ from common import PYTHON, ROOT
 sys.path.insert(0, str(ROOT))
 
 from archdsl.api import generate, load
-from archdsl.zoo import Entry, read_registry
+from archdsl.tools.zoo import Entry, read_registry
 
 # The pairs of issue 5, item 3: registry key -> reference.
 TORCH_KEYS = ("resnet50", "densenet121", "mobilenet_v2", "googlenet")

@@ -243,7 +243,7 @@ def report(res: dict) -> str:
 def _same_generators(commits: list[str]) -> str:
     """Whether the code generators, the weight loaders and the specs are the same at these commits (then
     the runtime comparisons of one commit hold for the other)."""
-    paths = ["archdsl/backends", "archdsl/interop.py", "specs", "grammar"]
+    paths = ["archdsl/backends", "archdsl/runtime/interop.py", "specs", "grammar"]
     try:
         same = all(subprocess.run(["git", "diff", "--quiet", commits[0], c, "--", *paths], cwd=ROOT,
                                   capture_output=True, check=False).returncode == 0 for c in commits[1:])

@@ -12,7 +12,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# The command line keeps syntax trees on disk (archdsl.parser.disk_cache): the tests' commands keep
+# The command line keeps syntax trees on disk (archdsl.language.parser.disk_cache): the tests' commands keep
 # theirs in a folder of the session's own, never in the user's ~/.cache.
 os.environ["ARCHDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="archdsl-test-cache-")
 atexit.register(shutil.rmtree, os.environ["ARCHDSL_CACHE_DIR"], ignore_errors=True)

@@ -6,7 +6,7 @@ shape of the tensor while it draws each layer, so every convolution, pooling, cr
 from a `Source`: hypothesis's `data.draw` in the test (so examples shrink and replay), or a seeded
 `random.Random` for long runs outside pytest.
 
-What it covers: every layer of the catalog (archdsl/layers.py) and its aliases, with the argument
+What it covers: every layer of the catalog (archdsl/core/layers.py) and its aliases, with the argument
 forms of docs/language.md (pairs, lists, `same`/`valid`, `global`, ceil mode, dilation, groups, odd
 sizes); blocks with parameters (defaults, positional and keyword calls, `in.channels`/`in.height`,
 `let`, `assert`), reused blocks, tensor parameters; repetition `* n` (0 included) and `for`; groups;
@@ -29,8 +29,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from archdsl.highlight import FUNCTION_NAMES, LAYER_NAMES, RESERVED, SYMBOL_NAMES
-from archdsl.layers import make_divisible
+from archdsl.core.layers import make_divisible
+from archdsl.editor.highlight import FUNCTION_NAMES, LAYER_NAMES, RESERVED, SYMBOL_NAMES
 
 
 class Source:

@@ -26,10 +26,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from archdsl.api import generate, load
-from archdsl.graph import Elaborated
-from archdsl.layers import LAYERS
-from archdsl.summary import Row, rows
-from archdsl.zoo import Entry, read_registry
+from archdsl.core.graph import Elaborated
+from archdsl.core.layers import LAYERS
+from archdsl.reports.summary import Row, rows
+from archdsl.tools.zoo import Entry, read_registry
 
 from .frameworks import ROOT, every_output, import_path
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from archdsl.api import generate, load
-from archdsl.interop import torch_to_keras
+from archdsl.runtime.interop import torch_to_keras
 
 from .frameworks import (
     ROOT,

@@ -620,7 +620,7 @@ def test_an_interrupted_write_leaves_the_target_and_no_temporary_file(tmp_path, 
     removes the half-written temporary file, and the target keeps its old text."""
     import threading
 
-    from archdsl import files
+    from archdsl.util import files
 
     target = tmp_path / "out.py"
     target.write_text("old\n")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from archdsl.api import generate, load
-from archdsl.parser import parse
+from archdsl.language.parser import parse
 
 from .frameworks import ROOT
 

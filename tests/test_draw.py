@@ -1,4 +1,4 @@
-"""`archdsl graph`: the network drawn as DOT, Mermaid, SVG and PNG (archdsl/draw.py).
+"""`archdsl graph`: the network drawn as DOT, Mermaid, SVG and PNG (archdsl/reports/draw.py).
 
 The big specs go through the command line as a real subprocess; the SVG that Graphviz `dot` draws
 is parsed as XML and its clusters (`<g class="cluster">`), nodes and edges read back by their
@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 
 from archdsl.api import load
-from archdsl.draw import build
+from archdsl.reports.draw import build
 
 from .frameworks import ROOT
 

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 from archdsl.api import load
-from archdsl.errors import ArchError, display, source_lines
-from archdsl.values import parse_sets
+from archdsl.core.values import parse_sets
+from archdsl.language.errors import ArchError, display, source_lines
 
 
 def assert_located(err: ArchError, text: str) -> None:
@@ -479,9 +479,9 @@ def test_huge_repetition_count_answers_at_once(tmp_path):
 
 
 def test_expansion_past_the_limit_points_at_the_outermost_repetition(tmp_path, monkeypatch):
-    import archdsl.shapes
+    import archdsl.core.shapes
 
-    monkeypatch.setattr(archdsl.shapes, "MAX_INSTANCES", 1000)
+    monkeypatch.setattr(archdsl.core.shapes, "MAX_INSTANCES", 1000)
     src = "block B() {\n    relu * 40\n}\n" + net("conv(4, 1)\n{ B() * 10 } * 10")
     check_error(tmp_path, src, "this repetition makes the network expand to more than the limit of 1,000", 8, 5)
     check_error(tmp_path, net("relu * 999\nrelu * 2"), "the network expands to more than the limit of 1,000", 4, 5)
@@ -491,8 +491,8 @@ def test_the_limits_hold_far_above_the_zoo():
     """The largest network of the zoo (any registry setting) is far inside the limits."""
     from pathlib import Path
 
-    from archdsl.limits import MAX_INSTANCES, MAX_INT
-    from archdsl.zoo import read_registry
+    from archdsl.language.limits import MAX_INSTANCES, MAX_INT
+    from archdsl.tools.zoo import read_registry
 
     root = Path(__file__).resolve().parent.parent
     biggest = biggest_size = 0
@@ -505,7 +505,7 @@ def test_the_limits_hold_far_above_the_zoo():
 
 
 def test_language_server_uses_the_same_limits(tmp_path):
-    from archdsl.lsp.analysis import analyze
+    from archdsl.editor.lsp.analysis import analyze
 
     path = tmp_path / "net.arch"
     for body, message in (("relu * 1000000000", "a repetition count of 1,000,000,000 is more than the limit"),

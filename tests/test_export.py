@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from archdsl.api import generate, load
-from archdsl.zoo import read_registry
+from archdsl.tools.zoo import read_registry
 
 from .frameworks import ROOT, import_path, randomize_batchnorm, sample_input
 

@@ -1,4 +1,4 @@
-"""`archdsl fmt` and archdsl.fmt.format_source: the canonical layout (docs/fmt.md).
+"""`archdsl fmt` and archdsl.editor.fmt.format_source: the canonical layout (docs/fmt.md).
 
 - every spec in specs/ (and specs/lib/) is already canonical: formatting leaves it byte for byte;
 - the rules, one by one, on small messy inputs with the expected output written out;
@@ -22,10 +22,10 @@ import pytest
 
 from archdsl.api import generate, load
 from archdsl.cli import main
-from archdsl.errors import ArchError
-from archdsl.fmt import format_source
-from archdsl.parser import parse
-from archdsl.summary import render
+from archdsl.editor.fmt import format_source
+from archdsl.language.errors import ArchError
+from archdsl.language.parser import parse
+from archdsl.reports.summary import render
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").rglob("*.arch"))

@@ -1,8 +1,8 @@
-"""Syntax highlighting: the Pygments lexer (archdsl/highlight.py) and the VS Code extension's files
+"""Syntax highlighting: the Pygments lexer (archdsl/editor/highlight.py) and the VS Code extension's files
 (editors/vscode/: TextMate grammar, language configuration, package.json).
 
 Both highlighters spell out the language's words; these tests hold them to the compiler's lists
-(grammar/archdsl.lark as Lark reads it, the layer catalog in archdsl/layers.py) and run them over
+(grammar/archdsl.lark as Lark reads it, the layer catalog in archdsl/core/layers.py) and run them over
 every spec and every example of docs/language.md, comparing what they mark with the compiler's
 own lexer.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from lark import Lark
 
-from archdsl.layers import FUNCTIONS, LAYERS, SYMBOLS
+from archdsl.core.layers import FUNCTIONS, LAYERS, SYMBOLS
 
 try:
     import pygments
@@ -98,7 +98,7 @@ def is_assigned(text: str, tok) -> bool:
 
 @needs_pygments
 def test_word_lists_are_the_compilers():
-    from archdsl import highlight
+    from archdsl.editor import highlight
 
     assert set(highlight.RESERVED) == compiler_keywords()
     assert set(highlight.LAYER_NAMES) == set(LAYERS)
@@ -110,7 +110,7 @@ def test_word_lists_are_the_compilers():
 @needs_pygments
 @pytest.mark.parametrize("text", SOURCES)
 def test_pygments_lexes_spec(text):
-    from archdsl.highlight import ArchLexer
+    from archdsl.editor.highlight import ArchLexer
 
     tokens = list(ArchLexer().get_tokens_unprocessed(text))
     assert "".join(v for _, _, v in tokens) == text
@@ -140,7 +140,7 @@ def test_pygments_lexes_spec(text):
 
 
 def kinds(text: str) -> list[tuple[object, str]]:
-    from archdsl.highlight import ArchLexer
+    from archdsl.editor.highlight import ArchLexer
 
     return [(t, v) for _, t, v in ArchLexer().get_tokens_unprocessed(text) if v.strip()]
 
@@ -220,11 +220,11 @@ def test_pygments_finds_the_lexer_through_the_entry_point():
     eps = [ep for ep in entry_points(group="pygments.lexers") if ep.name == "archdsl"]
     if not eps:
         pytest.skip("archdsl's package metadata is not installed (pip install -e . --no-deps)")
-    assert eps[0].value == "archdsl.highlight:ArchLexer"
+    assert eps[0].value == "archdsl.editor.highlight:ArchLexer"
     from pygments.lexers import find_lexer_class_by_name, get_lexer_by_name, get_lexer_for_filename
 
     for lexer in (get_lexer_by_name("archdsl"), get_lexer_by_name("arch"), get_lexer_for_filename("specs/vgg.arch")):
-        assert type(lexer).__module__ == "archdsl.highlight" and type(lexer).__name__ == "ArchLexer"
+        assert type(lexer).__module__ == "archdsl.editor.highlight" and type(lexer).__name__ == "ArchLexer"
     assert find_lexer_class_by_name("arch").name == "archdsl"
     from pygments import highlight
     from pygments.formatters import HtmlFormatter
@@ -235,13 +235,13 @@ def test_pygments_finds_the_lexer_through_the_entry_point():
 
 def test_highlight_imports_no_framework_and_only_it_imports_pygments():
     if pygments is not None:
-        code = ("import sys, archdsl.highlight; "
+        code = ("import sys, archdsl.editor.highlight; "
                 "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras', 'lark')))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
         assert out.stdout.strip() == "[]"
     importers = [p.relative_to(ROOT).as_posix() for p in (ROOT / "archdsl").rglob("*.py")
                  if re.search(r"^\s*(import|from)\s+pygments\b", p.read_text(encoding="utf-8"), re.MULTILINE)]
-    assert importers == ["archdsl/highlight.py"]
+    assert importers == ["archdsl/editor/highlight.py"]
 
 
 # The VS Code extension -----------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from archdsl.api import generate, load
-from archdsl.errors import ArchError
-from archdsl.zoo import read_registry
+from archdsl.language.errors import ArchError
+from archdsl.tools.zoo import read_registry
 
 from .frameworks import ROOT, import_path, randomize_batchnorm, sample_input
 

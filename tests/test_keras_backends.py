@@ -5,7 +5,7 @@ generated module, on every backend, and computes the same outputs.
 
 KERAS_BACKEND must be set before keras is first imported, so each backend runs in a subprocess of
 its own (this module's worker functions), over a representative set of specs: every Keras layer of
-archdsl.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
+archdsl.runtime.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
 chosen as the model is built), ceil-mode pooling, grouped, depthwise and separable convolutions,
 strides with dilation, unequal strides, LRN, dropout and drop path in inference; and three networks of
@@ -163,7 +163,7 @@ def test_keras_computes_what_pytorch_computes_on_each_backend(saved, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_saved_models_load_without_the_generated_module(saved, compiled, backend):
     """Every `.keras` file, saved on every backend, loads in a fresh process that imports keras and
-    archdsl.keras_layers only (never the generated module), and computes what it computed."""
+    archdsl.runtime.keras_layers only (never the generated module), and computes what it computed."""
     _available(backend)
     files = sorted(str(p) for p in compiled.glob("*.keras"))
     assert len(files) == len(saved) * sum(not isinstance(source, Path) for source, _ in _specs().values())
@@ -183,7 +183,7 @@ def worker(folder: str, backend: str) -> None:
     import torch  # noqa: I001 (before keras: the TensorFlow backend crashes torchvision imported after it)
     import keras
 
-    from archdsl.interop import keras_to_torch, torch_to_keras
+    from archdsl.runtime.interop import keras_to_torch, torch_to_keras
 
     from .frameworks import every_output, import_path, randomize_batchnorm, sample_input, torch_outputs
 
@@ -233,11 +233,11 @@ def worker(folder: str, backend: str) -> None:
 
 
 def loader(files: list[str]) -> None:
-    """In a fresh process: load each `.keras` file with only keras and archdsl.keras_layers imported,
+    """In a fresh process: load each `.keras` file with only keras and archdsl.runtime.keras_layers imported,
     run it on the input saved beside it, print the largest difference from the saved outputs."""
     import keras
 
-    import archdsl.keras_layers  # noqa: F401 (registers the archdsl> layers with Keras)
+    import archdsl.runtime.keras_layers  # noqa: F401 (registers the archdsl> layers with Keras)
 
     diffs = {}
     for path in files:
@@ -258,7 +258,7 @@ def loader(files: list[str]) -> None:
 # Without a framework ---------------------------------------------------------------------------------
 
 def test_generated_modules_copy_the_layers_of_archdsl_keras_layers(compiled):
-    """One source: each class a generated module defines is archdsl/keras_layers.py's, verbatim, and
+    """One source: each class a generated module defines is archdsl/runtime/keras_layers.py's, verbatim, and
     the specs here use every one of them."""
     sources = layer_sources()
     tree = ast.parse((ROOT / "archdsl" / "keras_layers.py").read_text())

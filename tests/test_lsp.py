@@ -18,7 +18,7 @@ from pygls.protocol import default_converter
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
-from archdsl.limits import MAX_INSTANCES
+from archdsl.language.limits import MAX_INSTANCES
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -534,16 +534,16 @@ async def test_odd_requests_do_not_kill_the_server(client: LanguageClient, tiny:
 # formatting ----------------------------------------------------------------------------------------
 
 def _formatter_available() -> bool:
-    if importlib.util.find_spec("archdsl.fmt") is None:
+    if importlib.util.find_spec("archdsl.editor.fmt") is None:
         return False
-    import archdsl.fmt
+    import archdsl.editor.fmt
 
-    return hasattr(archdsl.fmt, "format_source")
+    return hasattr(archdsl.editor.fmt, "format_source")
 
 
-@pytest.mark.skipif(not _formatter_available(), reason="archdsl.fmt.format_source is not there yet")
+@pytest.mark.skipif(not _formatter_available(), reason="archdsl.editor.fmt.format_source is not there yet")
 async def test_formatting(client: LanguageClient, tiny: Path):
-    from archdsl.fmt import format_source
+    from archdsl.editor.fmt import format_source
 
     doc = Doc(client, tiny)
     await doc.diagnostics()
@@ -586,8 +586,8 @@ async def test_library_changed_on_disk(client: LanguageClient, resnet: Path):
 async def test_source_text_is_read_by_the_lexers_lines():
     """Hover texts take an expression's text from the line its span names, counted as the lexer counts
     lines (at "\\n" only): a form feed, a vertical tab or U+2028 before it is no line break."""
-    from archdsl.lsp.analysis import expr_text, map_line
-    from archdsl.parser import parse
+    from archdsl.editor.lsp.analysis import expr_text, map_line
+    from archdsl.language.parser import parse
 
     for odd in ("\f", "\v", "\x1c", "\x85", "\u2028"):
         source = f"# a comment{odd}with an odd character\nblock B(k = 3 + 1) {{\n    relu\n}}\n"

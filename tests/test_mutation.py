@@ -14,7 +14,7 @@ real `python -m archdsl` subprocess. For every input:
   WALL_LIMIT seconds of wall time);
 - every error is located, on the right line: `file:line:column: error: ...`, the file one of the
   input's, the line inside it, the source line printed under it exactly the line that the line
-  number names when lines are counted as the lexer counts them (archdsl.errors.source_lines), and
+  number names when lines are counted as the lexer counts them (archdsl.language.errors.source_lines), and
   the caret under the column's character;
 - check accepts only what both backends compile (a disagreement otherwise).
 
@@ -281,7 +281,7 @@ def located_problem(stderr: str) -> str | None:
     """What is wrong with an error message's place, or None: the file must be one of the input's (or a
     library it imports), the line inside it, the printed line the one the number names, the caret
     under the column."""
-    from archdsl.errors import display, source_lines
+    from archdsl.language.errors import display, source_lines
 
     first = stderr.split("\n", 1)[0]
     m = _HEAD.match(first)

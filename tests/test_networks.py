@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from archdsl.interop import torch_to_keras
+from archdsl.runtime.interop import torch_to_keras
 
 from .frameworks import ROOT, every_output, import_path, randomize_batchnorm, sample_input
 

@@ -1,4 +1,4 @@
-"""The command line's on-disk cache of syntax trees (archdsl.parser.disk_cache).
+"""The command line's on-disk cache of syntax trees (archdsl.language.parser.disk_cache).
 
 Each command runs in a fresh interpreter, as a user's would, with the cache in a folder of the test's
 own. Whether a tree came from the cache is seen from outside: a hit never imports Lark.
@@ -36,7 +36,8 @@ block Stem(width) {
 # Runs the command line in-process and reports what the parse needed, as JSON on the last line.
 PROBE = """\
 import json, sys
-from archdsl import cli, parser
+from archdsl import cli
+from archdsl.language import parser
 status = cli.main(sys.argv[1:])
 print(json.dumps({"status": status, "lark": "lark" in sys.modules, "after": parser._cache_dir}))
 """
@@ -164,7 +165,7 @@ def test_the_cache_keeps_a_bounded_number_of_entries(project: Path, tmp_path: Pa
     in_progress.write_bytes(b"half")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                ARCHDSL_CACHE_DIR=str(cache))
-    code = "import sys; from archdsl import cli, parser; parser.MAX_CACHE_ENTRIES = 4; sys.exit(cli.main(sys.argv[1:]))"
+    code = "import sys; from archdsl import cli; from archdsl.language import parser; parser.MAX_CACHE_ENTRIES = 4; sys.exit(cli.main(sys.argv[1:]))"
     res = subprocess.run([sys.executable, "-c", code, "check", "small.arch"], check=False, capture_output=True,
                          text=True, cwd=project, env=env, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -10,7 +10,7 @@ every layer of the catalog, every composite, blocks, named tensors, hostile name
   measures has check's parameters and MACs, in total and per layer, and check's input and output
   shape at every layer (the counter of tests/test_arithmetic.py);
 - for a fraction of the examples, the generated Keras model, given the PyTorch weights
-  (archdsl.interop.torch_to_keras), computes the same outputs in eval mode;
+  (archdsl.runtime.interop.torch_to_keras), computes the same outputs in eval mode;
 - every generated file is clean for `ruff check` and `ruff format --check` (one ruff run for all of them,
   in the test after the random one).
 
@@ -48,9 +48,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from archdsl.api import generate, load
-from archdsl.errors import ArchError
-from archdsl.interop import torch_to_keras
-from archdsl.summary import rows
+from archdsl.language.errors import ArchError
+from archdsl.reports.summary import rows
+from archdsl.runtime.interop import torch_to_keras
 
 from .frameworks import count_keras, every_output, import_path, keras_outputs, randomize_batchnorm, sample_input
 from .specgen import Generator, HypothesisSource, RandomSource, Spec
@@ -133,7 +133,7 @@ def _torch_problems(elab, module) -> list[str]:
 
 
 def _kind(layer: str) -> str:
-    from archdsl.layers import LAYERS
+    from archdsl.core.layers import LAYERS
 
     return LAYERS[layer].name
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from archdsl.api import generate, load
-from archdsl.zoo import read_registry
+from archdsl.tools.zoo import read_registry
 
 from .frameworks import ROOT, import_path, keras_outputs, randomize_batchnorm, sample_input, torch_outputs
 

@@ -70,7 +70,7 @@ def test_no_module_uses_another_modules_private_names(path):
     assert not problems, f"{path.relative_to(PACKAGE)} uses private names of other modules: {problems}"
 
 
-@pytest.mark.parametrize("tool", ["cli.py", "sweep.py", "zoo.py", "lsp/analysis.py"])
+@pytest.mark.parametrize("tool", ["cli.py", "tools/sweep.py", "tools/zoo.py", "editor/lsp/analysis.py"])
 def test_the_tools_go_through_the_public_pipeline(tool):
     """The command line, sweep, the zoo and the language server load, expand and generate through
     archdsl.api: none of them runs the expander or a backend itself, nor the former archdsl.compiler."""
@@ -87,3 +87,49 @@ def test_the_compiler_module_is_the_api_under_its_former_name():
 
     for name in ("load", "generate", "verify", "check", "compile_spec", "TARGETS", "OPTIMIZATIONS"):
         assert getattr(compiler, name) is getattr(api, name)
+
+
+# The folders in pipeline order: a module imports only from its own folder and the folders before it.
+LAYERS = [
+    {"language", "util"},  # the syntax tree, parser, token table, errors, limits; file and stack helpers
+    {"core"},  # the layer catalog, elaboration, the typed graph, expansion
+    {"backends", "reports", "runtime"},  # code from an expansion; reports on one; what generated models run
+    {"api"},  # the pipeline
+    {"compiler", "tools", "editor"},  # the programs built on the pipeline
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else None
+    return next((i for i, group in enumerate(LAYERS) if top in group), None)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down_the_pipeline(path):
+    """No module imports from a folder later in the pipeline than its own (language -> core ->
+    backends/reports/runtime -> api -> tools/editor -> cli), nor from a sibling folder of its layer."""
+    me = _module_name(path)
+    mine = _layer(me)
+    if mine is None:  # archdsl/__init__.py
+        return
+    for module, names in _imports(path):
+        if module == "archdsl":  # `from archdsl import __version__`, or a submodule by name
+            targets = [f"archdsl.{n}" for n in names if n != "__version__"]
+        else:
+            targets = [module]
+        for target in targets:
+            layer = _layer(target)
+            if layer is None or target.split(".")[1] == me.split(".")[1]:
+                continue
+            assert layer < mine, f"{me} imports {target}, which comes after it in the pipeline"
+
+
+def test_every_module_is_in_a_folder_of_the_pipeline():
+    """archdsl/ holds the folders of the pipeline and its entry points, nothing else side by side."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py", "api.py", "cli.py", "compiler.py"]
+    for path in MODULES:
+        assert _layer(_module_name(path)) is not None or path.name == "__init__.py" and path.parent == PACKAGE, path

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from archdsl.api import generate, load
-from archdsl.interop import load_keras_reference, load_torch_reference, torch_to_keras
-from archdsl.zoo import Entry, read_registry
+from archdsl.runtime.interop import load_keras_reference, load_torch_reference, torch_to_keras
+from archdsl.tools.zoo import Entry, read_registry
 
 from .frameworks import (
     ROOT,

@@ -12,9 +12,9 @@ from functools import lru_cache
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from .. import graph as G
-from ..errors import ArchError
-from ..layers import INT_KINDS
+from ..core import graph as G
+from ..core.layers import INT_KINDS
+from ..language.errors import ArchError
 
 LINE_LENGTH = 88
 

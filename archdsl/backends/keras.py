@@ -10,7 +10,7 @@ named by the layer's path and a suffix after two dashes (`conv1--pad`), which no
 (padding of a strided convolution, ceil-mode pooling, padding that must not win a max, the order
 of features after a flatten), the code does explicitly what PyTorch does, so the two frameworks
 compute the same thing on every Keras backend. Keras layers that Keras lacks come from
-archdsl/keras_layers.py, whose classes' source the module copies (it stays standalone).
+archdsl/runtime/keras_layers.py, whose classes' source the module copies (it stays standalone).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import functools
 import os
 import re
 
-from .. import graph as G
-from ..errors import ArchError
-from ..layers import GLOBAL, SAME, VALID, same_pads
+from ..core import graph as G
+from ..core.layers import GLOBAL, SAME, VALID, same_pads
+from ..language.errors import ArchError
 from .common import (
     Br,
     CodeUnit,
@@ -53,7 +53,7 @@ _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
     "silu": "silu", "hardswish": "hard_swish", "hardsigmoid": "hard_sigmoid", "gelu": "gelu",
 }
-# the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/keras_layers.py, in this order
+# the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/runtime/keras_layers.py, in this order
 _PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
 _PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "GroupedConv2D",
                     "LayerScale", "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
@@ -61,9 +61,9 @@ _PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "Grou
 
 @functools.cache
 def layer_sources() -> dict[str, str]:
-    """The source of each class in archdsl/keras_layers.py, its decorator included: read as text,
+    """The source of each class in archdsl/runtime/keras_layers.py, its decorator included: read as text,
     never imported (the compiler does not import keras)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_layers.py")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime", "keras_layers.py")
     with open(path, encoding="utf-8") as f:
         text = f.read()
     lines = text.splitlines()

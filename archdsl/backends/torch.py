@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from .. import graph as G
-from ..errors import ArchError
-from ..layers import GLOBAL, SAME, VALID
+from ..core import graph as G
+from ..core.layers import GLOBAL, SAME, VALID
+from ..language.errors import ArchError
 from .common import (
     Br,
     CodeUnit,

@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..language.limits import MAX_INT
 from .graph import Shape, Symbol, Value
-from .limits import MAX_INT
 
 REQUIRED = object()
 

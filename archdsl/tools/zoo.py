@@ -25,10 +25,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import load
-from .errors import ArchError
-from .graph import Value
-from .layers import describe
+from ..api import load
+from ..core.graph import Value
+from ..core.layers import describe
+from ..language.errors import ArchError
 
 _FIELDS = {"spec", "title", "paper", "variant", "sets", "test_sets", "torch_reference", "torch_reference_args",
            "keras_reference", "keras_reference_args", "params", "params_source", "output", "notes"}

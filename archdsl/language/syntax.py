@@ -1,6 +1,6 @@
 """The syntax tree: what a spec says, as written, with the source span of every node.
 
-Nothing here is resolved or checked; that is elaboration's work (archdsl/elaborate.py).
+Nothing here is resolved or checked; that is elaboration's work (archdsl/core/elaborate.py).
 """
 
 from __future__ import annotations
@@ -8,6 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Span
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare word that stands for itself as an argument value: `same`, `valid`, `global`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
 
 # Expressions ---------------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import ArchError
-from .parser import parse
+from ..language.errors import ArchError
+from ..language.parser import parse
 
 INDENT = 4
 TAB = 4  # columns of a tab stop, when measuring an input's columns (as error messages show tabs)
@@ -120,7 +120,7 @@ def _lex(text: str) -> list[_Line]:
 
 def _significant(lines: list[_Line]) -> list[str]:
     """The token values the parser sees, with "\\n" for each newline it keeps (what the post-lexer in
-    archdsl/parser.py does): two texts with equal lists mean the same."""
+    archdsl/language/parser.py does): two texts with equal lists mean the same."""
     result: list[str] = []
     depth = 0
     pending = False
@@ -393,7 +393,7 @@ def run(paths: list[str], *, check: bool, diff: bool, out: Callable[[str], None]
     diff prints their unified diffs; either way the status is 1 if any would. A file that cannot be
     read or has a syntax error is reported and the others are still formatted; the status is then 1.
     A summary line goes to stderr when files (not only stdin) were given."""
-    from .files import write_atomically
+    from ..util.files import write_atomically
 
     files = _expand(paths)
     changed = unchanged = failed = 0

@@ -1,7 +1,7 @@
 """The archdsl language server: `archdsl lsp` serves the Language Server Protocol over stdio.
 
-archdsl/lsp/analysis.py holds what the server knows about a spec (independent of LSP);
-archdsl/lsp/server.py the pygls server and its features.
+archdsl/editor/lsp/analysis.py holds what the server knows about a spec (independent of LSP);
+archdsl/editor/lsp/server.py the pygls server and its features.
 
 The server's libraries (pygls, lsprotocol and theirs: cattrs, attrs) are not in archdsl's plain
 install, only in its `lsp` extra: `pip install "archdsl[lsp]"`.

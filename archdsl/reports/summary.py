@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..core.graph import Elaborated, Inst, Shape
+from ..core.layers import LAYERS
 from .formats import DTYPE_BYTES, FORMATS
-from .graph import Elaborated, Inst, Shape
-from .layers import LAYERS
 
 # Instance kinds that are structure, not layers: they never make a row of the table.
 COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", "scale", "output", "seq"})

@@ -4,7 +4,7 @@ They are far beyond any real network (the largest spec of the zoo, EfficientNet-
 about 1,500 instances and computes with integers below 10 million), and they keep every answer
 quick: a spec that asks for more gets a located error at the number, the expression or the
 repetition that goes past them, instead of a compiler that runs for hours or out of memory. The
-compiler (archdsl/shapes.py, archdsl/parser.py) and the language server take them from here.
+compiler (archdsl/core/shapes.py, archdsl/language/parser.py) and the language server take them from here.
 docs/language.md, "Limits", documents them.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .errors import ArchError, Span
-from .graph import Symbol
+from .syntax import Symbol
 
 MAX_INT = 2**63 - 1
 """The largest magnitude of an integer a spec computes with: a literal, a parameter (its default or a

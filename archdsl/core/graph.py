@@ -5,7 +5,7 @@ the spec with every name resolved, every layer bound to its signature (defaults 
 every node given its module path; expressions stay symbolic, so a block becomes one reusable class
 or function. *Instances* (Inst) are the expansion for one setting of the network's parameters:
 every repetition unrolled, every expression evaluated, every tensor's shape, parameters and
-multiply-accumulates known (archdsl/shapes.py builds them).
+multiply-accumulates known (archdsl/core/shapes.py builds them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import Span
+from ..language.errors import Span
+from ..language.syntax import Symbol
 
 if TYPE_CHECKING:
     from .layers import LayerType
@@ -37,16 +38,6 @@ def escaped(name: str, prefixed: re.Pattern, reserved) -> str:
     if prefixed.match(name):
         name = "u" + name
     return name + "_" if reserved(name.rstrip("_")) else name
-
-
-@dataclass(frozen=True)
-class Symbol:
-    """A bare word that stands for itself as an argument value: `same`, `valid`, `global`."""
-
-    name: str
-
-    def __str__(self) -> str:
-        return self.name
 
 
 Value = int | float | bool | Symbol | tuple | None

@@ -3,7 +3,7 @@
 Loads a spec and the library files it imports, resolves every name (parameters, `let`s, layers,
 blocks, functions), binds each call to its signature, gives every node its module path, and
 reports whatever is wrong with a located error. Repetition, conditions and shapes are expanded for
-one setting of the parameters afterwards, in archdsl/shapes.py.
+one setting of the parameters afterwards, in archdsl/core/shapes.py.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import os
 import re
 from collections.abc import Iterator
 
+from ..language import syntax as S
+from ..language.errors import ArchError, Span, end_position
+from ..language.parser import parse
 from . import graph as G
-from . import syntax as S
-from .errors import ArchError, Span, end_position
 from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS
-from .parser import parse
 
 IN_ATTRS = ("channels", "height", "width")
 MERGES = ("add", "concat")  # the items that take named tensors as their inputs

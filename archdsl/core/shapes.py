@@ -11,11 +11,11 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 
+from ..language.errors import ArchError
+from ..language.limits import MAX_INSTANCES, MAX_INT, located, power_too_large
 from . import graph as G
-from .errors import ArchError
 from .graph import Inst, Shape, Symbol, Value
 from .layers import ArgError, call_function, describe
-from .limits import MAX_INSTANCES, MAX_INT, located, power_too_large
 
 _BINOPS = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,

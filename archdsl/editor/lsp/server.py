@@ -1,7 +1,7 @@
 """The language server (pygls): diagnostics as you type, hover with shapes, parameters and MACs,
 go to definition, completion, document symbols and formatting for `.arch` files.
 
-Every open document is analysed from the editor's text (archdsl/lsp/analysis.py), its imports
+Every open document is analysed from the editor's text (archdsl/editor/lsp/analysis.py), its imports
 from the editors' texts where they are open too. An analysis is redone only when the text of its
 file or of a file it read has changed; changes are analysed after a short pause (the latest text
 only), and any request analyses first whatever is stale, so an answer is never about old text.
@@ -24,21 +24,21 @@ from lsprotocol import types as T
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
-from .. import __version__
-from .. import syntax as S
-from ..errors import ArchError, Span
-from ..layers import FUNCTIONS, LAYERS, SYMBOLS
-from ..summary import grouped, humanize, outputs_text, rows, totals
+from ... import __version__
+from ...core.layers import FUNCTIONS, LAYERS, SYMBOLS
+from ...language import syntax as S
+from ...language.errors import ArchError, Span
+from ...reports.summary import grouped, humanize, outputs_text, rows, totals
 from . import analysis as A
 
-log = logging.getLogger("archdsl.lsp")
+log = logging.getLogger("archdsl.editor.lsp")
 
 DEBOUNCE_S = 0.08  # pause after a change before analysing (changes in between replace it)
 
 
 def _has_formatter() -> bool:
     try:
-        return importlib.util.find_spec("archdsl.fmt") is not None
+        return importlib.util.find_spec("archdsl.editor.fmt") is not None
     except (ImportError, ValueError):
         return False
 

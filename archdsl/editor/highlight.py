@@ -1,12 +1,12 @@
 """A Pygments lexer for `.arch` specs, so that documentation (Sphinx, MkDocs, anything that uses
 Pygments) highlights ```arch blocks once archdsl is installed.
 
-Pygments finds it through the entry point `archdsl = "archdsl.highlight:ArchLexer"` (group
+Pygments finds it through the entry point `archdsl = "archdsl.editor.highlight:ArchLexer"` (group
 `pygments.lexers`). Pygments is not a dependency of archdsl: only Pygments loads this module, and
 nothing else in archdsl imports it.
 
 The word lists come from the compiler: layer names (with their aliases), functions and symbols from
-the layer catalog (archdsl/layers.py, which imports no framework), the reserved words from the
+the layer catalog (archdsl/core/layers.py, which imports no framework), the reserved words from the
 grammar (grammar/archdsl.lark: every quoted word in it is a keyword of the lexer). The editors'
 TextMate grammar (editors/vscode/syntaxes/archdsl.tmLanguage.json) spells the same lists out, and
 tests/test_highlight.py checks that they agree.
@@ -15,7 +15,6 @@ tests/test_highlight.py checks that they agree.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import ClassVar
 
 from pygments.lexer import RegexLexer, bygroups, include, words
@@ -31,17 +30,10 @@ from pygments.token import (
     Whitespace,
 )
 
-from .layers import FUNCTIONS, LAYERS, SYMBOLS
+from ..core.layers import FUNCTIONS, LAYERS, SYMBOLS
+from ..language.parser import grammar_text
 
 __all__ = ["FUNCTION_NAMES", "LAYER_NAMES", "RESERVED", "SYMBOL_NAMES", "ArchLexer"]
-
-
-def _grammar_text() -> str:
-    # the same two places archdsl/parser.py looks: inside the wheel, or the checkout's grammar/
-    here = Path(__file__).resolve().parent
-    packaged = here / "grammar" / "archdsl.lark"
-    path = packaged if packaged.is_file() else here.parent / "grammar" / "archdsl.lark"
-    return path.read_text(encoding="utf-8")
 
 
 def grammar_keywords(text: str) -> tuple[str, ...]:
@@ -51,7 +43,7 @@ def grammar_keywords(text: str) -> tuple[str, ...]:
     return tuple(sorted(set(re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', text))))
 
 
-RESERVED: tuple[str, ...] = grammar_keywords(_grammar_text())
+RESERVED: tuple[str, ...] = grammar_keywords(grammar_text())
 LAYER_NAMES: tuple[str, ...] = tuple(sorted(LAYERS))
 FUNCTION_NAMES: tuple[str, ...] = tuple(sorted(FUNCTIONS))
 SYMBOL_NAMES: tuple[str, ...] = tuple(sorted(SYMBOLS))

@@ -3,7 +3,7 @@ graph and the expansion of a spec read from editor buffers where they are open, 
 the server answers from them (what is at a position, hover text, completion context).
 
 Positions here are 1-based lines and 1-based columns counted in code points, as the parser's
-spans are; archdsl/lsp/server.py converts them to and from the client's units.
+spans are; archdsl/editor/lsp/server.py converts them to and from the client's units.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .. import graph as G
-from .. import syntax as S
-from ..api import elaborate, expand
-from ..elaborate import Loader
-from ..errors import ArchError, Span, source_lines
-from ..layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
-from ..shapes import all_nodes
-from ..summary import grouped, humanize, make_row, rows, totals
+from ...api import elaborate, expand
+from ...core import graph as G
+from ...core.elaborate import Loader
+from ...core.layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
+from ...core.shapes import all_nodes
+from ...language import syntax as S
+from ...language.errors import ArchError, Span, source_lines
+from ...reports.summary import grouped, humanize, make_row, rows, totals
 
 KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch",
             "residual", "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false",
             "tensor")
-log = logging.getLogger("archdsl.lsp")
+log = logging.getLogger("archdsl.editor.lsp")
 MAX_ROWS = 12  # instance rows shown in a hover before the rest is summarized
 
 
@@ -105,7 +105,7 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
         if isinstance(program, G.Program):
             a.program = program
             a.index = build_index(a.program)
-            # the compiler's expansion, with its limits (archdsl/limits.py): a half-typed `* 1000000000`
+            # the compiler's expansion, with its limits (archdsl/language/limits.py): a half-typed `* 1000000000`
             # is an error at the count at once, and no expansion goes past MAX_INSTANCES
             a.elab = expand(a.program, overrides)
     except ArchError as e:

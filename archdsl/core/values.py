@@ -1,7 +1,7 @@
 """Values given from outside a spec: `--set NAME=VALUE` on the command line (and sweep's axes).
 
-The text is read here; whether the value is in the language's range (archdsl/limits.py) is checked
-where it meets the network's parameter (archdsl/shapes.py), with an error located there, for a value
+The text is read here; whether the value is in the language's range (archdsl/language/limits.py) is checked
+where it meets the network's parameter (archdsl/core/shapes.py), with an error located there, for a value
 from the command line and one passed to api.load() alike.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from .errors import ArchError
+from ..language.errors import ArchError
+from ..language.limits import MAX_INT
 from .graph import Value
-from .limits import MAX_INT
 
 _SET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+?)\s*$")
 _INTEGER = re.compile(r"^[+-]?[0-9][0-9_]*$")

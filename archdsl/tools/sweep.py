@@ -15,11 +15,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from .api import expand
-from .errors import ArchError
-from .graph import Program, Value
-from .summary import FORMATS, aligned, grouped, humanize, jsonable, markdown, rows, totals
-from .values import parse_value
+from ..api import expand
+from ..core.graph import Program, Value
+from ..core.values import parse_value
+from ..language.errors import ArchError
+from ..reports.summary import FORMATS, aligned, grouped, humanize, jsonable, markdown, rows, totals
 
 _AXIS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")

@@ -8,7 +8,7 @@ the classes with Keras, so a saved model loads in a process that never imported 
 module:
 
     import keras
-    import archdsl.keras_layers  # noqa: F401 (registers archdsl>Pad2D, ...)
+    import archdsl.runtime.keras_layers  # noqa: F401 (registers archdsl>Pad2D, ...)
 
     model = keras.saving.load_model("model.keras")
 

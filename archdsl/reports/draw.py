@@ -1,6 +1,6 @@
 """Drawing a network: the expanded instances as a data-flow graph, written as Graphviz DOT or Mermaid.
 
-The drawing is built from an Elaborated network (archdsl/shapes.py), so every layer, every
+The drawing is built from an Elaborated network (archdsl/core/shapes.py), so every layer, every
 repetition and every shape is the one the check computed. Block instances become clusters labelled
 with their path and block name (nested blocks nest), leaf layers become nodes with a short
 description (`conv 7x7/2, 64`), and every edge carries the shape of the tensor on it (`64x56x56`).
@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import graph as G
-from .errors import ArchError
+from ..core import graph as G
+from ..core.graph import Elaborated, Inst, Shape, Symbol
+from ..core.layers import LAYERS
+from ..language.errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES
-from .graph import Elaborated, Inst, Shape, Symbol
-from .layers import LAYERS
 
 FORMATS = DRAW_FORMATS
 

@@ -1,4 +1,4 @@
-"""Parse: source text to the syntax tree (archdsl/syntax.py), with a located error for bad input.
+"""Parse: source text to the syntax tree (archdsl/language/syntax.py), with a located error for bad input.
 
 The parser is Lark's LALR(1) parser for grammar/archdsl.lark. The command line also keeps each
 file's syntax tree on disk (disk_cache): a spec compiled again unchanged is read back instead of
@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, errors, limits
+from .. import __version__
+from . import errors, limits
 from . import syntax as S
 from .errors import ArchError, Span, end_position
 from .limits import MAX_INT, MAX_NESTING, located
@@ -31,13 +32,13 @@ if TYPE_CHECKING:
 _OPENERS = {"(": ")", "[": "]"}
 
 
-def _grammar_text() -> str:
-    """The grammar ships inside the wheel as archdsl/grammar; a source checkout keeps it in grammar/.
+def grammar_text() -> str:
+    """The grammar ships inside the wheel as archdsl/language/grammar; a source checkout keeps it in grammar/.
     (Read as a plain file next to this module: importlib.resources would cost more start-up time than
     the rest of the parser.)"""
     here = Path(__file__).resolve().parent
     packaged = here / "grammar" / "archdsl.lark"
-    path = packaged if packaged.is_file() else here.parent / "grammar" / "archdsl.lark"
+    path = packaged if packaged.is_file() else here.parent.parent / "grammar" / "archdsl.lark"
     return path.read_text(encoding="utf-8")
 
 
@@ -72,7 +73,7 @@ class _Newlines:
 def _lark() -> Lark:
     from lark import Lark
 
-    return Lark(_grammar_text(), parser="lalr", lexer="basic", postlex=_Newlines(), propagate_positions=True,
+    return Lark(grammar_text(), parser="lalr", lexer="basic", postlex=_Newlines(), propagate_positions=True,
                 maybe_placeholders=True, cache=True)
 
 
@@ -148,7 +149,7 @@ def _fingerprint() -> bytes:
     syntax and span classes and limits (their source), and Lark's version (its __init__.py, found without
     importing it)."""
     digest = hashlib.sha256(__version__.encode())
-    digest.update(_grammar_text().encode())
+    digest.update(grammar_text().encode())
     lark = importlib.util.find_spec("lark")
     for module in (__file__, S.__file__, errors.__file__, limits.__file__,
                    lark.origin if lark is not None else None):

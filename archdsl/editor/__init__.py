@@ -1,0 +1,1 @@
+"""Editor support: the formatter, syntax highlighting and the language server."""

@@ -1,0 +1,1 @@
+"""The language: its syntax tree, parser, token table, errors and limits."""

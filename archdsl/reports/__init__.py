@@ -1,0 +1,1 @@
+"""Reports on an expansion: summary tables, drawings, and their output formats."""

@@ -1,0 +1,1 @@
+"""What generated models use at run time: Keras layers and weight transfer between the frameworks."""

@@ -1,0 +1,1 @@
+"""Programs built on the public pipeline (archdsl.api): sweeps and the zoo."""

@@ -1,0 +1,1 @@
+"""Helpers that are not the pipeline: atomic file writes, running on a deep stack."""
