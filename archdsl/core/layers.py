@@ -1,14 +1,19 @@
-"""The layer catalog: each layer's signature, argument kinds, output shape, parameters and MACs.
+"""The layer catalog: one entry per layer type, with everything the compiler knows of it.
 
-The signatures are the language's: elaboration binds calls against them, shape inference runs
-their rules, and the backends map each layer type to framework code. No framework is imported.
+An entry (LayerType) holds the layer's signature (its parameters, their argument kinds, defaults
+and documentation), its shape rule (output shape, parameters, MACs and the window that the receptive
+field grows by), its output channels as a symbolic rule over the input's channels and the arguments
+(which generated code writes as an expression), its one-line description for drawings, and its
+category. Elaboration binds calls against the signatures, shape inference runs the rules, and each
+backend registers its emitter against the entry's name (archdsl/backends/*/layers.py: a test fails
+where one is missing). No framework is imported. docs/internals.md walks through adding a layer.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..language.limits import MAX_INT
 from .graph import Shape, Symbol, Value
@@ -152,6 +157,70 @@ class Result:
     window: tuple[int, int] | None = None  # (effective kernel, stride) along height, for the receptive field
 
 
+# Output channels as a rule: what a layer makes of its input's channels, in terms of its arguments.
+# Shape inference gives the number for each use; the backends write the rule as an expression of
+# the generated code's own variables, so one class or function serves every use of a block.
+
+class Chan:
+    """A layer's output channels as an expression: of its input's channels (IN), its arguments (Arg),
+    the input's height and width (InSize), sums and products of those."""
+
+    def __add__(self, other: Chan) -> Chan:
+        return Sum((*(self.terms if isinstance(self, Sum) else (self,)), other))
+
+    def __mul__(self, other: Chan) -> Chan:
+        return Product((*(self.factors if isinstance(self, Product) else (self,)), other))
+
+
+@dataclass(frozen=True)
+class InChannels(Chan):
+    """The input's channels (a flat input's features)."""
+
+
+@dataclass(frozen=True)
+class Arg(Chan):
+    """An argument's value; with an index, one element of the argument's normal form (a channel padding's
+    [before, after])."""
+
+    name: str
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class InSize(Chan):
+    """The input's height or width (1 for a flat input)."""
+
+    attr: str
+
+
+@dataclass(frozen=True)
+class Sum(Chan):
+    terms: tuple[Chan, ...]
+
+
+@dataclass(frozen=True)
+class Product(Chan):
+    factors: tuple[Chan, ...]
+
+
+IN = InChannels()
+
+
+def channels_of(rule: Chan, args: dict, x: Shape) -> int | None:
+    """A rule's number for one use: the layer's arguments (normal forms) and its input shape."""
+    if isinstance(rule, InChannels):
+        return x.channels if x.rank == 3 else x.dims[0]
+    if isinstance(rule, Arg):
+        value = args[rule.name]
+        return value if rule.index is None else value[rule.index]
+    if isinstance(rule, InSize):
+        return getattr(x, rule.attr) if x.rank == 3 else 1
+    parts = [channels_of(r, args, x) for r in (rule.terms if isinstance(rule, Sum) else rule.factors)]  # type: ignore[attr-defined]
+    if None in parts:
+        return None
+    return sum(parts) if isinstance(rule, Sum) else math.prod(parts)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class LayerType:
     name: str
@@ -160,6 +229,54 @@ class LayerType:
     category: str
     doc: str
     weights: bool = False  # has trainable parameters
+    channels: Chan = field(kw_only=True)  # the output channels (features), IN where the layer keeps them
+    # the layer in a few characters for drawings, as a lecture slide writes it (`conv 7x7/2, 64`), from
+    # its arguments' normal forms; the type's name where None
+    describe: Callable[[dict], str] | None = None
+
+    def description(self, args: dict) -> str:
+        return self.describe(args) if self.describe is not None else self.name
+
+
+# Descriptions for drawings ------------------------------------------------------------------------
+
+def _pair_text(v: object) -> str:
+    if isinstance(v, tuple):
+        return "x".join(str(x) for x in v)
+    return f"{v}x{v}"
+
+
+def _stride_text(v: object) -> str:
+    if v is None or v == (1, 1):
+        return ""
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+        return f"/{v[0]}"
+    return f"/{_pair_text(v)}"
+
+
+def _describe_conv(kind: str) -> Callable[[dict], str]:
+    def describe(a: dict) -> str:
+        text = f"{kind} {_pair_text(a['kernel'])}{_stride_text(a['stride'])}, {a['filters']}"
+        if a.get("groups", 1) != 1:
+            text += f", groups {a['groups']}"
+        if a.get("dilation", (1, 1)) != (1, 1):
+            text += f", dilation {_pair_text(a['dilation'])}"
+        return text
+    return describe
+
+
+def _describe_dwconv(a: dict) -> str:
+    text = f"dwconv {_pair_text(a['kernel'])}{_stride_text(a['stride'])}"
+    return text + (f", x{a['multiplier']}" if a.get("multiplier", 1) != 1 else "")
+
+
+def _describe_pool(kind: str) -> Callable[[dict], str]:
+    def describe(a: dict) -> str:
+        if isinstance(a["kernel"], Symbol):
+            return f"{kind} {a['kernel']}"
+        stride = a["stride"] if a["stride"] is not None else a["kernel"]
+        return f"{kind} {_pair_text(a['kernel'])}{_stride_text(stride)}"
+    return describe
 
 
 def _need_map(shape: Shape, what: str) -> None:
@@ -366,54 +483,59 @@ _add(LayerType("conv", (
     *_CONV_COMMON,
     P("groups", k_int, 1, "grouped convolution: input and output channels split in this many groups"),
     P("bias", k_bool, True, "add a learned bias"),
-), _conv, "conv", "2-D convolution", weights=True))
+), _conv, "conv", "2-D convolution", weights=True, channels=Arg("filters"), describe=_describe_conv("conv")))
 _add(LayerType("dwconv", (
     P("kernel", k_int2, doc="kernel size"),
     *_CONV_COMMON,
     P("multiplier", k_int, 1, "output channels per input channel"),
     P("bias", k_bool, True, "add a learned bias"),
-), _dwconv, "conv", "depthwise convolution: one filter (or `multiplier` filters) per channel", weights=True))
+), _dwconv, "conv", "depthwise convolution: one filter (or `multiplier` filters) per channel", weights=True,
+   channels=IN * Arg("multiplier"), describe=_describe_dwconv))
 _add(LayerType("sepconv", (
     P("filters", k_int, doc="output channels"),
     P("kernel", k_int2, doc="kernel size of the depthwise part"),
     *_CONV_COMMON,
     P("multiplier", k_int, 1, "depthwise channel multiplier"),
     P("bias", k_bool, True, "bias on the pointwise part"),
-), _sepconv, "conv", "separable convolution: depthwise, then a 1x1 pointwise convolution", weights=True))
+), _sepconv, "conv", "separable convolution: depthwise, then a 1x1 pointwise convolution", weights=True,
+   channels=Arg("filters"), describe=_describe_conv("sepconv")))
 _add(LayerType("maxpool", (
     P("kernel", k_pool, doc="window size, or global"),
     P("stride", k_stride, None, "step; the window size when left out"),
     P("pad", k_pad, 0, "implicit -inf padding on each side, or same/valid"),
     P("ceil", k_bool, False, "round the output size up (PyTorch's ceil_mode)"),
-), _pool("maxpool"), "pool", "max pooling"))
+), _pool("maxpool"), "pool", "max pooling", describe=_describe_pool("maxpool"), channels=IN))
 _add(LayerType("avgpool", (
     P("kernel", k_pool, doc="window size, or global"),
     P("stride", k_stride, None, "step; the window size when left out"),
     P("pad", k_pad, 0, "zero padding on each side, or same/valid"),
     P("ceil", k_bool, False, "round the output size up (PyTorch's ceil_mode)"),
     P("count_pad", k_bool, True, "padded zeros count in the average (PyTorch's count_include_pad)"),
-), _pool("avgpool"), "pool", "average pooling"))
+), _pool("avgpool"), "pool", "average pooling", describe=_describe_pool("avgpool"), channels=IN))
 _add(LayerType("adaptive_avgpool", (
     P("size", k_int2, doc="output size: an integer or [height, width]"),
-), _adaptive, "pool", "average pooling to a fixed output size (PyTorch's AdaptiveAvgPool2d)"))
+), _adaptive, "pool", "average pooling to a fixed output size (PyTorch's AdaptiveAvgPool2d)",
+   describe=lambda a: f"adaptive_avgpool {_pair_text(a['size'])}", channels=IN))
 _add(LayerType("dense", (
     P("units", k_int, doc="output features"),
     P("bias", k_bool, True, "add a learned bias"),
-), _dense, "dense", "fully connected layer on a flat input", weights=True), "linear")
+), _dense, "dense", "fully connected layer on a flat input", weights=True, channels=Arg("units"),
+   describe=lambda a: f"dense {a['units']}"), "linear")
 _add(LayerType("dropout", (P("rate", k_rate, 0.5, "probability of zeroing an element"),),
-               _same_shape("dropout"), "regularization", "dropout (active in training only)"))
+               _same_shape("dropout"), "regularization", "dropout (active in training only)",
+               describe=lambda a: f"dropout {a['rate']:g}", channels=IN))
 _add(LayerType("bn", (
     P("eps", k_float, 1e-5, "added to the variance"),
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
     P("gamma", k_bool, True, "learn a per-channel scale (Keras' scale)"),
     P("beta", k_bool, True, "learn a per-channel shift (Keras' center)"),
-), _bn, "norm", "batch normalization over channels", weights=True), "batchnorm")
+), _bn, "norm", "batch normalization over channels", weights=True, channels=IN), "batchnorm")
 _add(LayerType("lrn", (
     P("size", k_int, 5, "channels in the window"),
     P("alpha", k_float, 1e-4, "scale (PyTorch's convention: divided by size)"),
     P("beta", k_float, 0.75, "exponent"),
     P("k", k_float, 1.0, "additive constant"),
-), _same_shape("lrn", True), "norm", "local response normalization across channels (AlexNet, GoogLeNet)"))
+), _same_shape("lrn", True), "norm", "local response normalization across channels (AlexNet, GoogLeNet)", channels=IN))
 for _name, _doc in (
     ("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("tanh", "hyperbolic tangent"),
     ("sigmoid", "1 / (1 + exp(-x))"), ("softmax", "softmax over channels (features)"),
@@ -421,29 +543,34 @@ for _name, _doc in (
     ("hardsigmoid", "relu6(x + 3) / 6"), ("gelu", "Gaussian error linear unit (exact, erf form)"),
     ("identity", "passes its input on unchanged"),
 ):
-    _add(LayerType(_name, (), _same_shape(_name), "activation" if _name != "identity" else "misc", _doc),
+    _add(LayerType(_name, (), _same_shape(_name), "activation" if _name != "identity" else "misc", _doc, channels=IN),
          *(("swish",) if _name == "silu" else ()))
 _add(LayerType("leaky_relu", (P("slope", k_float, 0.01, "slope for negative inputs"),),
-               _same_shape("leaky_relu"), "activation", "max(x, 0) + slope * min(x, 0)"))
+               _same_shape("leaky_relu"), "activation", "max(x, 0) + slope * min(x, 0)",
+               describe=lambda a: f"leaky_relu {a['slope']:g}", channels=IN))
 _add(LayerType("layernorm", (P("eps", k_float, 1e-5, "added to the variance"),),
                lambda a, x: Result(x, 2 * x.channels), "norm",
                "layer normalization over the channels at each position (over the features of a flat input)",
-               weights=True))
+               weights=True, channels=IN))
 _add(LayerType("layerscale", (P("init", k_float, 1e-6, "initial value of the learned per-channel scale"),),
                lambda a, x: Result(x, x.channels), "norm", "multiplies each channel by a learned scale (ConvNeXt)",
-               weights=True))
+               weights=True, channels=IN))
 _add(LayerType("rescale", (P("scale", k_float, doc="multiplier"), P("offset", k_float, 0.0, "added after")),
-               _same_shape("rescale"), "shape", "x * scale + offset, e.g. rescale(1 / 255) for 8-bit images"))
+               _same_shape("rescale"), "shape", "x * scale + offset, e.g. rescale(1 / 255) for 8-bit images",
+               channels=IN))
 _add(LayerType("normalize", (P("mean", k_floats, doc="a number or one per channel"),
                              P("std", k_floats, doc="a number or one per channel")),
-               _per_channel("normalize", "mean", "std"), "shape", "(x - mean) / std per channel, constants"))
+               _per_channel("normalize", "mean", "std"), "shape", "(x - mean) / std per channel, constants",
+               channels=IN))
 _add(LayerType("zeropad_channels", (P("pad", k_pad2, doc="p, or [before, after]"),),
-               _chanpad, "shape", "adds zero channels (the identity shortcut of ResNet's option A)"))
+               _chanpad, "shape", "adds zero channels (the identity shortcut of ResNet's option A)",
+               channels=IN + Arg("pad", 0) + Arg("pad", 1)))
 _add(LayerType("crop", (P("crop", k_zpad, doc="c, [ch, cw], or [top, bottom, left, right]"),),
-               _crop, "shape", "removes rows and columns at the borders"))
-_add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)"))
+               _crop, "shape", "removes rows and columns at the borders", channels=IN))
+_add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)",
+               channels=IN * InSize("height") * InSize("width")))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
-               _zeropad, "shape", "explicit zero padding"))
+               _zeropad, "shape", "explicit zero padding", channels=IN))
 
 # argument kinds whose values are integers (generated code passes them through int() unless the
 # expression is surely an integer)

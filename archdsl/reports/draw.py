@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..core import graph as G
-from ..core.graph import Elaborated, Inst, Shape, Symbol
+from ..core.graph import Elaborated, Inst, Shape
 from ..core.layers import LAYERS
 from ..language.errors import ArchError
 from .formats import DRAW_FORMATS, DRAW_SUFFIXES
@@ -281,48 +281,10 @@ def shape_text(shape: Shape) -> str:
     return "x".join("?" if d is None else str(d) for d in shape.dims)
 
 
-def _pair(v: object) -> str:
-    if isinstance(v, tuple):
-        return "x".join(str(x) for x in v)
-    return f"{v}x{v}"
-
-
-def _stride(v: object) -> str:
-    if v is None or v == (1, 1):
-        return ""
-    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
-        return f"/{v[0]}"
-    return f"/{_pair(v)}"
-
-
 def describe_layer(inst: Inst) -> str:
-    """A layer in a few characters, as a lecture slide writes it: `conv 7x7/2, 64`, `maxpool 3x3/2`,
-    `dense 1000`, `dropout 0.2`; plain layers by their type (`bn`, `relu`)."""
-    a, kind = inst.args, inst.kind
-    if kind in ("conv", "sepconv"):
-        text = f"{kind} {_pair(a['kernel'])}{_stride(a['stride'])}, {a['filters']}"
-        if a.get("groups", 1) != 1:
-            text += f", groups {a['groups']}"
-        if a.get("dilation", (1, 1)) != (1, 1):
-            text += f", dilation {_pair(a['dilation'])}"
-        return text
-    if kind == "dwconv":
-        text = f"dwconv {_pair(a['kernel'])}{_stride(a['stride'])}"
-        return text + (f", x{a['multiplier']}" if a.get("multiplier", 1) != 1 else "")
-    if kind in ("maxpool", "avgpool"):
-        if isinstance(a["kernel"], Symbol):
-            return f"{kind} {a['kernel']}"
-        stride = a["stride"] if a["stride"] is not None else a["kernel"]
-        return f"{kind} {_pair(a['kernel'])}{_stride(stride)}"
-    if kind == "adaptive_avgpool":
-        return f"adaptive_avgpool {_pair(a['size'])}"
-    if kind == "dense":
-        return f"dense {a['units']}"
-    if kind == "dropout":
-        return f"dropout {a['rate']:g}"
-    if kind == "leaky_relu":
-        return f"leaky_relu {a['slope']:g}"
-    return kind
+    """A layer in a few characters, as a lecture slide writes it (`conv 7x7/2, 64`): its catalog entry's
+    description."""
+    return LAYERS[inst.kind].description(inst.args)
 
 
 def layer_label(inst: Inst) -> str:

@@ -1,0 +1,90 @@
+"""The layer catalog is the one place a layer is declared: every entry has what each part of the
+compiler needs of it (a channel rule that agrees with its shape rule, a description, an emitter for
+each backend, a weight-transfer rule where it has weights), and nothing else lists the layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archdsl import api
+from archdsl.core.layers import IN, LAYERS, Chan, channels_of
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+CANONICAL = sorted({t.name for t in LAYERS.values()})
+
+# Every layer type, and the forms of its arguments that change its channels, on a map and on flat
+# features where it takes them.
+EVERY_LAYER = """
+network Every(width = 4) {
+    input [3, 20, 18]
+    normalize([0.5, 0.4, 0.3], 0.2) rescale(2, offset = 1)
+    conv(8, 3, pad = 1, groups = 1) bn relu
+    conv(width * 2, [3, 1], stride = 2, pad = same, groups = 2) bn(gamma = false) relu6
+    dwconv(3, multiplier = 2) dwconv([1, 3], pad = valid) silu hardswish hardsigmoid gelu tanh sigmoid
+    sepconv(12, 3, multiplier = 3, dilation = 2, pad = 2) leaky_relu(0.2) identity lrn(3)
+    zeropad_channels([1, 3]) zeropad([1, 0, 2, 1]) crop([1, 0, 0, 1]) zeropad_channels(2)
+    maxpool(2, ceil = true) avgpool(3, stride = 1, pad = 1, count_pad = false) layernorm layerscale
+    adaptive_avgpool([2, 3]) flatten
+    dense(10) dropout(0.1) bn layernorm dense(7, bias = false) softmax
+}
+"""
+
+
+def _uses(elab) -> list:
+    out = []
+
+    def walk(inst) -> None:
+        if inst.kind in LAYERS and inst.block is None:
+            out.append(inst)
+        for child in inst.children:
+            walk(child)
+
+    walk(elab.root)
+    return out
+
+
+@pytest.fixture(scope="module")
+def every(tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalog") / "every.arch"
+    path.write_text(EVERY_LAYER)
+    return api.load(str(path))
+
+
+def test_the_every_layer_spec_uses_every_layer(every):
+    assert {inst.kind for inst in _uses(every)} >= set(CANONICAL)
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_every_entry_has_a_channel_rule_and_a_description(name):
+    entry = LAYERS[name]
+    assert isinstance(entry.channels, Chan)
+    assert entry.category and entry.doc
+
+
+@pytest.mark.parametrize("spec", ["every", "googlenet.arch", "densenet_cifar.arch", "efficientnet.arch",
+                                  "resnet_cifar.arch", "xception.arch", "alexnet_paper.arch", "vgg16.arch"])
+def test_channel_rules_agree_with_the_shape_rules(spec, every):
+    """The symbolic rule, evaluated for each use, is the channel count shape inference gave it."""
+    elab = every if spec == "every" else api.load(str(SPECS / spec))
+    uses = _uses(elab)
+    assert uses
+    for inst in uses:
+        got = channels_of(LAYERS[inst.kind].channels, inst.args, inst.in_shape)
+        assert got == inst.out_shape.dims[0], f"{spec}: {inst.path} ({inst.kind}): rule {got}, shape {inst.out_shape}"
+
+
+def test_a_layer_that_changes_channels_says_so():
+    """Only an entry's own rule says its channels are the input's: the layers that change them have
+    another rule (the backends no longer fall back to the input's channels for a layer they do not know)."""
+    changing = {name for name in CANONICAL if LAYERS[name].channels != IN}
+    assert changing == {"conv", "dwconv", "sepconv", "dense", "zeropad_channels", "flatten"}
+
+
+def test_drawings_describe_layers_from_the_catalog(every):
+    descriptions = {inst.kind: LAYERS[inst.kind].description(inst.args) for inst in _uses(every)}
+    assert descriptions["sepconv"] == "sepconv 3x3, 12, dilation 2x2"
+    assert descriptions["dwconv"] in ("dwconv 3x3, x2", "dwconv 1x3")
+    assert descriptions["dense"] in ("dense 10", "dense 7")
+    assert descriptions["relu"] == "relu"
