@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends import keras_emitters  # noqa: F401 - registers the transfer rules
+from ..backends.registry import TRANSFER
+
 
 def keras_name(path: str) -> str:
     """The name of the Keras layer for the PyTorch module at path: `layer3.1.conv1` -> `layer3-1-conv1`."""
@@ -39,8 +42,8 @@ def _channels(layer) -> int:
     return int(layer.input.shape[-1])
 
 
-# For each Keras layer type with weights: (PyTorch tensors as (submodule, attribute) in Keras' weight
-# order) and the two layout conversions. A submodule "" is the module at the layer's own path.
+# The layouts of the transfer rules (registered beside the Keras emitters, backends/keras_emitters.py):
+# PyTorch -> Keras, and back.
 
 def _conv_kernel(w: np.ndarray, layer) -> np.ndarray:
     return w.transpose(2, 3, 1, 0)  # OIHW -> HWIO
@@ -68,29 +71,17 @@ def _transposed(v: np.ndarray, layer) -> np.ndarray:
     return v.T
 
 
-def _tensors(layer) -> list[tuple[str, str, object, object]]:
+LAYOUTS = {"same": (_same, _same), "conv": (_conv_kernel, _conv_kernel_back),
+           "depthwise": (_depthwise_kernel, _depthwise_kernel_back), "dense": (_transposed, _transposed)}
+
+
+def _tensors(layer) -> list[tuple[str, str, object, object]] | None:
     """(PyTorch submodule, attribute, to Keras, to PyTorch) for each of a Keras layer's weights, in
-    Keras' order; None for a layer type with no mapping."""
-    kind = type(layer).__name__
-    bias = [("", "bias", _same, _same)] if getattr(layer, "use_bias", False) else []
-    if kind in ("Conv2D", "GroupedConv2D"):  # GroupedConv2D: the generated code's Conv2D with groups
-        return [("", "weight", _conv_kernel, _conv_kernel_back), *bias]
-    if kind == "DepthwiseConv2D":
-        return [("", "weight", _depthwise_kernel, _depthwise_kernel_back), *bias]
-    if kind == "SeparableConv2D":
-        return [("depthwise", "weight", _depthwise_kernel, _depthwise_kernel_back),
-                ("pointwise", "weight", _conv_kernel, _conv_kernel_back),
-                *[("pointwise", "bias", _same, _same)] * bool(bias)]
-    if kind == "Dense":
-        return [("", "weight", _transposed, _transposed), *bias]
-    if kind == "BatchNormalization":
-        return ([("", "weight", _same, _same)] * bool(layer.scale) + [("", "bias", _same, _same)] * bool(layer.center)
-                + [("", "running_mean", _same, _same), ("", "running_var", _same, _same)])
-    if kind == "LayerNormalization":
-        return [("", "weight", _same, _same), ("", "bias", _same, _same)]
-    if kind == "LayerScale":
-        return [("", "gamma", _same, _same)]
-    return None
+    Keras' order, from the transfer rule of its class; None for a class with no rule."""
+    rule = TRANSFER.get(type(layer).__name__)
+    if rule is None:
+        return None
+    return [(sub, attr, *LAYOUTS[layout]) for sub, attr, layout in rule.tensors(layer)]
 
 
 def _pairs(torch_model, keras_model):
