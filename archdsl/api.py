@@ -134,6 +134,12 @@ class Pipeline:
         """The layers the last expansion checked, in order, up to an error if there was one."""
         return self.expander.done if self.expander is not None else []
 
+    @property
+    def per_node(self) -> dict[int, list[Inst]]:
+        """The instances the last expansion made, by id of their definition node or block
+        (Elaborated.per_node), up to an error if there was one."""
+        return self.expander.per_node if self.expander is not None else {}
+
     def elaborate(self, spec: str) -> Program:
         self.program = _elaborate_network(spec)
         return self.program

@@ -354,12 +354,13 @@ def header_source(path: str) -> str:
 _RAISE = object()
 
 
-def agreed(node: G.Node, fact: Callable[[G.Inst], object], what: str, owner: str, default: object = _RAISE) -> object:
-    """A fact about a definition node that must be the same in all its instances (e.g. the feature
-    count after a flatten): it becomes a literal in the generated code. A node with no instance
+def agreed(node: G.Node, uses: list[G.Inst], fact: Callable[[G.Inst], object], what: str, owner: str,
+           default: object = _RAISE) -> object:
+    """A fact about a definition node that must be the same in all its instances, `uses` (e.g. the
+    feature count after a flatten): it becomes a literal in the generated code. A node with no instance
     (in an `if` branch that no use takes) gives `default`, or an error if there is none."""
     values = []
-    for inst in node.instances:
+    for inst in uses:
         v = fact(inst)
         if v not in values:
             values.append(v)
@@ -417,18 +418,18 @@ def value_type(values: list) -> str:
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
-def block_params(block: G.BlockDef, printer, local=py_name, indent: int = 4,
+def block_params(block: G.BlockDef, uses: list[G.Inst], printer, local=py_name, indent: int = 4,
                  tensor: Callable[[str], str] = str) -> tuple[list[str], list[str]]:
-    """Typed Python parameters of a block, and the lines that fill in defaults computed from
-    other parameters (Python defaults cannot refer to them). A tensor parameter is written as
-    `tensor(name)` says."""
+    """Typed Python parameters of a block (whose calls in the expansion are `uses`), and the lines
+    that fill in defaults computed from other parameters (Python defaults cannot refer to them). A
+    tensor parameter is written as `tensor(name)` says."""
     params, fixups = [], []
     for p in block.params:
         name = local(p.name)
         if p.tensor:
             params.append(tensor(name))
             continue
-        ann = value_type([i.args[p.name] for i in block.instances if p.name in i.args])
+        ann = value_type([i.args[p.name] for i in uses if p.name in i.args])
         if p.default is None:
             params.append(f"{name}: {ann}")
         elif refers_to_params(p.default):
@@ -510,7 +511,7 @@ def is_one(e: G.Expr) -> bool:
     return const(e) in (1, (1, 1))
 
 
-def pad_chosen(node: G.Layer) -> bool:
+def pad_chosen(node: G.Layer, uses: list[G.Inst]) -> bool:
     """Whether a layer's padding is an expression over parameters that may come out as `same` or
     `valid` as well as a size (`same if tf_pad else 1`, or a parameter that is `same` in a use): its
     layer is then chosen as the model is built, for whatever values build_model() gets, instead of
@@ -518,7 +519,7 @@ def pad_chosen(node: G.Layer) -> bool:
     e = node.args["pad"]
     if isinstance(e, G.Const):
         return False
-    if any(isinstance(i.args.get("pad"), G.Symbol) for i in node.instances):
+    if any(isinstance(i.args.get("pad"), G.Symbol) for i in uses):
         return True
 
     def symbols(x) -> bool:
@@ -611,12 +612,12 @@ def int_code(e: G.Expr, printer, ints: Callable[[G.Ref], bool]) -> str:
     return f"int({text})"
 
 
-def four_sides(node: G.Layer, arg: str, printer, owner: str) -> tuple[str, str, str, str]:
+def four_sides(node: G.Layer, uses: list[G.Inst], arg: str, printer, owner: str) -> tuple[str, str, str, str]:
     """A zeropad/crop argument as (top, bottom, left, right) code, symbolic where the spec writes
     it out (p, [ph, pw], [t, b, l, r]), else the value every use agrees on."""
     parts = pad_parts(node.args[arg], printer)
     if parts is None or len(parts) not in (1, 2, 4):
-        t, b, le, r = agreed(node, lambda i: i.args[arg], f"the {arg}", owner)  # type: ignore[misc]
+        t, b, le, r = agreed(node, uses, lambda i: i.args[arg], f"the {arg}", owner)  # type: ignore[misc]
         return str(t), str(b), str(le), str(r)
     if len(parts) == 1:
         return parts[0], parts[0], parts[0], parts[0]
@@ -669,6 +670,10 @@ class CodeUnit:
             self.m.need("make_divisible")
         return text
 
+    def uses(self, node: G.Node | G.BlockDef) -> list[G.Inst]:
+        """The instances of a definition node (or block) in the expansion being generated."""
+        return self.m.elab.uses(node)
+
     def is_int(self, ref: G.Ref) -> bool:
         """Whether a parameter or let holds an integer in every use."""
         if ref.kind == "let":
@@ -677,7 +682,7 @@ class CodeUnit:
             return True
         if self.is_network:
             return integral(self.m.elab.args.get(ref.name))
-        values = [i.args.get(ref.name) for i in self.owner.instances]
+        values = [i.args.get(ref.name) for i in self.uses(self.owner)]
         return bool(values) and all(integral(v) for v in values)
 
     def typed(self, node: G.Layer, e: G.Expr) -> str:

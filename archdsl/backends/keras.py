@@ -209,7 +209,7 @@ class _Function(CodeUnit):
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            typed, fixups = block_params(block, self.expr, self.m.local, indent=4,
+            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local, indent=4,
                                          tensor=lambda name: f"{name}: keras.KerasTensor")
             head: list[str] = []
             x = self.input_var
@@ -311,7 +311,7 @@ class _Function(CodeUnit):
             if not is_zero(node.drop_path):
                 # stochastic depth: a dropout of whole samples (Keras scales the kept ones by
                 # 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
-                ranks = {inst.out_shape.rank for inst in node.instances}
+                ranks = {inst.out_shape.rank for inst in self.uses(node)}
                 if len(ranks) == 1:
                     noise = literal((None,) + (1,) * ranks.pop())
                 else:  # pragma: no cover - a residual used on maps and on flat features
@@ -388,7 +388,7 @@ class _Function(CodeUnit):
             return self.apply(Br("layers.Activation", [quote(_ACTIVATIONS[kind]), name]), src, dst, indent)
         if kind == "leaky_relu":
             cls = "layers.LeakyReLU"
-            slopes = [i.args["slope"] for i in node.instances] or [const(a["slope"])]
+            slopes = [i.args["slope"] for i in self.uses(node)] or [const(a["slope"])]
             if not all(isinstance(v, (int, float)) and v >= 0 for v in slopes):  # Keras' refuses < 0
                 self.m.need("LeakyReLUAnySlope")
                 cls = "LeakyReLUAnySlope"
@@ -427,10 +427,10 @@ class _Function(CodeUnit):
                 return values if len(values) > 1 else values * inst.in_shape.channels
 
             try:
-                mean = agreed(node, lambda i: per_channel(i, "mean"), "the mean", self.owner_desc(),
+                mean = agreed(node, self.uses(node), lambda i: per_channel(i, "mean"), "the mean", self.owner_desc(),
                               default=_constant_floats(a["mean"]))
-                std = agreed(node, lambda i: per_channel(i, "std"), "the standard deviation", self.owner_desc(),
-                             default=_constant_floats(a["std"]))
+                std = agreed(node, self.uses(node), lambda i: per_channel(i, "std"), "the standard deviation",
+                             self.owner_desc(), default=_constant_floats(a["std"]))
             except ArchError:  # they differ between the uses of the block
                 mean = std = None
             if mean is None or std is None:  # from the block's parameters, as the model is built
@@ -446,16 +446,17 @@ class _Function(CodeUnit):
             self.m.prelude.add("ChannelPad")
             parts = pad_parts(a["pad"], self.expr)
             if parts is None:
-                pads = literal(agreed(node, lambda i: i.args["pad"], "the channel padding", self.owner_desc()))
+                pads = literal(agreed(node, self.uses(node), lambda i: i.args["pad"], "the channel padding",
+                                      self.owner_desc()))
             else:
                 pads = f"({parts[0]}, {parts[-1]})"
             return self.apply(Br("ChannelPad", [pads, name]), src, dst, indent)
         if kind == "crop":
-            t, b, left, r = four_sides(node, "crop", lambda ex: int_code(ex, self.expr, self.is_int),
+            t, b, left, r = four_sides(node, self.uses(node), "crop", lambda ex: int_code(ex, self.expr, self.is_int),
                                        self.owner_desc())
             return self.apply(Br("layers.Cropping2D", [f"(({t}, {b}), ({left}, {r}))", name]), src, dst, indent)
         if kind == "zeropad":
-            t, b, left, r = four_sides(node, "pad", lambda ex: int_code(ex, self.expr, self.is_int),
+            t, b, left, r = four_sides(node, self.uses(node), "pad", lambda ex: int_code(ex, self.expr, self.is_int),
                                        self.owner_desc())
             return self.apply(Br("layers.ZeroPadding2D", [f"(({t}, {b}), ({left}, {r}))", name]), src, dst, indent)
         if kind in ("conv", "dwconv", "sepconv"):
@@ -463,7 +464,7 @@ class _Function(CodeUnit):
         if kind in ("maxpool", "avgpool"):
             return self.pool(node, src, dst, path, indent)
         if kind == "adaptive_avgpool":
-            ratio = agreed(node, lambda i: _adaptive_plan(i), "the pooling windows", self.owner_desc(),
+            ratio = agreed(node, self.uses(node), lambda i: _adaptive_plan(i), "the pooling windows", self.owner_desc(),
                            default="general")
             if ratio == 1:
                 return self.apply(Br("layers.Identity", [name]), src, dst, indent)
@@ -483,7 +484,7 @@ class _Function(CodeUnit):
             return x.rank == 3 and x.channels != 1 and (x.height, x.width) != (1, 1)
 
         permute = Br("layers.Permute", ["(3, 1, 2)", f"name={path.suffix('chw').code()}"])
-        insts = node.instances
+        insts = self.uses(node)
         if insts and all(reorders(i) for i in insts):
             src = self.apply(permute, src, dst, indent)
         elif not insts or any(reorders(i) for i in insts):  # the input's rank is known as the model is built
@@ -531,8 +532,8 @@ class _Function(CodeUnit):
         if grouping == "grouped":
             args.append(f"groups={e(a['groups'])}")
         if grouping == "depthwise":
-            multiplier = agreed(node, lambda i: i.args["filters"] // i.args["groups"], "the depth multiplier",
-                                self.owner_desc())
+            multiplier = agreed(node, self.uses(node), lambda i: i.args["filters"] // i.args["groups"],
+                                "the depth multiplier", self.owner_desc())
             if multiplier != 1:
                 args.append(f"depth_multiplier={multiplier}")
         elif kind in ("dwconv", "sepconv") and not is_one(a["multiplier"]):
@@ -567,8 +568,8 @@ class _Function(CodeUnit):
             stride, dilation = (v if isinstance(v, tuple) else (v, v) for v in (stride, dilation))
             return (max(stride) > 1 and max(dilation) > 1) or (depthwise and stride[0] != stride[1])
 
-        if node.instances:
-            return any(needs(i.args["stride"], i.args["dilation"]) for i in node.instances)
+        if self.uses(node):
+            return any(needs(i.args["stride"], i.args["dilation"]) for i in self.uses(node))
         stride, dilation = const(node.args["stride"]), const(node.args["dilation"])
         return isinstance(stride, (int, tuple)) and isinstance(dilation, (int, tuple)) and needs(stride, dilation)
 
@@ -587,8 +588,8 @@ class _Function(CodeUnit):
             return "none"
         if not isinstance(groups, G.Const):
             return "chosen"
-        if node.instances and all(i.args["groups"] == i.in_shape.channels for i in node.instances) and \
-                len({i.args["filters"] // i.args["groups"] for i in node.instances}) == 1:
+        if self.uses(node) and all(i.args["groups"] == i.in_shape.channels for i in self.uses(node)) and \
+                len({i.args["filters"] // i.args["groups"] for i in self.uses(node)}) == 1:
             return "depthwise"
         return "grouped"
 
@@ -610,9 +611,9 @@ class _Function(CodeUnit):
     def conv_padding(self, node: G.Layer) -> str:
         """'valid', 'same' (where Keras' same pads exactly as the spec says), 'explicit' or 'chosen'
         (same, valid or a size from the parameters, chosen as the model is built)."""
-        if pad_chosen(node):
+        if pad_chosen(node, self.uses(node)):
             return "chosen"
-        insts = node.instances
+        insts = self.uses(node)
         if not insts:  # not seen in use: decide from the spec alone
             pad = const(node.args["pad"])
             return "same" if pad == SAME else "valid" if pad in (VALID, 0, (0, 0)) else "explicit"
@@ -631,21 +632,21 @@ class _Function(CodeUnit):
         a = node.args
         e = lambda ex: self.typed(node, ex)
         name = f"name={path.code()}"
-        if all(i.args["kernel"] == GLOBAL for i in node.instances):
+        if all(i.args["kernel"] == GLOBAL for i in self.uses(node)):
             cls = "layers.GlobalMaxPooling2D" if kind == "maxpool" else "layers.GlobalAveragePooling2D"
             return self.apply(Br(cls, ["keepdims=True", name]), src, dst, indent)
         cls = "layers.MaxPooling2D" if kind == "maxpool" else "layers.AveragePooling2D"
         args = [e(a["kernel"])]
         if not (isinstance(a["stride"], G.Const) and a["stride"].value is None):
             args.append(f"strides={e(a['stride'])}")
-        if pad_chosen(node) and is_false(a["ceil"]) and (kind == "maxpool" or is_true(a["count_pad"])):
+        if pad_chosen(node, self.uses(node)) and is_false(a["ceil"]) and (kind == "maxpool" or is_true(a["count_pad"])):
             padding = self.padded(a["pad"], src, dst, path, indent, 'float("-inf")' if kind == "maxpool" else None)
             return self.apply(Br(cls, [*args, f"padding={padding}", name]), dst, dst, indent)
-        plan = agreed(node, lambda i: _pool_plan(i), "the padding this pooling needs in Keras", self.owner_desc(),
-                      default=None)
+        plan = agreed(node, self.uses(node), lambda i: _pool_plan(i), "the padding this pooling needs in Keras",
+                      self.owner_desc(), default=None)
         if plan is None:  # not seen in use: what the spec alone says
             plan = _static_pool_plan(node)
-        if plan == "same" and kind == "avgpool" and not all(_even_same(i) for i in node.instances):
+        if plan == "same" and kind == "avgpool" and not all(_even_same(i) for i in self.uses(node)):
             self.m.need("PaddedAvgPool2D")
             return self.apply(Br("PaddedAvgPool2D", [*args, 'padding="same"', name]), src, dst, indent)
         if plan == "same":

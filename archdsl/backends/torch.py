@@ -161,8 +161,8 @@ class _Module:
         if self.inference:
             return kind in _INPLACE
         if kind == "leaky_relu":
-            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in item.instances) \
-                and bool(item.instances)
+            uses = self.elab.uses(item)
+            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in uses) and bool(uses)
         return kind in _INPLACE_TRAINING
 
     def render(self) -> str:
@@ -220,7 +220,7 @@ class _Class(CodeUnit):
     def _in_shape(self, e: G.InShape) -> str:
         if e.attr == "channels":
             return "in_channels" if not self.is_network else self.input_channels
-        insts = self.owner.instances if not self.is_network else None
+        insts = self.uses(self.owner) if not self.is_network else None
         sizes = {getattr(i.in_shape, e.attr) for i in insts} if insts is not None else \
             {getattr(self.m.elab.root.in_shape, e.attr)}
         if None in sizes:
@@ -238,8 +238,8 @@ class _Class(CodeUnit):
         for attr in self.m.size_args.get(node.block, ()):
             # a call that no use expands (in an `if` branch not taken at this setting) has no size to
             # pass: None, which the class never reads at this setting
-            value = agreed(node, lambda i, a=attr: getattr(i.in_shape, a), f"the input {attr}", self.owner_desc(),
-                           default=None)
+            value = agreed(node, self.uses(node), lambda i, a=attr: getattr(i.in_shape, a), f"the input {attr}",
+                           self.owner_desc(), default=None)
             values.append(str(value))
         return values
 
@@ -256,7 +256,7 @@ class _Class(CodeUnit):
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
             cin = "in_channels"
-            typed, fixups = block_params(block, self.expr, self.m.local, indent=8,
+            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local, indent=8,
                                          tensor=lambda name: f"{name}_channels: int")
             params = ["in_channels: int", *typed]
             self.init.extend(fixups)
@@ -349,7 +349,8 @@ class _Class(CodeUnit):
 
     def _foldable(self, node: G.Layer) -> bool:
         """A batch norm over a feature map (a BatchNorm2d), which fold_batchnorm() can fold."""
-        return agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3) == 3
+        return agreed(node, self.uses(node), lambda i: i.in_shape.rank, "the input rank", self.owner_desc(),
+                      default=3) == 3
 
     def tensor_var(self, name: str) -> str:
         """The Python variable of a named tensor."""
@@ -628,10 +629,11 @@ class _Class(CodeUnit):
             before, after = self.channel_pads(node)
             return f"{paren(cin)} + {paren(before)} + {paren(after)}"
         if kind == "flatten":
-            size = agreed(node, lambda i: (i.in_shape.height, i.in_shape.width) if i.in_shape.rank == 3 else (1, 1),
+            size = agreed(node, self.uses(node),
+                          lambda i: (i.in_shape.height, i.in_shape.width) if i.in_shape.rank == 3 else (1, 1),
                           "the size flattened", self.owner_desc(), default=None)
-            size = size or _pooled_size(self.previous) or agreed(node, lambda i: None, "the size flattened",
-                                                                  self.owner_desc())
+            size = size or _pooled_size(self.previous) or agreed(node, self.uses(node), lambda i: None,
+                                                                 "the size flattened", self.owner_desc())
             return cin if size == (1, 1) else f"{paren(cin)} * {size[0]} * {size[1]}"
         return cin
 
@@ -648,7 +650,7 @@ class _Class(CodeUnit):
         if kind == "softmax":
             return "nn.Softmax(dim=1)", cout
         if kind in ("conv", "dwconv", "sepconv"):
-            chosen = pad_chosen(node)  # same, valid or a size, as build_model()'s parameters say
+            chosen = pad_chosen(node, self.uses(node))  # same, valid or a size, as build_model()'s parameters say
             same = not chosen and self.pad_is(node, SAME)
             dynamic = same and self.needs_dynamic_same(node)
             args: list[str] = [cin]
@@ -696,7 +698,7 @@ class _Class(CodeUnit):
             args = [e(a["kernel"])]
             if not is_none(a["stride"]):
                 args.append(f"stride={e(a['stride'])}")
-            if pad_chosen(node):  # same, valid or a size, as build_model()'s parameters say
+            if pad_chosen(node, self.uses(node)):  # same, valid or a size, as build_model()'s parameters say
                 helper = {"maxpool": "max_pool2d", "avgpool": "avg_pool2d"}[kind]
                 self.m.need(helper)
                 args.append(f"padding={self.expr(a['pad'])}")
@@ -730,7 +732,8 @@ class _Class(CodeUnit):
         if kind == "dropout":
             return Br("nn.Dropout", [] if const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
         if kind == "bn":
-            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3)
+            rank = agreed(node, self.uses(node), lambda i: i.in_shape.rank, "the input rank", self.owner_desc(),
+                          default=3)
             args = [cin]
             if const(a["eps"]) != 1e-5:
                 args.append(f"eps={e(a['eps'])}")
@@ -747,7 +750,8 @@ class _Class(CodeUnit):
             return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
                                                f"k={e(a['k'])}"]), cout
         if kind == "layernorm":
-            rank = agreed(node, lambda i: i.in_shape.rank, "the input rank", self.owner_desc(), default=3)
+            rank = agreed(node, self.uses(node), lambda i: i.in_shape.rank, "the input rank", self.owner_desc(),
+                          default=3)
             args = [cin] if const(a["eps"]) == 1e-5 else [cin, f"eps={e(a['eps'])}"]
             if rank == 3:
                 self.m.need("LayerNorm2d")
@@ -767,11 +771,11 @@ class _Class(CodeUnit):
             return Br("ChannelPad", [f"({', '.join(self.channel_pads(node))})"]), cout
         if kind == "crop":
             self.m.need("Crop2d")
-            t, b, left, r = four_sides(node, "crop", lambda ex: int_code(ex, self.expr, self.is_int),
+            t, b, left, r = four_sides(node, self.uses(node), "crop", lambda ex: int_code(ex, self.expr, self.is_int),
                                        self.owner_desc())
             return Br("Crop2d", [f"({t}, {b}, {left}, {r})"]), cout
         if kind == "zeropad":
-            t, b, left, r = four_sides(node, "pad", lambda ex: int_code(ex, self.expr, self.is_int),
+            t, b, left, r = four_sides(node, self.uses(node), "pad", lambda ex: int_code(ex, self.expr, self.is_int),
                                        self.owner_desc())
             return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"]), cout
         raise AssertionError(kind)  # pragma: no cover
@@ -781,22 +785,23 @@ class _Class(CodeUnit):
     def channel_pads(self, node: G.Layer) -> tuple[str, str]:
         parts = pad_parts(node.args["pad"], self.expr)
         if parts is None:
-            before, after = agreed(node, lambda i: i.args["pad"], "the channel padding", self.owner_desc())
+            before, after = agreed(node, self.uses(node), lambda i: i.args["pad"], "the channel padding",
+                                   self.owner_desc())
             return str(before), str(after)
         if len(parts) == 1:
             return parts[0], parts[0]
         return parts[0], parts[1]
 
     def pad_is(self, node: G.Layer, symbol) -> bool:
-        if not node.instances:
+        if not self.uses(node):
             return const(node.args["pad"]) == symbol
-        return all(i.args.get("pad") == symbol for i in node.instances)
+        return all(i.args.get("pad") == symbol for i in self.uses(node))
 
     def needs_dynamic_same(self, node: G.Layer) -> bool:
         """TensorFlow's `same` is symmetric only for stride 1 and an odd (dilated) kernel."""
-        if not node.instances:
+        if not self.uses(node):
             return True  # not seen in use: the general form
-        for inst in node.instances:
+        for inst in self.uses(node):
             (kh, kw), stride = inst.args["kernel"], inst.args.get("stride") or inst.args["kernel"]
             dh, dw = inst.args.get("dilation", (1, 1))
             if stride != (1, 1) or (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
@@ -804,7 +809,7 @@ class _Class(CodeUnit):
         return False
 
     def half_kernel(self, node: G.Layer) -> str:
-        pads = agreed(node, lambda i: tuple((k - 1) // 2 for k in i.args["kernel"]), "the padding",
+        pads = agreed(node, self.uses(node), lambda i: tuple((k - 1) // 2 for k in i.args["kernel"]), "the padding",
                       self.owner_desc())
         return literal(pads[0] if pads[0] == pads[1] else pads)  # type: ignore[index]
 

@@ -5,7 +5,9 @@ the spec with every name resolved, every layer bound to its signature (defaults 
 every node given its module path; expressions stay symbolic, so a block becomes one reusable class
 or function. *Instances* (Inst) are the expansion for one setting of the network's parameters:
 every repetition unrolled, every expression evaluated, every tensor's shape, parameters and
-multiply-accumulates known (archdsl/core/shapes.py builds them).
+multiply-accumulates known (archdsl/core/shapes.py builds them). The instances of one expansion are
+kept by its Elaborated, never on the definitions, so two expansions of one program can coexist:
+`elab.uses(node)` is every instance a definition node (or block) expands to in that expansion.
 """
 
 from __future__ import annotations
@@ -119,7 +121,6 @@ class Node:
     # a composite at the top of a block: generated forward() writes it inline, its parts are
     # attributes of the block (paths relative to the block), not of a module of its own
     inline: bool = field(default=False, kw_only=True)
-    instances: list[Inst] = field(default_factory=list, kw_only=True, repr=False)
 
 
 @dataclass(eq=False)
@@ -250,7 +251,6 @@ class BlockDef:
     @property
     def tensor_params(self) -> list[Param]:
         return [p for p in self.params if p.tensor]
-    instances: list[Inst] = field(default_factory=list, repr=False)
 
 
 @dataclass(eq=False)
@@ -394,6 +394,14 @@ class Elaborated:
     root: Inst
     outputs: list[tuple[str, Inst]]  # (name, the instance whose output it is)
     overridden: frozenset[str] = frozenset()  # the parameters set from outside (--set)
+    # id of a definition node (Node or BlockDef of `program`, which keeps them alive) -> its instances
+    # in this expansion, in order
+    per_node: dict[int, list[Inst]] = field(default_factory=dict, repr=False)
+
+    def uses(self, node: Node | BlockDef) -> list[Inst]:
+        """Every instance of a definition node (a layer, block call, composite, group) or of a block
+        (its calls) in this expansion, in order; empty for one that no use reaches."""
+        return self.per_node.get(id(node), [])
 
     @property
     def auxiliary(self) -> tuple[str, ...]:

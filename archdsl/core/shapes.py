@@ -169,15 +169,13 @@ class Expander:
         self.repeats: list[tuple[G.Repeat, str]] = []  # the repetitions being expanded, outermost first, and
         # the context each is in
         self.least: dict[int, int] = {}  # id of a definition node -> the fewest instances it expands to
+        # id of a definition node or block -> its instances in the last run (Elaborated.per_node; after an
+        # error, those made up to it)
+        self.per_node: dict[int, list[Inst]] = {}
 
     def run(self, overrides: dict[str, Value] | None = None) -> G.Elaborated:
         net = self.program.network
-        for node in all_nodes(net.body):
-            node.instances.clear()
-        for block in self.program.blocks.values():
-            block.instances.clear()
-            for node in all_nodes(block.body):
-                node.instances.clear()
+        self.per_node = {}  # this run's own: nothing of an earlier expansion is touched
         overrides = dict(overrides or {})
         unknown = [k for k in overrides if k not in {p.name for p in net.params}]
         if unknown:
@@ -252,7 +250,11 @@ class Expander:
             end = Inst(None, "output", "output", state.shape, state.shape)
             end.rf = (state.rf, state.jump)
             outputs.append(("output", last if last is not None else end))
-        return G.Elaborated(self.program, dict(env.values), root, outputs, frozenset(overrides))
+        return G.Elaborated(self.program, dict(env.values), root, outputs, frozenset(overrides),
+                            per_node=self.per_node)
+
+    def _use(self, node: G.Node | G.BlockDef, inst: Inst) -> None:
+        self.per_node.setdefault(id(node), []).append(inst)
 
     # walking
 
@@ -283,7 +285,7 @@ class Expander:
         if isinstance(node, G.Merge):
             return self._merge(node, env, path, out)
         inst = Inst(node, path, type(node).__name__.lower(), state.shape, state.shape)
-        node.instances.append(inst)
+        self._use(node, inst)
         out.append(inst)
         if isinstance(node, G.Seq):
             inst.kind = "group"
@@ -413,7 +415,7 @@ class Expander:
             k, s = res.window
             rf, jump = rf + (k - 1) * jump, jump * s
         inst.rf = (rf, jump)
-        node.instances.append(inst)
+        self._use(node, inst)
         out.append(inst)
         self.done.append(inst)
         return _State(res.shape, rf, jump)
@@ -436,8 +438,8 @@ class Expander:
                 values[p.name] = evaluate(p.default, inner)
             inner.values[p.name] = values[p.name]
         inst = Inst(node, path, block.name, state.shape, state.shape, values, block=block)
-        node.instances.append(inst)
-        block.instances.append(inst)
+        self._use(node, inst)
+        self._use(block, inst)
         out.append(inst)
         end = self._seq(block.body, _State(state.shape, state.rf, state.jump), inner, path, inst.children)
         inst.out_shape = end.shape
@@ -457,7 +459,7 @@ class Expander:
         inst = Inst(node, path, node.op, shapes[0], end.shape)
         inst.args = {"inputs": tuple(r.name for r in node.inputs)}
         inst.rf = (end.rf, end.jump)
-        node.instances.append(inst)
+        self._use(node, inst)
         out.append(inst)
         self.done.append(inst)
         return end

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ...api import elaborate, expand
+from ...api import Pipeline, elaborate
 from ...core import graph as G
 from ...core.elaborate import Loader
 from ...core.layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
@@ -25,6 +25,7 @@ from ...core.shapes import all_nodes
 from ...language import syntax as S
 from ...language.errors import ArchError, Span, source_lines
 from ...reports.summary import grouped, humanize, make_row, rows, totals
+from ...util.running import collector_paused, deep
 
 KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch",
             "residual", "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false",
@@ -74,6 +75,9 @@ class Analysis:
     module: S.Module | None = None  # this file's syntax tree; None on a syntax error in it
     program: G.Program | None = None  # the typed graph (a spec whose elaboration succeeded)
     elab: G.Elaborated | None = None  # the expansion (a spec whose shape check succeeded)
+    # id of a definition node or block of `program` -> its instances in the expansion (elab.per_node), or
+    # those made up to the error where the shape check stopped
+    per_node: dict[int, list[G.Inst]] = field(default_factory=dict)
     error: ArchError | None = None  # the first error, as the compiler reports it
     internal: str | None = None  # a traceback: archdsl itself failed on this text
     library: bool = False  # a file without a network (only blocks)
@@ -82,6 +86,11 @@ class Analysis:
     blocks: dict[str, S.BlockDef] = field(default_factory=dict)  # every block loaded, by name
     files: set[str] = field(default_factory=set)  # normalized paths it read or tried to read
     index: dict[Span, G.Node] = field(default_factory=dict)  # syntax span -> typed node
+
+    def uses(self, node: G.Node | G.BlockDef) -> list[G.Inst]:
+        """The instances of a typed node (or block) of `program` in the expansion, or in as much of it
+        as the shape check got through."""
+        return self.per_node.get(id(node), [])
 
     @property
     def network(self) -> S.NetworkDef | None:
@@ -107,7 +116,13 @@ def analyze(path: str, text: str, overlay: Mapping[str, str] | None = None,
             a.index = build_index(a.program)
             # the compiler's expansion, with its limits (archdsl/language/limits.py): a half-typed `* 1000000000`
             # is an error at the count at once, and no expansion goes past MAX_INSTANCES
-            a.elab = expand(a.program, overrides)
+            pipeline = Pipeline()
+            pipeline.program = a.program
+            try:
+                with collector_paused():
+                    a.elab = deep(pipeline.expand, overrides)
+            finally:
+                a.per_node = pipeline.per_node
     except ArchError as e:
         a.error = e
     except RecursionError:
@@ -354,9 +369,9 @@ def _args_text(inst: G.Inst) -> str:
     return ", ".join(f"{k} = {describe(v)}" for k, v in inst.args.items())  # type: ignore[arg-type]
 
 
-def instances_text(node: G.Node | G.BlockDef, where: str) -> str:
-    """The shapes, parameters and MACs of every instance of a node, as Markdown."""
-    insts = list(node.instances)
+def instances_text(node: G.Node | G.BlockDef, insts: list[G.Inst], where: str) -> str:
+    """The shapes, parameters and MACs of every instance of a node, `insts`, as Markdown."""
+    insts = list(insts)
     if not insts:
         return ""
     out = []

@@ -498,9 +498,9 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
         hit = A.node_at(cand, path, text, line0 + 1, col0 + 1)
         if hit is None or (current is not None and (hit[0].kind, hit[0].name) != (current.kind, current.name)):
             continue
-        if hit[1].instances or (found is None and cand is own):
+        if cand.uses(hit[1]) or (found is None and cand is own):
             found = (cand, hit[0], hit[1])
-            if hit[1].instances:
+            if cand.uses(hit[1]):
                 break
     target = current if current is not None else (found[1] if found else None)
     blocks = server.blocks(uri)
@@ -545,13 +545,13 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
         parts.append(_output_hover(server, uri, target.name))
     if found is not None and target.kind not in ("network", "output"):
         cand, _, node = found
-        if node.instances:
-            parts.append("---\n" + A.instances_text(node, A.where_text(cand)))
+        if cand.uses(node):
+            parts.append("---\n" + A.instances_text(node, cand.uses(node), A.where_text(cand)))
             if cand.elab is None:
                 parts.append("_the shape check stopped at an error: instances after it are not shown_")
         elif target.kind in ("call", "composite", "blockdef") and cand.elab is not None:
             parts.append("---\n_not used in this expansion_")
-    if target.kind in ("call", "blockdef") and (found is None or not found[2].instances):
+    if target.kind in ("call", "blockdef") and (found is None or not found[0].uses(found[2])):
         a = own
         if a is not None and a.library and not any(c.program for c in server.candidates(uri, path)):
             parts.append("_open a spec that imports this file to see shapes, parameters and MACs_")
