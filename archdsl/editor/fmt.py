@@ -30,30 +30,23 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..language import tokens
 from ..language.errors import ArchError
 from ..language.parser import parse
 
 INDENT = 4
 TAB = 4  # columns of a tab stop, when measuring an input's columns (as error messages show tabs)
 
-KEYWORDS = frozenset({
-    "import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch", "residual",
-    "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false", "tensor"})
+KEYWORDS = frozenset(tokens.KEYWORDS)  # the grammar's reserved words
 _CALL_KEYWORDS = frozenset({"residual", "concat", "range"})  # written without a space before `(`
 _OPERAND_KEYWORDS = frozenset({"in", "true", "false"})  # a `-` after one of these is binary
 _OPENERS = ("(", "[")
 _CLOSERS = (")", "]")
 _ALIGN_AFTER = (",", "(", "[")  # a run of 2+ spaces after one of these is kept: a column of a table
-
-# One token with the whitespace before it: (gap, comment, `\` at the end of the line, token).
-_TOKEN = re.compile(r"""([ \t\f]*)(?:(\#.*)|(\\$)|((?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?|[A-Za-z_][A-Za-z0-9_]*|"[^"\\]*"
-                    |\*\*|//|==|!=|<=|>=|[-+*/%<>=(){}\[\],:.?]))""", re.VERBOSE)
-
 
 @dataclass(slots=True)
 class _Tok:
@@ -76,36 +69,39 @@ class _Line:
         return not self.toks and self.comment is None and not self.cont
 
 
-_KIND = {**{c: "name" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"},
-         **{c: "num" for c in "0123456789"}, '"': "str"}
+# The formatter's kinds of the token table's categories; whitespace, newlines and comments are
+# layout, and an error token (none in a text that parsed) is dropped.
+_KIND = {tokens.NAME: "name", tokens.KEYWORD: "name", tokens.NUMBER: "num", tokens.STRING: "str",
+         tokens.OPERATOR: "op", tokens.PUNCTUATION: "op"}
 
 
-def _lex_line(line: str) -> _Line:
-    """One line of source that parsed (its newline removed) as tokens, comment and continuation."""
-    result = _Line()
-    toks = result.toks
-    col = 0
-    for gap, comment, cont, text in _TOKEN.findall(line):
-        if gap:
+def _lex(text: str) -> list[_Line]:
+    """Source that parsed, as lines (one per "\\n") of tokens, comment and continuation."""
+    lines = [_Line()]
+    col = 0  # column in the input line (tabs to the next multiple of TAB)
+    gap = ""  # the whitespace right before the next token
+    for tok in tokens.scan(text):
+        line = lines[-1]
+        if tok.category == tokens.NEWLINE or tok.kind == "LINE_CONT":
+            line.cont = tok.kind == "LINE_CONT"
+            lines.append(_Line())
+            col, gap = 0, ""
+        elif tok.category == tokens.WHITESPACE:
+            gap = tok.text
             if "\t" in gap:
                 for ch in gap:
                     col = (col // TAB + 1) * TAB if ch == "\t" else col + 1
             else:
                 col += len(gap)
-        if text:
-            kind = _KIND.get(text[0]) or ("num" if text[0] == "." and len(text) > 1 else "op")
-            toks.append(_Tok(kind, text, col, gap if toks else ""))
-            col += len(text)
-        elif comment:
-            result.comment = comment.rstrip(" \t\f\r")
-            result.comment_col = col
-        elif cont:
-            result.cont = True
-    return result
-
-
-def _lex(text: str) -> list[_Line]:
-    lines = [_lex_line(line) for line in text.split("\n")]
+        elif tok.category == tokens.COMMENT:
+            line.comment = tok.text.rstrip(" \t\f\r")
+            line.comment_col = col
+            col += len(tok.text)
+            gap = ""
+        elif tok.category in _KIND:
+            line.toks.append(_Tok(_KIND[tok.category], tok.text, col, gap if line.toks else ""))
+            col += len(tok.text)
+            gap = ""
     previous: _Tok | None = None
     for line in lines:
         for tok in line.toks:

@@ -5,16 +5,17 @@ Pygments finds it through the entry point `archdsl = "archdsl.editor.highlight:A
 `pygments.lexers`). Pygments is not a dependency of archdsl: only Pygments loads this module, and
 nothing else in archdsl imports it.
 
-The word lists come from the compiler: layer names (with their aliases), functions and symbols from
-the layer catalog (archdsl/core/layers.py, which imports no framework), the reserved words from the
-grammar (grammar/archdsl.lark: every quoted word in it is a keyword of the lexer). The editors'
-TextMate grammar (editors/vscode/syntaxes/archdsl.tmLanguage.json) spells the same lists out, and
-tests/test_highlight.py checks that they agree.
+The tokens come from the language's token table (archdsl/language/tokens.py, read from the grammar):
+its patterns for names, numbers, strings, comments and whitespace, its reserved words, operators and
+punctuation. The names the lexer tells apart (layers with their aliases, functions, symbols) come from
+the layer catalog (archdsl/core/layers.py, which imports no framework), so a new layer is highlighted
+without an edit here. The editors' TextMate grammar (editors/vscode/syntaxes/archdsl.tmLanguage.json)
+spells the same lists out; tests/test_highlight.py and tests/test_tokens.py check that they agree.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from typing import ClassVar
 
 from pygments.lexer import RegexLexer, bygroups, include, words
@@ -31,19 +32,12 @@ from pygments.token import (
 )
 
 from ..core.layers import FUNCTIONS, LAYERS, SYMBOLS
-from ..language.parser import grammar_text
+from ..language import tokens
+from ..language.tokens import grammar_keywords, pattern
 
-__all__ = ["FUNCTION_NAMES", "LAYER_NAMES", "RESERVED", "SYMBOL_NAMES", "ArchLexer"]
+__all__ = ["FUNCTION_NAMES", "LAYER_NAMES", "RESERVED", "SYMBOL_NAMES", "ArchLexer", "grammar_keywords"]
 
-
-def grammar_keywords(text: str) -> tuple[str, ...]:
-    """The reserved words of a Lark grammar: the quoted literals that look like names (Lark's lexer
-    gives such a literal priority over NAME, so none of them can be a name)."""
-    text = re.sub(r"//[^\n]*", "", text)  # comments
-    return tuple(sorted(set(re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', text))))
-
-
-RESERVED: tuple[str, ...] = grammar_keywords(grammar_text())
+RESERVED: tuple[str, ...] = tokens.KEYWORDS
 LAYER_NAMES: tuple[str, ...] = tuple(sorted(LAYERS))
 FUNCTION_NAMES: tuple[str, ...] = tuple(sorted(FUNCTIONS))
 SYMBOL_NAMES: tuple[str, ...] = tuple(sorted(SYMBOLS))
@@ -57,8 +51,19 @@ _TYPES = ("tensor",)
 _SPECIAL = {"import", "in", *_DECLARATIONS, *_LOGICAL, *_CONSTANTS, *_TYPES}
 _KEYWORDS = tuple(w for w in RESERVED if w not in _SPECIAL)
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_FLOAT = r"(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+"
+_NAME = pattern("NAME")
+_STRING = pattern("STRING")
+
+
+def _number(lexer: RegexLexer, match) -> Iterator[tuple[int, object, str]]:
+    """A NUMBER of the token table: an integer where it is only digits."""
+    yield match.start(), Number.Integer if match.group().isdigit() else Number.Float, match.group()
+
+
+def _continuation(lexer: RegexLexer, match) -> Iterator[tuple[int, object, str]]:
+    """A LINE_CONT of the token table: the `\\` (Text), then its line end (Whitespace)."""
+    yield match.start(), Text, match.group()[0]
+    yield match.start() + 1, Whitespace, match.group()[1:]
 
 
 class ArchLexer(RegexLexer):
@@ -78,7 +83,7 @@ class ArchLexer(RegexLexer):
             (rf"\b(output)(\s+)({_NAME})", bygroups(Keyword, Whitespace, Name.Label)),
             (rf"\b(for)(\s+)({_NAME})(\s+)(in)(\s+)(range)\b",
              bygroups(Keyword, Whitespace, Name.Variable, Whitespace, Keyword, Whitespace, Keyword)),
-            (r'\b(import)(\s*)("[^"\n\\]*")', bygroups(Keyword.Namespace, Whitespace, String.Double)),
+            (rf"\b(import)(\s*)({_STRING})", bygroups(Keyword.Namespace, Whitespace, String.Double)),
             # `name: tensor` (a tensor parameter) before `name:` (a label)
             (rf"({_NAME})(\s*)(:)(\s*)(tensor)\b",
              bygroups(Name.Variable, Whitespace, Punctuation, Whitespace, Keyword.Type)),
@@ -99,14 +104,15 @@ class ArchLexer(RegexLexer):
             include("expr"),
         ],
         "space": [
-            (r"[^\S\n]+", Whitespace),
-            (r"\n", Whitespace),
-            (r"#[^\n]*", Comment.Single),
-            (r"\\(?=\r?\n)", Text),  # line continuation
+            (pattern("WS"), Whitespace),
+            (pattern("NEWLINE"), Whitespace),
+            (r"[^\S\n]+", Whitespace),  # a lone carriage return, a vertical tab: not the language's, still space
+            (pattern("COMMENT"), Comment.Single),
+            (pattern("LINE_CONT"), _continuation),
         ],
         "expr": [
-            (r'"[^"\n\\]*"', String.Double),
-            (r'"[^"\n]*', String.Double),  # unterminated (half-typed) string: still a string
+            (_STRING, String.Double),
+            (pattern("OPEN_STRING"), String.Double),  # unterminated (half-typed) string: still a string
             (r"\b(in)(\.)(" + _NAME + ")", bygroups(Name.Builtin.Pseudo, Punctuation, Name.Attribute)),
             (rf"\b({_NAME})(\.)({_NAME})", bygroups(Name.Variable, Punctuation, Name.Attribute)),
             (r"\bin\b", Name.Builtin.Pseudo),
@@ -121,11 +127,9 @@ class ArchLexer(RegexLexer):
             (words(FUNCTION_NAMES, prefix=r"\b", suffix=r"\b(?=\s*\()"), Name.Function),
             (words(SYMBOL_NAMES, prefix=r"\b", suffix=r"\b"), Name.Constant),
             (_NAME, Name),
-            (_FLOAT, Number.Float),
-            (r"\d+", Number.Integer),
-            (r"\*\*|//|==|!=|<=|>=|[-+*/%<>=?]", Operator),
-            (r"[{}\[\],.:]", Punctuation),
-            (r"\)", Punctuation),  # an unmatched `)` at the top level (half-typed text)
+            (pattern("NUMBER"), _number),
+            (pattern("OPERATOR"), Operator),
+            (pattern("PUNCTUATION"), Punctuation),  # `)` too: an unmatched one is half-typed text
         ],
     }
 

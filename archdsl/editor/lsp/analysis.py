@@ -23,13 +23,12 @@ from ...core.elaborate import Loader
 from ...core.layers import FUNCTIONS, LAYERS, REQUIRED, LayerType, describe
 from ...core.shapes import all_nodes
 from ...language import syntax as S
+from ...language import tokens
 from ...language.errors import ArchError, Span, source_lines
 from ...reports.summary import grouped, humanize, make_row, rows, totals
 from ...util.running import collector_paused, deep
 
-KEYWORDS = ("import", "block", "network", "input", "output", "auxiliary", "let", "assert", "concat", "branch",
-            "residual", "shortcut", "scale", "if", "else", "for", "range", "and", "or", "not", "in", "true", "false",
-            "tensor")
+KEYWORDS = tokens.KEYWORDS  # the grammar's reserved words
 log = logging.getLogger("archdsl.editor.lsp")
 MAX_ROWS = 12  # instance rows shown in a hover before the rest is summarized
 
@@ -427,7 +426,11 @@ def where_text(analysis: Analysis) -> str:
 
 # Text-based context (works on half-typed text) -------------------------------------------------
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The scanners below read text with the language's token table (archdsl/language/tokens.py): names,
+# keywords, strings and comments are what the grammar says they are, in half-typed text too.
+
+NAME_PATTERN = tokens.pattern("NAME")
+_IDENT = re.compile(NAME_PATTERN)
 
 
 def word_at(line_text: str, col0: int) -> tuple[str, int, int]:
@@ -440,12 +443,9 @@ def word_at(line_text: str, col0: int) -> tuple[str, int, int]:
 
 def strip_comment(line_text: str) -> str:
     """A line without its comment (a '#' outside a string)."""
-    quoted = False
-    for i, c in enumerate(line_text):
-        if c == '"':
-            quoted = not quoted
-        elif c == "#" and not quoted:
-            return line_text[:i]
+    for tok in tokens.scan(line_text):
+        if tok.category == tokens.COMMENT:
+            return line_text[:tok.offset]
     return line_text
 
 
@@ -484,7 +484,7 @@ def call_context(text: str, line0: int, col0: int) -> CallContext | None:
             if depth == 0:
                 if c == "[":
                     return None
-                m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", chunk[:i])
+                m = re.search(rf"({NAME_PATTERN})\s*$", chunk[:i])
                 if m is None:
                     return None
                 callee = m.group(1)
@@ -519,7 +519,7 @@ def _arg_context(callee: str, inside: str) -> CallContext:
     given = set()
     positional = 0
     for p in parts:
-        m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)", p)
+        m = re.match(rf"\s*({NAME_PATTERN})\s*=(?!=)", p)
         if m:
             given.add(m.group(1))
         elif p.strip():
@@ -528,39 +528,83 @@ def _arg_context(callee: str, inside: str) -> CallContext:
     return CallContext(callee, given, positional, at_name)
 
 
+def _code(text: str) -> list[tokens.Token]:
+    """The tokens of a text without its whitespace and comments (line ends kept)."""
+    return [t for t in tokens.scan(text) if t.category not in (tokens.WHITESPACE, tokens.COMMENT)]
+
+
+def _closed(tok: tokens.Token) -> bool:
+    return tok.category == tokens.STRING and len(tok.text) > 1 and tok.text.endswith('"')
+
+
+def _import_string(line_text: str) -> tokens.Token | None:
+    """The string of a line that is an `import "..."` (closed or not)."""
+    code = _code(line_text)
+    if len(code) >= 2 and code[0].category == tokens.KEYWORD and code[0].text == "import" \
+            and code[1].category == tokens.STRING:
+        return code[1]
+    return None
+
+
 def import_prefix(line_text: str, col0: int) -> str | None:
     """The path typed so far when the cursor is inside the string of an `import "..."`."""
-    m = re.match(r'\s*import\s+"([^"]*)$', line_text[:col0])
-    return m.group(1) if m else None
+    tok = _import_string(line_text[:col0])
+    return tok.text[1:] if tok is not None and tok.end == col0 and not _closed(tok) else None
 
 
 def import_at(line_text: str, col0: int) -> str | None:
     """The path of an `import "..."` whose string the cursor is on."""
-    m = re.match(r'(\s*import\s+)"([^"]*)"', line_text)
-    if m and m.start(2) - 1 <= col0 <= m.end(2) + 1:
-        return m.group(2)
+    tok = _import_string(line_text)
+    if tok is not None and _closed(tok) and tok.offset <= col0 <= tok.end:
+        return tok.text[1:-1]
     return None
 
 
-_BLOCK_HEAD = re.compile(r"^\s*block\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(([^)]*)", re.MULTILINE)
-_IMPORT = re.compile(r'^\s*import\s+"([^"\n]*)"', re.MULTILINE)
+def _statements(text: str) -> Iterator[list[tokens.Token]]:
+    """The tokens of each line of a text (without whitespace and comments) that has any."""
+    line: list[tokens.Token] = []
+    for tok in _code(text):
+        if tok.category == tokens.NEWLINE:
+            if line:
+                yield line
+            line = []
+        else:
+            line.append(tok)
+    if line:
+        yield line
 
 
 def scan_blocks(text: str) -> dict[str, list[str]]:
     """Block names and their parameter names from the text alone (for a file that does not parse)."""
     out: dict[str, list[str]] = {}
-    for m in _BLOCK_HEAD.finditer(text):
-        names = []
-        for part in m.group(2).split(","):
-            pm = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", part)
-            if pm:
-                names.append(pm.group(1))
-        out[m.group(1)] = names
+    code = [t for t in _code(text) if t.category != tokens.NEWLINE]  # a parameter list may span lines
+    for i, tok in enumerate(code):
+        if not (tok.category == tokens.KEYWORD and tok.text == "block" and i + 2 < len(code)
+                and code[i + 1].category == tokens.NAME and code[i + 2].text == "("):
+            continue
+        names: list[str] = []
+        depth = 0
+        for k in range(i + 2, len(code)):
+            t = code[k]
+            if t.text in ("{", "}"):
+                break  # a body: the list was left open
+            if t.text in ("(", "["):
+                depth += 1
+            elif t.text in (")", "]"):
+                depth -= 1
+                if depth == 0:
+                    break
+            elif t.category == tokens.NAME and depth == 1 and code[k - 1].text in ("(", ","):
+                names.append(t.text)
+        out[code[i + 1].text] = names
     return out
 
 
 def scan_imports(text: str) -> list[str]:
-    return _IMPORT.findall(text)
+    """The paths of the `import "..."` lines of a text."""
+    return [line[1].text[1:-1] for line in _statements(text)
+            if len(line) >= 2 and line[0].category == tokens.KEYWORD and line[0].text == "import"
+            and _closed(line[1])]
 
 
 def imported_blocks(path: str, text: str, overlay: Mapping[str, str]) -> dict[str, S.BlockDef]:

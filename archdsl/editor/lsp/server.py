@@ -621,6 +621,7 @@ def _definition(server: ArchServer, uri: str, pos: T.Position) -> T.Location | N
     return None
 
 
+# Keywords offered where they may stand (tests/test_tokens.py holds each to be one of the grammar's).
 _VALUE_WORDS = ("true", "false", "in", "not", "and", "or", "if", "else")
 _ITEM_KEYWORDS = ("residual", "concat", "branch", "shortcut", "scale", "if", "else", "for", "let", "output", "auxiliary",
                   "input", "assert", "in")
@@ -675,7 +676,7 @@ def _completion(server: ArchServer, uri: str, pos: T.Position) -> T.CompletionLi
 def _expression_position(before: str) -> bool:
     """Whether the text before the cursor on its line ends where a value is expected."""
     return re.search(r"(=|\*|[-+/%<>,\[]|\bif|\band|\bor|\bnot|\bassert|\brange\()\s*[A-Za-z_0-9.]*$", before) \
-        is not None and not re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=\s*[A-Za-z_0-9]*$", before)
+        is not None and not re.match(rf"\s*{A.NAME_PATTERN}\s*=\s*[A-Za-z_0-9]*$", before)
 
 
 def _value_items(server: ArchServer, uri: str, line0: int) -> list[T.CompletionItem]:
@@ -773,7 +774,7 @@ def _name_span(span: Span, keyword: str, text: str) -> Span:
     """The span of the name after a keyword (`output name`, `let name`) at the start of a statement."""
     lines = text.split("\n")
     if 0 < span.line <= len(lines):
-        m = re.compile(keyword + r"\s+([A-Za-z_][A-Za-z0-9_]*)").match(lines[span.line - 1], span.column - 1)
+        m = re.compile(rf"{re.escape(keyword)}\s+({A.NAME_PATTERN})").match(lines[span.line - 1], span.column - 1)
         if m:
             return Span(span.file, span.line, m.start(1) + 1, span.line, m.end(1) + 1)
     return span
