@@ -88,3 +88,46 @@ def test_drawings_describe_layers_from_the_catalog(every):
     assert descriptions["dwconv"] in ("dwconv 3x3, x2", "dwconv 1x3")
     assert descriptions["dense"] in ("dense 10", "dense 7")
     assert descriptions["relu"] == "relu"
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_every_entry_has_an_emitter_for_each_backend_and_a_transfer_rule(name):
+    """Adding a layer to the catalog without its emitters (or, with weights, the rule that moves them
+    between the frameworks) fails here, not in a user's compile."""
+    from archdsl.backends import keras, torch  # noqa: F401 - each registers its emitters
+    from archdsl.backends.registry import KERAS, TORCH, TORCH_FACTS, TRANSFER
+
+    assert name in TORCH, f"{name}: no PyTorch emitter (archdsl/backends/torch_emitters.py)"
+    assert name in TORCH_FACTS
+    assert name in KERAS, f"{name}: no Keras emitter (archdsl/backends/keras_emitters.py)"
+    rules = [rule for rule in TRANSFER.values() if name in rule.layers]
+    if LAYERS[name].weights:
+        assert rules, f"{name} has weights but no transfer rule between PyTorch and Keras (@transfer)"
+    else:
+        assert not rules, f"{name} has no weights, yet a transfer rule names it"
+
+
+def test_registering_an_unknown_or_doubled_layer_fails():
+    from archdsl.backends.registry import keras_layer, torch_module
+
+    with pytest.raises(ValueError, match="not a layer of the catalog"):
+        torch_module("convolution")(lambda *a: None)
+    with pytest.raises(ValueError, match="has an emitter already"):
+        keras_layer("conv")(lambda *a: None)
+    with pytest.raises(ValueError, match="alias"):
+        keras_layer("linear")(lambda *a: None)
+
+
+def test_no_backend_names_a_layer_kind():
+    """The backends dispatch on the catalog's registry; no chain of conditions over layer kinds is left
+    in the module walkers, interop or drawing (the emitters' files name the layers they register)."""
+    import re
+
+    package = Path(__file__).resolve().parent.parent / "archdsl"
+    kinds = "|".join(sorted(CANONICAL, key=len, reverse=True))
+    pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({kinds})["']""")
+    for path in ("backends/torch.py", "backends/keras.py", "backends/common.py", "runtime/interop.py",
+                 "reports/draw.py", "reports/summary.py"):
+        text = re.sub(r"category\s*==\s*[\"'][a-z]+[\"']", "", (package / path).read_text(encoding="utf-8"))
+        found = pattern.findall(text)  # (a category, as `conv`, is not a layer kind)
+        assert not found, f"{path} compares against layer kinds: {found}"

@@ -36,7 +36,7 @@ from .common import (
 from .registry import keras_layer, transfer
 
 if TYPE_CHECKING:
-    from .keras import _Path
+    from .keras import LayerPath
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
@@ -44,22 +44,22 @@ _ACTIVATIONS = {
 }
 
 
-def _name(path: _Path) -> str:
+def _name(path: LayerPath) -> str:
     return f"name={path.code()}"
 
 
 @keras_layer("identity")
-def identity(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def identity(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return src
 
 
 @keras_layer(*_ACTIVATIONS)
-def activation(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def activation(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return f.apply(Br("layers.Activation", [quote(_ACTIVATIONS[node.type.name]), _name(path)]), src, dst, indent)
 
 
 @keras_layer("leaky_relu")
-def leaky_relu(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def leaky_relu(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
     cls = "layers.LeakyReLU"
     slopes = [i.args["slope"] for i in f.uses(node)] or [const(a["slope"])]
@@ -70,12 +70,12 @@ def leaky_relu(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -
 
 
 @keras_layer("dropout")
-def dropout(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return f.apply(Br("layers.Dropout", [f.typed(node, node.args["rate"]), _name(path)]), src, dst, indent)
 
 
 @keras_layer("dense")
-def dense(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def dense(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
     args = [f.typed(node, a["units"])]
     if not is_true(a["bias"]):
@@ -84,7 +84,7 @@ def dense(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str
 
 
 @keras_layer("bn")
-def bn(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def bn(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
     m = a["momentum"]  # PyTorch's weight of the new batch; Keras' of the running statistics
     momentum = literal(round(1.0 - m.value, 12)) if isinstance(m, G.Const) else f"1 - {f.typed(node, m)}"
@@ -95,7 +95,7 @@ def bn(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
 
 
 @keras_layer("lrn")
-def lrn(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def lrn(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
     e = lambda ex: f.typed(node, ex)
     f.m.need("LocalResponseNorm")
@@ -104,26 +104,26 @@ def lrn(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
 
 
 @keras_layer("layernorm")
-def layernorm(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def layernorm(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return f.apply(Br("layers.LayerNormalization", [f"epsilon={f.typed(node, node.args['eps'])}", _name(path)]),
                    src, dst, indent)
 
 
 @keras_layer("layerscale")
-def layerscale(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def layerscale(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     f.m.need("LayerScale")
     return f.apply(Br("LayerScale", [f.typed(node, node.args["init"]), _name(path)]), src, dst, indent)
 
 
 @keras_layer("rescale")
-def rescale(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def rescale(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
     args = [f.typed(node, a["scale"])] + ([] if is_zero(a["offset"]) else [f"offset={f.typed(node, a['offset'])}"])
     return f.apply(Br("layers.Rescaling", [*args, _name(path)]), src, dst, indent)
 
 
 @keras_layer("normalize")
-def normalize(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def normalize(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args
 
     def per_channel(inst: G.Inst, arg: str) -> tuple:
@@ -149,7 +149,7 @@ def normalize(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) ->
 
 
 @keras_layer("zeropad_channels")
-def zeropad_channels(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def zeropad_channels(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     f.m.need("ChannelPad")
     parts = pad_parts(node.args["pad"], f.expr)
     if parts is None:
@@ -165,17 +165,17 @@ def _sides(f, node: G.Layer, arg: str) -> str:
 
 
 @keras_layer("crop")
-def crop(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return f.apply(Br("layers.Cropping2D", [_sides(f, node, "crop"), _name(path)]), src, dst, indent)
 
 
 @keras_layer("zeropad")
-def zeropad(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def zeropad(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     return f.apply(Br("layers.ZeroPadding2D", [_sides(f, node, "pad"), _name(path)]), src, dst, indent)
 
 
 @keras_layer("adaptive_avgpool")
-def adaptive_avgpool(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def adaptive_avgpool(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     ratio = agreed(node, f.uses(node), lambda i: _adaptive_plan(i), "the pooling windows", f.owner_desc(),
                    default="general")
     if ratio == 1:
@@ -187,7 +187,7 @@ def adaptive_avgpool(f, node: G.Layer, src: str, dst: str, path: _Path, indent: 
 
 
 @keras_layer("flatten")
-def flatten(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def flatten(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     """PyTorch flattens (C, H, W), Keras' Flatten the (H, W, C) it holds: a Permute to channels
     first before it, so every layer after a flatten sees PyTorch's features in PyTorch's order
     (a dense, a batch norm, a layer scale, a padding of the features, a model output). None
@@ -209,7 +209,7 @@ def flatten(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> s
 
 
 @keras_layer("conv", "dwconv", "sepconv")
-def conv(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     kind = node.type.name
     a = node.args
     e = lambda ex: f.typed(node, ex)
@@ -311,7 +311,7 @@ def _grouping(f, node: G.Layer) -> str:
     return "grouped"
 
 
-def _padded(f, pad: G.Expr, src: str, dst: str, path: _Path, indent: int, value: str | None = None,
+def _padded(f, pad: G.Expr, src: str, dst: str, path: LayerPath, indent: int, value: str | None = None,
            window: str | None = None) -> str:
     """`dst, paddingN = padded(src, pad, ...)`: the padding chosen as the model is built (see
     common.pad_chosen); returns the local that holds the Keras padding for the layer. window:
@@ -348,7 +348,7 @@ def _conv_padding(f, node: G.Layer) -> str:
 
 
 @keras_layer("maxpool", "avgpool")
-def pool(f, node: G.Layer, src: str, dst: str, path: _Path, indent: int) -> str:
+def pool(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     kind = node.type.name
     a = node.args
     e = lambda ex: f.typed(node, ex)

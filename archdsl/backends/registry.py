@@ -61,7 +61,10 @@ class TorchFacts:
     # of the layer's uses: `fn(uses) -> bool`), and in --optimize inference
     inplace_training: bool | Callable[[list], bool] = False
     inplace_inference: bool = False
-    fold: str | None = None  # "conv": a batch norm right after it folds into it; "bn": folds into a conv
+    # --optimize inference folds a layer that is a fold source (a batch norm) into the fold target right
+    # before it (a convolution)
+    fold_source: bool = False
+    fold_target: bool = False
 
 
 TORCH_FACTS: dict[str, TorchFacts] = {}

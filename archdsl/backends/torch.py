@@ -12,29 +12,25 @@ from __future__ import annotations
 import re
 
 from ..core import graph as G
-from ..core.layers import GLOBAL, SAME, VALID
+from ..core.graph import Shape
+from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, Sum
 from ..language.errors import ArchError
+from . import torch_emitters  # noqa: F401 - registers the PyTorch emitters
 from .common import (
     Br,
     CodeUnit,
     LocalNames,
     agreed,
     block_params,
-    const,
     drop_unused_assignments,
-    four_sides,
     header_source,
     int_code,
-    is_false,
-    is_none,
     is_one,
-    is_true,
     is_zero,
     lay,
     literal,
     names_in,
     network_params,
-    pad_chosen,
     pad_parts,
     paren,
     py_name,
@@ -44,17 +40,8 @@ from .common import (
     surely_int,
     templates,
 )
+from .registry import TORCH, TORCH_FACTS, TORCH_FUNCTIONAL
 
-_ACT_FUNCTIONAL = {
-    "relu": "F.relu({x})", "relu6": "F.relu6({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})",
-    "softmax": "F.softmax({x}, dim=1)", "silu": "F.silu({x})", "hardswish": "F.hardswish({x})",
-    "hardsigmoid": "F.hardsigmoid({x})", "gelu": "F.gelu({x})", "flatten": "torch.flatten({x}, 1)",
-}
-_ACT_MODULE = {
-    "relu": "nn.ReLU", "relu6": "nn.ReLU6", "tanh": "nn.Tanh", "sigmoid": "nn.Sigmoid", "silu": "nn.SiLU",
-    "hardswish": "nn.Hardswish", "hardsigmoid": "nn.Hardsigmoid", "gelu": "nn.GELU", "flatten": "nn.Flatten",
-    "identity": "nn.Identity",
-}
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
                   "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm1d", "PartialBatchNorm2d",
                   "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath", "Concat",
@@ -64,16 +51,6 @@ _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_paddin
                   "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"}}
 
 
-# Layers whose output is a new tensor, so an activation right after them may work in place.
-_ALLOCATING = frozenset({"conv", "dwconv", "sepconv", "bn", "dense", "maxpool", "avgpool", "adaptive_avgpool",
-                         "lrn", "layernorm", "layerscale", "rescale", "normalize", "zeropad", "zeropad_channels"})
-_INPLACE = frozenset({"relu", "relu6", "silu", "hardswish", "hardsigmoid", "leaky_relu"})
-# In place in the plain (trainable) model too: autograd computes their gradients from their result
-# or an in-place-safe formula (torchvision's ReLU/ReLU6/SiLU/Hardswish(inplace=True)); leaky_relu only
-# with a slope >= 0, which autograd requires of its in-place form.
-_INPLACE_TRAINING = frozenset({"relu", "relu6", "silu", "hardswish", "hardsigmoid"})
-
-
 def emit(elab: G.Elaborated, optimize: str | None = None) -> str:
     return _Module(elab, optimize).render()
 
@@ -81,7 +58,7 @@ def emit(elab: G.Elaborated, optimize: str | None = None) -> str:
 def _allocates(item: object) -> bool:
     """Whether an item's result is a tensor of its own (not its input, a view or a named tensor)."""
     if isinstance(item, G.Layer):
-        return item.type.name in _ALLOCATING
+        return TORCH_FACTS[item.type.name].allocates
     return isinstance(item, (G.Residual, G.Concat, G.Scale, G.Merge))
 
 
@@ -124,7 +101,7 @@ class _Module:
         emission does: its caller may still hold it."""
         if inplace:
             return self.inference
-        if isinstance(item, G.Layer) and item.type.name == "identity":
+        if isinstance(item, G.Layer) and TORCH_FACTS[item.type.name].passes_input:
             return input_owned
         if isinstance(item, G.BlockCall):
             return self.block_owned(item.block)
@@ -157,13 +134,12 @@ class _Module:
         result for its gradient); --optimize inference chains them."""
         if not isinstance(item, G.Layer):
             return False
-        kind = item.type.name
+        facts = TORCH_FACTS[item.type.name]
         if self.inference:
-            return kind in _INPLACE
-        if kind == "leaky_relu":
-            uses = self.elab.uses(item)
-            return all(isinstance(i.args["slope"], (int, float)) and i.args["slope"] >= 0 for i in uses) and bool(uses)
-        return kind in _INPLACE_TRAINING
+            return facts.inplace_inference
+        if callable(facts.inplace_training):
+            return facts.inplace_training(self.elab.uses(item))
+        return facts.inplace_training
 
     def render(self) -> str:
         program = self.elab.program
@@ -336,8 +312,9 @@ class _Class(CodeUnit):
                 self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
-            if self.m.inference and isinstance(item, G.Layer) and item.type.name == "bn" and self._foldable(item) \
-                    and isinstance(self.previous, G.Layer) and self.previous.type.name in ("conv", "dwconv", "sepconv") \
+            if self.m.inference and isinstance(item, G.Layer) and TORCH_FACTS[item.type.name].fold_source \
+                    and self._foldable(item) and isinstance(self.previous, G.Layer) \
+                    and TORCH_FACTS[self.previous.type.name].fold_target \
                     and index > 0 and seq.items[index - 1] is self.previous:
                 self.folds.append((self.previous.name, item.name))
             target = targets.get(index)
@@ -364,12 +341,13 @@ class _Class(CodeUnit):
         if not isinstance(node, G.Output):
             self.src = dst
         if isinstance(node, G.Layer):
-            kind = node.type.name
-            if kind in _ACT_FUNCTIONAL or kind in ("leaky_relu", "identity"):
-                if kind == "identity":
+            functional = TORCH_FUNCTIONAL.get(node.type.name)
+            if functional is not None:  # applied in forward(), no module
+                code = functional(self, node, src, inplace)
+                if code == src:  # it computes nothing
                     self.src = src
-                    return cin
-                self.fwd.append(f"        {dst} = {self.functional(node, src, inplace)}")
+                else:
+                    self.fwd.append(f"        {dst} = {code}")
                 return self.layer_cout(node, cin)
             ctor, cout = self.layer(node, cin)
             self.init.extend(lay(ctor, 8, f"{attr} = "))
@@ -609,217 +587,66 @@ class _Class(CodeUnit):
 
     # layers
 
-    def functional(self, node: G.Layer, src: str, inplace: bool = False) -> str:
-        kind = node.type.name
-        if kind == "leaky_relu":
-            return f"F.leaky_relu({src}, {self.expr(node.args['slope'])}{', inplace=True' if inplace else ''})"
-        code = _ACT_FUNCTIONAL[kind].format(x=src)
-        return code[:-1] + ", inplace=True)" if inplace else code
+    def layer(self, node: G.Layer, cin: str, inplace: bool = False) -> tuple[Br | str, str]:
+        """(constructor, out channels) of a layer used as a module: its catalog entry's PyTorch emitter
+        (backends/torch_emitters.py) and channel rule."""
+        return TORCH[node.type.name](self, node, cin, inplace), self.layer_cout(node, cin)
 
     def layer_cout(self, node: G.Layer, cin: str) -> str:
-        kind = node.type.name
-        a = node.args
-        if kind in ("conv", "sepconv"):
-            return self.typed(node, a["filters"])
-        if kind == "dwconv":
-            return cin if is_one(a["multiplier"]) else f"{paren(cin)} * {paren(self.typed(node, a['multiplier']))}"
-        if kind == "dense":
-            return self.typed(node, a["units"])
-        if kind == "zeropad_channels":
-            before, after = self.channel_pads(node)
-            return f"{paren(cin)} + {paren(before)} + {paren(after)}"
-        if kind == "flatten":
-            size = agreed(node, self.uses(node),
-                          lambda i: (i.in_shape.height, i.in_shape.width) if i.in_shape.rank == 3 else (1, 1),
-                          "the size flattened", self.owner_desc(), default=None)
-            size = size or _pooled_size(self.previous) or agreed(node, self.uses(node), lambda i: None,
-                                                                 "the size flattened", self.owner_desc())
-            return cin if size == (1, 1) else f"{paren(cin)} * {size[0]} * {size[1]}"
-        return cin
+        """A layer's output channels as code: its catalog entry's rule over the input's channels and
+        the layer's arguments."""
+        return self.channel_code(node, node.type.channels, cin)
 
-    def layer(self, node: G.Layer, cin: str, inplace: bool = False) -> tuple[Br | str, str]:
-        """(constructor, out channels) of a layer used as a module."""
-        kind = node.type.name
-        a = node.args
-        e = lambda ex: self.typed(node, ex)
-        cout = self.layer_cout(node, cin)
-        if kind in _ACT_MODULE:
-            return f"{_ACT_MODULE[kind]}({'inplace=True' if inplace else ''})", cout
-        if kind == "leaky_relu":
-            return Br("nn.LeakyReLU", [e(a["slope"]), *(["inplace=True"] if inplace else [])]), cout
-        if kind == "softmax":
-            return "nn.Softmax(dim=1)", cout
-        if kind in ("conv", "dwconv", "sepconv"):
-            chosen = pad_chosen(node, self.uses(node))  # same, valid or a size, as build_model()'s parameters say
-            same = not chosen and self.pad_is(node, SAME)
-            dynamic = same and self.needs_dynamic_same(node)
-            args: list[str] = [cin]
-            if kind == "conv":
-                args.append(e(a["filters"]))
-            elif kind == "dwconv":
-                args.append(cout)
-            else:
-                args.append(e(a["filters"]))
-            args.append(e(a["kernel"]))
-            if not is_one(a["stride"]):
-                args.append(f"stride={e(a['stride'])}")
-            pad = self.expr(a["pad"]) if chosen else self.conv_padding(node, dynamic)
-            if pad is not None:
-                args.append(f"padding={pad}")
-            if not is_one(a["dilation"]):
-                args.append(f"dilation={e(a['dilation'])}")
-            if kind == "conv" and not is_one(a["groups"]):
-                args.append(f"groups={e(a['groups'])}")
-            if kind == "dwconv":
-                args.append(f"groups={cin}")
-            if kind == "sepconv":
-                if not is_one(a["multiplier"]):
-                    args.append(f"multiplier={e(a['multiplier'])}")
-                if dynamic:
-                    args.append("same=True")
-            if not is_true(a["bias"]):
-                args.append(f"bias={e(a['bias'])}")
-            if kind == "sepconv":  # SeparableConv2d takes padding="same" too
-                self.m.need("SeparableConv2d")
-                return Br("SeparableConv2d", args), cout
-            if dynamic:
-                self.m.need("Conv2dSame")
-                return Br("Conv2dSame", args), cout
-            if chosen:
-                self.m.need("conv2d")
-                return Br("conv2d", args), cout
-            return Br("nn.Conv2d", args), cout
-        if kind in ("maxpool", "avgpool"):
-            if const(a["kernel"]) == GLOBAL:
-                return ("nn.AdaptiveMaxPool2d(1)" if kind == "maxpool" else "nn.AdaptiveAvgPool2d(1)"), cout
-            same = self.pad_is(node, SAME)
-            dynamic = same and self.needs_dynamic_same(node)
-            cls = {"maxpool": "nn.MaxPool2d", "avgpool": "nn.AvgPool2d"}[kind]
-            args = [e(a["kernel"])]
-            if not is_none(a["stride"]):
-                args.append(f"stride={e(a['stride'])}")
-            if pad_chosen(node, self.uses(node)):  # same, valid or a size, as build_model()'s parameters say
-                helper = {"maxpool": "max_pool2d", "avgpool": "avg_pool2d"}[kind]
-                self.m.need(helper)
-                args.append(f"padding={self.expr(a['pad'])}")
-                if not is_false(a["ceil"]):
-                    args.append(f"ceil_mode={e(a['ceil'])}")
-                if kind == "avgpool" and not is_true(a["count_pad"]):
-                    args.append(f"count_include_pad={e(a['count_pad'])}")
-                return Br(helper, args), cout
-            if dynamic:
-                cls = {"maxpool": "MaxPool2dSame", "avgpool": "AvgPool2dSame"}[kind]
-                self.m.need(cls)
-            elif same:
-                args.append(f"padding={self.half_kernel(node)}")
-            elif not self.pad_is(node, VALID) and not is_zero(a["pad"]):
-                args.append(f"padding={e(a['pad'])}")
-            if not dynamic and not is_false(a["ceil"]):
-                args.append(f"ceil_mode={e(a['ceil'])}")
-            if kind == "avgpool" and not dynamic:
-                if same:
-                    args.append("count_include_pad=False")
-                elif not is_true(a["count_pad"]):
-                    args.append(f"count_include_pad={e(a['count_pad'])}")
-            return Br(cls, args), cout
-        if kind == "adaptive_avgpool":
-            return Br("nn.AdaptiveAvgPool2d", [e(a["size"])]), cout
-        if kind == "dense":
-            args = [cin, e(a["units"])]
-            if not is_true(a["bias"]):
-                args.append(f"bias={e(a['bias'])}")
-            return Br("nn.Linear", args), cout
-        if kind == "dropout":
-            return Br("nn.Dropout", [] if const(a["rate"]) == 0.5 else [e(a["rate"])]), cout
-        if kind == "bn":
-            rank = agreed(node, self.uses(node), lambda i: i.in_shape.rank, "the input rank", self.owner_desc(),
-                          default=3)
-            args = [cin]
-            if const(a["eps"]) != 1e-5:
-                args.append(f"eps={e(a['eps'])}")
-            if const(a["momentum"]) != 0.1:
-                args.append(f"momentum={e(a['momentum'])}")
-            if is_true(a["gamma"]) and is_true(a["beta"]):
-                return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", args), cout
-            if is_false(a["gamma"]) and is_false(a["beta"]):
-                return Br("nn.BatchNorm1d" if rank == 1 else "nn.BatchNorm2d", [*args, "affine=False"]), cout
-            partial = "PartialBatchNorm1d" if rank == 1 else "PartialBatchNorm2d"
-            self.m.need(partial)
-            return Br(partial, [*args, f"scale={e(a['gamma'])}", f"center={e(a['beta'])}"]), cout
-        if kind == "lrn":
-            return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
-                                               f"k={e(a['k'])}"]), cout
-        if kind == "layernorm":
-            rank = agreed(node, self.uses(node), lambda i: i.in_shape.rank, "the input rank", self.owner_desc(),
-                          default=3)
-            args = [cin] if const(a["eps"]) == 1e-5 else [cin, f"eps={e(a['eps'])}"]
-            if rank == 3:
-                self.m.need("LayerNorm2d")
-                return Br("LayerNorm2d", args), cout
-            return Br("nn.LayerNorm", args), cout
-        if kind == "layerscale":
-            self.m.need("LayerScale")
-            return Br("LayerScale", [cin, e(a["init"])]), cout
-        if kind == "rescale":
-            self.m.need("Rescale")
-            return Br("Rescale", [e(a["scale"])] + ([] if is_zero(a["offset"]) else [e(a["offset"])])), cout
-        if kind == "normalize":
-            self.m.need("Normalize")
-            return Br("Normalize", [e(a["mean"]), e(a["std"])]), cout
-        if kind == "zeropad_channels":
-            self.m.need("ChannelPad")
-            return Br("ChannelPad", [f"({', '.join(self.channel_pads(node))})"]), cout
-        if kind == "crop":
-            self.m.need("Crop2d")
-            t, b, left, r = four_sides(node, self.uses(node), "crop", lambda ex: int_code(ex, self.expr, self.is_int),
-                                       self.owner_desc())
-            return Br("Crop2d", [f"({t}, {b}, {left}, {r})"]), cout
-        if kind == "zeropad":
-            t, b, left, r = four_sides(node, self.uses(node), "pad", lambda ex: int_code(ex, self.expr, self.is_int),
-                                       self.owner_desc())
-            return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"]), cout
-        raise AssertionError(kind)  # pragma: no cover
+    def channel_code(self, node: G.Layer, rule: Chan, cin: str) -> str:
+        if isinstance(rule, InChannels):
+            return cin
+        if isinstance(rule, Arg):
+            return self.typed(node, node.args[rule.name]) if rule.index is None else \
+                self.arg_part(node, rule.name, rule.index)
+        if isinstance(rule, InSize):
+            return str(self.in_size(node)[0 if rule.attr == "height" else 1])
+        if isinstance(rule, Sum):
+            return " + ".join(paren(self.channel_code(node, r, cin)) for r in rule.terms)
+        factors = [r for r in rule.factors if not self.is_unit(node, r)]  # type: ignore[attr-defined]
+        if len(factors) == 1:
+            return self.channel_code(node, factors[0], cin)
+        return " * ".join(paren(self.channel_code(node, r, cin)) for r in factors) or "1"
+
+    def is_unit(self, node: G.Layer, rule: Chan) -> bool:
+        """Whether a factor of a channel rule is surely 1 (a multiplier of 1, a 1 x 1 map flattened)."""
+        if isinstance(rule, Arg) and rule.index is None:
+            return is_one(node.args[rule.name])
+        if isinstance(rule, InSize):
+            return self.in_size(node)[0 if rule.attr == "height" else 1] == 1
+        return False
+
+    def in_size(self, node: G.Layer) -> tuple[int, int]:
+        """The input's (height, width) of a layer, the same in every use (1 x 1 for flat features),
+        or known from the spec alone after a pooling to a fixed size."""
+        size = agreed(node, self.uses(node),
+                      lambda i: (i.in_shape.height, i.in_shape.width) if i.in_shape.rank == 3 else (1, 1),
+                      "the input size", self.owner_desc(), default=None)
+        return size or _fixed_size(self.previous) or agreed(node, self.uses(node), lambda i: None, "the input size",
+                                                             self.owner_desc())
+
+    def arg_part(self, node: G.Layer, name: str, index: int) -> str:
+        """One element of an argument's normal form as code (a channel padding's before or after),
+        symbolic where the spec writes the argument out, else the value every use agrees on."""
+        parts = pad_parts(node.args[name], self.expr)
+        if parts is None:
+            value = agreed(node, self.uses(node), lambda i: i.args[name], f"the {name}", self.owner_desc())
+            return str(value[index])  # type: ignore[index]
+        return parts[0] if len(parts) == 1 else parts[index]
+
+
+
 
     # padding
 
-    def channel_pads(self, node: G.Layer) -> tuple[str, str]:
-        parts = pad_parts(node.args["pad"], self.expr)
-        if parts is None:
-            before, after = agreed(node, self.uses(node), lambda i: i.args["pad"], "the channel padding",
-                                   self.owner_desc())
-            return str(before), str(after)
-        if len(parts) == 1:
-            return parts[0], parts[0]
-        return parts[0], parts[1]
 
-    def pad_is(self, node: G.Layer, symbol) -> bool:
-        if not self.uses(node):
-            return const(node.args["pad"]) == symbol
-        return all(i.args.get("pad") == symbol for i in self.uses(node))
 
-    def needs_dynamic_same(self, node: G.Layer) -> bool:
-        """TensorFlow's `same` is symmetric only for stride 1 and an odd (dilated) kernel."""
-        if not self.uses(node):
-            return True  # not seen in use: the general form
-        for inst in self.uses(node):
-            (kh, kw), stride = inst.args["kernel"], inst.args.get("stride") or inst.args["kernel"]
-            dh, dw = inst.args.get("dilation", (1, 1))
-            if stride != (1, 1) or (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
-                return True
-        return False
 
-    def half_kernel(self, node: G.Layer) -> str:
-        pads = agreed(node, self.uses(node), lambda i: tuple((k - 1) // 2 for k in i.args["kernel"]), "the padding",
-                      self.owner_desc())
-        return literal(pads[0] if pads[0] == pads[1] else pads)  # type: ignore[index]
 
-    def conv_padding(self, node: G.Layer, dynamic: bool) -> str | None:
-        pad = node.args["pad"]
-        if dynamic or self.pad_is(node, VALID) or is_zero(pad):
-            return None
-        if self.pad_is(node, SAME):
-            return '"same"'
-        return self.typed(node, pad)  # an integral float (`pad = 1.0`) as an integer
 
 
 def _drop_unused(lines: list[str]) -> list[str]:
@@ -853,14 +680,16 @@ def _summand(code: str) -> str:
     return code
 
 
-def _pooled_size(node: G.Node | None) -> tuple[int, int] | None:
-    """The spatial size after a global or adaptive pooling, known from the spec alone."""
-    if isinstance(node, G.Layer):
-        if node.type.name in ("avgpool", "maxpool") and const(node.args["kernel"]) == GLOBAL:
-            return (1, 1)
-        size = const(node.args["size"]) if node.type.name == "adaptive_avgpool" else None
-        if isinstance(size, int) and not isinstance(size, bool):
-            return (size, size)
-        if isinstance(size, tuple) and len(size) == 2:
-            return size
-    return None
+def _fixed_size(node: G.Node | None) -> tuple[int, int] | None:
+    """The spatial size of a layer's output known from the spec alone, whatever its input's size (a
+    global or adaptive pooling): its catalog shape rule on an input of unknown size, where its arguments
+    are constants."""
+    if not isinstance(node, G.Layer) or not all(isinstance(e, G.Const) for e in node.args.values()):
+        return None
+    try:
+        args = {p.name: p.kind(node.args[p.name].value) if node.args[p.name].value is not None or p.default is not None
+                else None for p in node.type.params}  # type: ignore[attr-defined]
+        out = node.type.infer(args, Shape((1, None, None))).shape
+    except (ArgError, TypeError):  # a rule that needs the input's size: not known from the spec
+        return None
+    return (out.height, out.width) if out.rank == 3 and out.height is not None and out.width is not None else None

@@ -103,7 +103,7 @@ def leaky_relu_function(c, node: G.Layer, src: str, inplace: bool) -> str:
     return f"F.leaky_relu({src}, {c.expr(node.args['slope'])}{', inplace=True' if inplace else ''})"
 
 
-@torch_module("conv", "dwconv", "sepconv", allocates=True, fold="conv")
+@torch_module("conv", "dwconv", "sepconv", allocates=True, fold_target=True)
 def conv(c, node: G.Layer, cin: str, inplace: bool) -> Br:
     kind = node.type.name
     a = node.args
@@ -205,7 +205,7 @@ def _rank(c, node: G.Layer) -> int:
     return agreed(node, c.uses(node), lambda i: i.in_shape.rank, "the input rank", c.owner_desc(), default=3)
 
 
-@torch_module("bn", allocates=True, fold="bn")
+@torch_module("bn", allocates=True, fold_source=True)
 def bn(c, node: G.Layer, cin: str, inplace: bool) -> Br:
     a = node.args
     e = lambda ex: c.typed(node, ex)
