@@ -20,7 +20,7 @@ EVERY_LAYER = """
 network Every(width = 4) {
     input [3, 20, 18]
     normalize([0.5, 0.4, 0.3], 0.2) rescale(2, offset = 1)
-    conv(8, 3, pad = 1, groups = 1) bn relu
+    conv(8, 3, pad = 1, groups = 1) bn relu spatial_dropout(0.2)
     conv(width * 2, [3, 1], stride = 2, pad = same, groups = 2) bn(gamma = false) relu6
     dwconv(3, multiplier = 2) dwconv([1, 3], pad = valid) silu hardswish hardsigmoid gelu tanh sigmoid
     sepconv(12, 3, multiplier = 3, dilation = 2, pad = 2) leaky_relu(0.2) identity lrn(3)
@@ -131,3 +131,47 @@ def test_no_backend_names_a_layer_kind():
         text = re.sub(r"category\s*==\s*[\"'][a-z]+[\"']", "", (package / path).read_text(encoding="utf-8"))
         found = pattern.findall(text)  # (a category, as `conv`, is not a layer kind)
         assert not found, f"{path} compares against layer kinds: {found}"
+
+
+SPATIAL = """
+network Spatial(rate = 0.4) {
+    input [16, 6, 5]
+    spatial_dropout(rate)
+}
+"""
+
+
+def test_spatial_dropout_drops_whole_channels_in_both_frameworks(tmp_path):
+    """The layer added after the redesign (docs/internals.md): in training, each channel of each sample
+    is zeroed whole or kept and scaled by 1 / (1 - rate), in PyTorch and in Keras; in inference it is
+    the identity in both."""
+    import numpy as np
+    import torch
+
+    from tests.frameworks import import_path
+
+    spec = tmp_path / "spatial.arch"
+    spec.write_text(SPATIAL)
+    elab = api.load(str(spec))
+    for target in ("torch", "keras"):
+        (tmp_path / f"{target}_spatial.py").write_text(api.generate(elab, target))
+    torch_model = import_path(tmp_path / "torch_spatial.py").build_model()
+    keras_model = import_path(tmp_path / "keras_spatial.py").build_model()
+    x = np.random.default_rng(0).uniform(1.0, 2.0, (64, 16, 6, 5)).astype("float32")
+    torch.manual_seed(0)
+    torch_model.train()
+    with torch.no_grad():
+        outputs = {"torch": torch_model(torch.from_numpy(x)).numpy()}
+    outputs["keras"] = np.transpose(np.asarray(keras_model(np.transpose(x, (0, 2, 3, 1)), training=True)), (0, 3, 1, 2))
+    for name, out in outputs.items():
+        scaled = out / x
+        per_channel = scaled.reshape(64, 16, -1)
+        dropped = np.all(per_channel == 0, axis=2)
+        whole = np.all(np.isclose(per_channel, 1 / 0.6, rtol=1e-5), axis=2)
+        assert np.all(dropped | whole), f"{name}: a channel was partly dropped"
+        assert 0.3 < dropped.mean() < 0.5, f"{name}: dropped {dropped.mean():.2f} of the channels, rate 0.4"
+    torch_model.eval()
+    with torch.no_grad():
+        assert np.array_equal(torch_model(torch.from_numpy(x)).numpy(), x)
+    assert np.array_equal(np.asarray(keras_model(np.transpose(x, (0, 2, 3, 1)), training=False)),
+                          np.transpose(x, (0, 2, 3, 1)))

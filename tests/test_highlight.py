@@ -543,3 +543,11 @@ def test_textmate_definitions_and_labels():
     assert "comment.line.number-sign.archdsl" in scopes[text.index("# the")]
     assert "keyword.operator.archdsl" in scopes[text.index("==")]
     assert "keyword.operator.unknown-size.archdsl" in scopes[text.index("?")]
+
+
+def test_the_textmate_word_lists_are_written_from_the_catalog():
+    """`python -m archdsl.editor.textmate` (run by tools/regenerate) leaves the grammar as it is."""
+    from archdsl.editor import textmate
+
+    text = textmate.GRAMMAR.read_text(encoding="utf-8")
+    assert textmate.updated(text) == text, "run `python -m archdsl.editor.textmate` (or tools/regenerate)"

@@ -74,6 +74,11 @@ def dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) 
     return f.apply(Br("layers.Dropout", [f.typed(node, node.args["rate"]), _name(path)]), src, dst, indent)
 
 
+@keras_layer("spatial_dropout")
+def spatial_dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+    return f.apply(Br("layers.SpatialDropout2D", [f.typed(node, node.args["rate"]), _name(path)]), src, dst, indent)
+
+
 @keras_layer("dense")
 def dense(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
     a = node.args

@@ -201,6 +201,12 @@ def dropout(c, node: G.Layer, cin: str, inplace: bool) -> Br:
     return Br("nn.Dropout", [] if const(rate) == 0.5 else [c.typed(node, rate)])
 
 
+@torch_module("spatial_dropout")
+def spatial_dropout(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+    rate = node.args["rate"]
+    return Br("nn.Dropout2d", [] if const(rate) == 0.5 else [c.typed(node, rate)])
+
+
 def _rank(c, node: G.Layer) -> int:
     return agreed(node, c.uses(node), lambda i: i.in_shape.rank, "the input rank", c.owner_desc(), default=3)
 

@@ -524,6 +524,10 @@ _add(LayerType("dense", (
 _add(LayerType("dropout", (P("rate", k_rate, 0.5, "probability of zeroing an element"),),
                _same_shape("dropout"), "regularization", "dropout (active in training only)",
                describe=lambda a: f"dropout {a['rate']:g}", channels=IN))
+_add(LayerType("spatial_dropout", (P("rate", k_rate, 0.5, "probability of zeroing a whole channel"),),
+               _same_shape("spatial_dropout", True), "regularization",
+               "dropout of whole channels (Tompson et al., 2015; active in training only)",
+               describe=lambda a: f"spatial_dropout {a['rate']:g}", channels=IN))
 _add(LayerType("bn", (
     P("eps", k_float, 1e-5, "added to the variance"),
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
