@@ -775,5 +775,5 @@ def test_check_accepts_only_what_both_targets_compile(tmp_path, spec):
     checked = run("check", name, cwd=tmp_path)
     for res in (compiled, checked):
         assert_clean_failure(res)
-        assert res.stderr.startswith("net.arch:4:9: error: the size flattened is not known here")
+        assert res.stderr.startswith("net.arch:4:9: error: the input size is not known here")
     assert "note: `archdsl compile --target torch` cannot generate this, so check reports it" in checked.stderr
