@@ -43,7 +43,8 @@ def elaborate(spec: str, loader: Loader | None = None, *, library: bool = False)
 
 def expand(program: Program, overrides: dict[str, Value] | None = None) -> Elaborated:
     """One expansion of a program for one setting of its network parameters: every instance, its shapes,
-    parameters and MACs, checked."""
+    parameters and MACs, checked. The expansion keeps its instances itself (Elaborated.uses), so several
+    expansions of one program coexist."""
     with collector_paused():
         return deep(lambda: Expander(program).run(overrides))
 
