@@ -261,7 +261,7 @@ def test_generated_modules_copy_the_layers_of_archdsl_keras_layers(compiled):
     """One source: each class a generated module defines is archdsl/runtime/keras_layers.py's, verbatim, and
     the specs here use every one of them."""
     sources = layer_sources()
-    tree = ast.parse((ROOT / "archdsl" / "keras_layers.py").read_text())
+    tree = ast.parse((ROOT / "archdsl" / "runtime" / "keras_layers.py").read_text())
     exported = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "__all__")
     assert sorted(sources) == sorted(ast.literal_eval(exported.value))
     used = set()
