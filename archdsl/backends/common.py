@@ -692,6 +692,11 @@ class CodeUnit:
                 return int_code(e, self.expr, self.is_int)
         return self.expr(e)
 
+    def sides(self, node: G.Layer, arg: str) -> tuple[str, str, str, str]:
+        """A zeropad/crop argument as (top, bottom, left, right) integer code (four_sides)."""
+        return four_sides(node, self.uses(node), arg, lambda ex: int_code(ex, self.expr, self.is_int),
+                          self.owner_desc())
+
     def new_tensor_var(self, name: str, taken) -> str:
         """A Python variable for a named tensor: its name, with trailing underscores where it would
         clash with another tensor's variable, an output or a local of the generated code."""

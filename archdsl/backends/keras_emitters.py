@@ -21,8 +21,6 @@ from .common import (
     Br,
     agreed,
     const,
-    four_sides,
-    int_code,
     is_false,
     is_one,
     is_true,
@@ -165,7 +163,7 @@ def zeropad_channels(f, node: G.Layer, src: str, dst: str, path: LayerPath, inde
 
 
 def _sides(f, node: G.Layer, arg: str) -> str:
-    t, b, left, r = four_sides(node, f.uses(node), arg, lambda ex: int_code(ex, f.expr, f.is_int), f.owner_desc())
+    t, b, left, r = f.sides(node, arg)
     return f"(({t}, {b}), ({left}, {r}))"
 
 

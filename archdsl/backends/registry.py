@@ -30,7 +30,6 @@ class Transfer:
     "" for the module itself; its tensor's name; the layout: "same", "conv" (OIHW <-> HWIO),
     "depthwise" ((C*M, 1, H, W) <-> (H, W, C, M)) or "dense" (transposed))."""
 
-    keras_class: str
     layers: tuple[str, ...]  # the catalog layers emitted as this Keras class
     tensors: Callable[[object], list[tuple[str, str, str]]]
 
@@ -73,9 +72,13 @@ TORCH_FACTS: dict[str, TorchFacts] = {}
 def torch_module(*kinds: str, **facts) -> Callable[[Callable], Callable]:
     """Registers `fn(unit, node, cin, inplace) -> constructor code` as the PyTorch module of these
     layers; keyword arguments are their TorchFacts."""
-    for kind in kinds:
-        TORCH_FACTS[kind] = TorchFacts(**facts)
-    return _register(TORCH, kinds)
+    register = _register(TORCH, kinds)
+
+    def register_with_facts(fn: Callable) -> Callable:
+        register(fn)
+        TORCH_FACTS.update({kind: TorchFacts(**facts) for kind in kinds})
+        return fn
+    return register_with_facts
 
 
 def torch_functional(*kinds: str) -> Callable[[Callable], Callable]:
@@ -97,6 +100,6 @@ def transfer(keras_class: str, *layers: str) -> Callable[[Callable], Callable]:
                 raise ValueError(f"{fn.__name__}: {layer!r} is not a catalog layer with weights")
         if keras_class in TRANSFER:
             raise ValueError(f"{fn.__name__}: Keras class {keras_class!r} has a transfer rule already")
-        TRANSFER[keras_class] = Transfer(keras_class, layers, fn)
+        TRANSFER[keras_class] = Transfer(layers, fn)
         return fn
     return register

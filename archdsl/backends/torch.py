@@ -687,8 +687,7 @@ def _fixed_size(node: G.Node | None) -> tuple[int, int] | None:
     if not isinstance(node, G.Layer) or not all(isinstance(e, G.Const) for e in node.args.values()):
         return None
     try:
-        args = {p.name: p.kind(node.args[p.name].value) if node.args[p.name].value is not None or p.default is not None
-                else None for p in node.type.params}  # type: ignore[attr-defined]
+        args = {p.name: p.normal(node.args[p.name].value) for p in node.type.params}  # type: ignore[attr-defined]
         out = node.type.infer(args, Shape((1, None, None))).shape
     except (ArgError, TypeError):  # a rule that needs the input's size: not known from the spec
         return None

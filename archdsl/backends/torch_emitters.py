@@ -18,8 +18,6 @@ from .common import (
     Br,
     agreed,
     const,
-    four_sides,
-    int_code,
     is_false,
     is_none,
     is_one,
@@ -273,20 +271,16 @@ def zeropad_channels(c, node: G.Layer, cin: str, inplace: bool) -> Br:
     return Br("ChannelPad", [f"({c.arg_part(node, 'pad', 0)}, {c.arg_part(node, 'pad', 1)})"])
 
 
-def _sides(c, node: G.Layer, arg: str) -> tuple[str, str, str, str]:
-    return four_sides(node, c.uses(node), arg, lambda ex: int_code(ex, c.expr, c.is_int), c.owner_desc())
-
-
 @torch_module("crop")
 def crop(c, node: G.Layer, cin: str, inplace: bool) -> Br:
     c.m.need("Crop2d")
-    t, b, left, r = _sides(c, node, "crop")
+    t, b, left, r = c.sides(node, "crop")
     return Br("Crop2d", [f"({t}, {b}, {left}, {r})"])
 
 
 @torch_module("zeropad", allocates=True)
 def zeropad(c, node: G.Layer, cin: str, inplace: bool) -> Br:
-    t, b, left, r = _sides(c, node, "pad")
+    t, b, left, r = c.sides(node, "pad")
     return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"])
 
 

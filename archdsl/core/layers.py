@@ -148,6 +148,11 @@ class P:
     default: object = REQUIRED
     doc: str = ""
 
+    def normal(self, value: Value) -> object:
+        """A value of this parameter in its normal form (ArgError if it does not fit); an argument left
+        out (None) stays None where the parameter has no default."""
+        return self.kind(value) if value is not None or self.default is not None else None
+
 
 @dataclass
 class Result:

@@ -397,7 +397,7 @@ class Expander:
             expr = node.args[p.name]
             value = evaluate(expr, env)
             try:
-                args[p.name] = p.kind(value) if value is not None or p.default is not None else None
+                args[p.name] = p.normal(value)
             except ArgError as err:
                 raise ArchError(f"{node.type.name}: '{p.name}' {err}", expr.span, context=env.context) from None
         try:
