@@ -1,4 +1,4 @@
-"""What both backends share: Python names, expression printing, code layout, per-instance facts."""
+"""What both backends share: Python names, expression printing, channel expressions, per-instance facts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import keyword
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -15,8 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from ..core import graph as G
 from ..core.layers import INT_KINDS
 from ..language.errors import ArchError
-
-LINE_LENGTH = 88
+from .layout import Suite
 
 # Names the generated modules define or import (every top-level name of the templates, tested) and
 # the templates' own locals (build_model's `params`, `state_dict`, `model`), which no name from a spec
@@ -119,6 +119,10 @@ class ExprPrinter:
     def __call__(self, e: G.Expr) -> str:
         return self._p(e)[0]
 
+    def leaf(self, e: G.Expr) -> Leaf:
+        """The expression as a leaf of a channel expression (its text and precedence)."""
+        return Leaf(*self._p(e))
+
     def _p(self, e: G.Expr) -> tuple[str, int]:
         if isinstance(e, G.Const):
             text = literal(e.value)
@@ -184,7 +188,7 @@ def _compare_known(op: str, left: str, right: str) -> str | None:
     (ruff: "two constants compared", PLR0133), or of a name with itself (PLR0124)."""
     import ast
 
-    if left == right and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", left):
+    if left == right and all(part.isidentifier() for part in left.split(".")):
         return str(op in ("==", "<=", ">="))
     try:
         a, b = ast.literal_eval(left), ast.literal_eval(right)
@@ -209,128 +213,76 @@ def _simple_power_operand(e: G.Expr, wrapped: bool) -> bool:
     return isinstance(e, (G.Ref, G.InShape))
 
 
-def atomic(text: str) -> bool:
-    """Whether a piece of Python needs no parentheses as an operand."""
-    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*(\[-?\d+\])?(\.[A-Za-z_]+)?|\d+|\(.*\)", text) is not None \
-        and not (text.startswith("(") and not _balanced_outer(text))
+# Channel expressions ------------------------------------------------------------------------------
+
+class Code:
+    """A Python expression the backends compute with (a channel count, a module's argument): a tree of
+    sums and products over leaves, printed once, where it is placed, with just the parentheses its
+    operators' precedence needs."""
+
+    prec: int
+
+    def operand(self, min_prec: int) -> str:
+        return f"({self})" if self.prec < min_prec else str(self)
 
 
-def _balanced_outer(text: str) -> bool:
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth == 0 and i < len(text) - 1:
-            return False
-    return True
+@dataclass(frozen=True)
+class Leaf(Code):
+    """A name, a number or a printed spec expression, with the precedence of its outermost operator."""
+
+    text: str
+    prec: int = _ATOM
+
+    def __str__(self) -> str:
+        return self.text
 
 
-def paren(text: str) -> str:
-    return text if atomic(text) else f"({text})"
+@dataclass(frozen=True)
+class Plus(Code):
+    terms: tuple[Code, ...]
+    prec = _PREC["+"]
+
+    def __str__(self) -> str:  # left to right: a later term that is a difference keeps its parentheses
+        return " + ".join(t.operand(self.prec + (i > 0)) for i, t in enumerate(self.terms))
 
 
-# Code layout --------------------------------------------------------------------------------------
-#
-# Generated code is laid out as ruff format (black) would: a call that does not fit on its line
-# gets its arguments on one indented line, and if they do not fit either, one a line with a
-# trailing comma, recursively.
+@dataclass(frozen=True)
+class Times(Code):
+    factors: tuple[Code, ...]
+    prec = _PREC["*"]
 
-class Br:
-    """A bracketed piece of code: a call `head(args)` or a list `[args]`."""
-
-    def __init__(self, head: str, args: list, open_: str = "(", close: str = ")") -> None:
-        self.head, self.args, self.open, self.close = head, list(args), open_, close
-
-    def flat(self) -> str:
-        return f"{self.head}{self.open}{', '.join(flat(a) for a in self.args)}{self.close}"
+    def __str__(self) -> str:
+        return " * ".join(f.operand(self.prec + (i > 0)) for i, f in enumerate(self.factors))
 
 
-def flat(code: str | Br) -> str:
-    return code.flat() if isinstance(code, Br) else code
+def plus(*terms: Code) -> Code:
+    """The sum of channel expressions (a sum's terms joined into it)."""
+    flat_terms = tuple(x for t in terms for x in (t.terms if isinstance(t, Plus) else (t,)))
+    return flat_terms[0] if len(flat_terms) == 1 else Plus(flat_terms) if flat_terms else Leaf("0")
 
 
-_DELIMITERS = ([" if ", " else "], [" or "], [" and "], [" == ", " != ", " < ", " <= ", " > ", " >= "],
-               [" + ", " - "], [" * ", " / ", " // ", " % "])
+def times(*factors: Code) -> Code:
+    """The product of channel expressions (a product's factors joined into it)."""
+    flat_factors = tuple(x for f in factors for x in (f.factors if isinstance(f, Times) else (f,)))
+    return flat_factors[0] if len(flat_factors) == 1 else Times(flat_factors) if flat_factors else Leaf("1")
 
 
-def _delimiter_split(code: str) -> list[str]:
-    """An expression split before each of its loosest top-level operators, one operand a line, as
-    ruff format splits a right-hand side that does not fit."""
-    for group in _DELIMITERS:
-        depth, cuts, i = 0, [], 0
-        while i < len(code):
-            ch = code[i]
-            if ch in "([{":
-                depth += 1
-            elif ch in ")]}":
-                depth -= 1
-            elif depth == 0:
-                for d in group:
-                    if code.startswith(d, i):
-                        cuts.append(i)
-                        i += len(d) - 1
-                        break
-            i += 1
-        if cuts:
-            parts, start = [], 0
-            for c in cuts:
-                parts.append(code[start:c].strip())
-                start = c + 1
-            parts.append(code[start:].strip())
-            return parts
-    return [code]
-
-
-def _operand_lines(part: str, indent: int) -> list[str]:
-    """One operand of a split expression (with the operator before it) at the indent; where it does
-    not fit and is in parentheses, their content split in turn, as ruff format does."""
-    pad = " " * indent
-    m = re.fullmatch(r"((?:[^\s(]+ )?)\((.*)\)(,?)", part)
-    if len(pad + part) <= LINE_LENGTH or m is None or not _balanced_outer(f"({m.group(2)})"):
-        return [pad + part]
-    inner = _delimiter_split(m.group(2))
-    if len(inner) == 1:
-        return [pad + part]
-    return [f"{pad}{m.group(1)}(", *(line for p in inner for line in _operand_lines(p, indent + 4)),
-            f"{pad}){m.group(3)}"]
-
-
-def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
-    """Lines for `prefix code suffix` at the given indent."""
-    pad = " " * indent
-    one = f"{pad}{prefix}{flat(code)}{suffix}"
-    if len(one) <= LINE_LENGTH:
-        return [one]
-    trailer = re.fullmatch(r"\((\w+)\)", suffix)
-    if trailer and len(f"{pad}{prefix}{flat(code)}(") <= LINE_LENGTH:  # split the last brackets first
-        return [f"{pad}{prefix}{flat(code)}(", f"{pad}    {trailer.group(1)}", f"{pad})"]
-    if not isinstance(code, Br) or not code.args:
-        if prefix.endswith("= ") and not suffix:  # a long right-hand side, in parentheses
-            body = flat(code)
-            if len(" " * (indent + 4) + body) <= LINE_LENGTH:
-                return [f"{pad}{prefix}(", f"{pad}    {body}", f"{pad})"]
-            parts = _delimiter_split(body)
-            if len(parts) > 1:
-                return [f"{pad}{prefix}(", *(f"{pad}    {p}" for p in parts), f"{pad})"]
-        elif suffix in ("", ",") and (not prefix or re.fullmatch(r"\w+=", prefix)):
-            # an argument of a call laid out one a line: split before its loosest operators, each
-            # operand on a line of its own at the argument's indent, as ruff format does
-            parts = _delimiter_split(flat(code))
-            if len(parts) > 1:
-                parts[0], parts[-1] = prefix + parts[0], parts[-1] + suffix
-                return [line for part in parts for line in _operand_lines(part, indent)]
-        return [one]
-    inner = " " * (indent + 4)
-    head = f"{pad}{prefix}{code.head}{code.open}"
-    tail = f"{pad}{code.close}{suffix}"
-    body = f"{inner}{', '.join(flat(a) for a in code.args)}"
-    if len(body) <= LINE_LENGTH:
-        return [head, body, tail]
-    lines = [head]
-    for a in code.args:  # one a line; a lone argument gets no trailing comma (as ruff format writes it)
-        lines.extend(lay(a, indent + 4, "", "," if len(code.args) > 1 else ""))
-    lines.append(tail)
-    return lines
+def parsed(text: str) -> Leaf:
+    """Code that ast has written (a formula with names substituted) as a leaf: its precedence from
+    its parsed outermost node."""
+    node = ast.parse(text, mode="eval").body
+    if isinstance(node, ast.BinOp):
+        prec = _PREC[{ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
+                      ast.Mod: "%", ast.Pow: "**"}.get(type(node.op), "**")]
+    elif isinstance(node, ast.UnaryOp):
+        prec = _PREC["not"] if isinstance(node.op, ast.Not) else _PREC["neg"]
+    elif isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and node.value < 0:
+        prec = _PREC["neg"]
+    else:
+        prec = {ast.IfExp: _PREC["if"], ast.Compare: _PREC["=="]}.get(type(node), _ATOM)
+        if isinstance(node, ast.BoolOp):
+            prec = _PREC["and" if isinstance(node.op, ast.And) else "or"]
+    return Leaf(text, prec)
 
 
 @lru_cache(maxsize=1)
@@ -418,12 +370,12 @@ def value_type(values: list) -> str:
     return kinds.pop() if len(kinds) == 1 else "object"
 
 
-def block_params(block: G.BlockDef, uses: list[G.Inst], printer, local=py_name, indent: int = 4,
-                 tensor: Callable[[str], str] = str) -> tuple[list[str], list[str]]:
-    """Typed Python parameters of a block (whose calls in the expansion are `uses`), and the lines
+def block_params(block: G.BlockDef, uses: list[G.Inst], printer, local=py_name,
+                 tensor: Callable[[str], str] = str) -> tuple[list[str], Suite]:
+    """Typed Python parameters of a block (whose calls in the expansion are `uses`), and the statements
     that fill in defaults computed from other parameters (Python defaults cannot refer to them). A
     tensor parameter is written as `tensor(name)` says."""
-    params, fixups = [], []
+    params, fixups = [], Suite()
     for p in block.params:
         name = local(p.name)
         if p.tensor:
@@ -434,8 +386,7 @@ def block_params(block: G.BlockDef, uses: list[G.Inst], printer, local=py_name, 
             params.append(f"{name}: {ann}")
         elif refers_to_params(p.default):
             params.append(f"{name}: {ann} | None = None")
-            fixups.append(f"{' ' * indent}if {name} is None:")
-            fixups.extend(lay(printer(p.default), indent + 4, f"{name} = "))
+            fixups.if_(f"{name} is None").body.assign(name, printer(p.default))
         else:
             params.append(f"{name}: {ann} = {printer(p.default)}")
     return params, fixups
@@ -558,7 +509,7 @@ def pad_parts(e: G.Expr, printer) -> tuple[str, ...] | None:
     if isinstance(e, G.ListE):
         return tuple(printer(i) for i in e.items)
     if isinstance(e, G.Const) and isinstance(e.value, tuple):
-        return tuple(literal(v) for v in e.value)
+        return tuple(printer(G.Const(span=e.span, value=v)) for v in e.value)
     if isinstance(e, (G.Const, G.Op, G.Func)):  # a number: the same on every side
         return (printer(e),)
     return None
@@ -598,18 +549,18 @@ def surely_int(e: G.Expr, ints: Callable[[G.Ref], bool]) -> bool:
     return False
 
 
-def int_code(e: G.Expr, printer, ints: Callable[[G.Ref], bool]) -> str:
+def int_code(e: G.Expr, printer: Callable[[G.Expr], Leaf], ints: Callable[[G.Ref], bool]) -> Leaf:
     """An integer-valued argument as code: as written where it is surely an integer, else in
     int(...) (the checker has made sure its value is whole). Lists element by element."""
     if isinstance(e, G.ListE):
-        items = [int_code(i, printer, ints) for i in e.items]
-        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+        items = [str(int_code(i, printer, ints)) for i in e.items]
+        return Leaf(f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})")
     if isinstance(e, G.Const) and isinstance(e.value, float) and e.value.is_integer():
-        return str(int(e.value))  # `64.0`, which the checker took as the integer 64
-    text = printer(e)
+        return Leaf(str(int(e.value)))  # `64.0`, which the checker took as the integer 64
+    code = printer(e)
     if surely_int(e, ints) or (isinstance(e, G.Const) and not isinstance(e.value, (int, float))):
-        return text
-    return f"int({text})"
+        return code
+    return Leaf(f"int({code})")
 
 
 def four_sides(node: G.Layer, uses: list[G.Inst], arg: str, printer, owner: str) -> tuple[str, str, str, str]:
@@ -626,17 +577,17 @@ def four_sides(node: G.Layer, uses: list[G.Inst], arg: str, printer, owner: str)
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def network_params(elab: G.Elaborated, printer, local=py_name, indent: int = 4) -> tuple[list[str], list[str]]:
+def network_params(elab: G.Elaborated, printer, local=py_name) -> tuple[list[str], Suite]:
     """Typed Python parameters of the network's class or builder, defaulting to the values in force,
-    and the lines that compute defaults the spec derives from other parameters (so overriding one
+    and the statements that compute defaults the spec derives from other parameters (so overriding one
     parameter of the generated model still derives the others as the spec says)."""
-    params, fixups = [], []
+    params, fixups = [], Suite()
     for p in elab.program.network.params:
         value = elab.args[p.name]
         name, ann = local(p.name), value_type([value])
         if p.name not in elab.overridden and p.default is not None and refers_to_params(p.default):
             params.append(f"{name}: {ann} | None = None")
-            fixups += [f"{' ' * indent}if {name} is None:", *lay(printer(p.default), indent + 4, f"{name} = ")]
+            fixups.if_(f"{name} is None").body.assign(name, printer(p.default))
         else:
             params.append(f"{name}: {ann} = {literal(value)}")
     return params, fixups
@@ -665,10 +616,14 @@ class CodeUnit:
         raise NotImplementedError
 
     def expr(self, e: G.Expr) -> str:
-        text = self.printer(e)
+        return self.leaf(e).text
+
+    def leaf(self, e: G.Expr) -> Leaf:
+        """An expression as a leaf of channel expressions (code with its precedence)."""
+        code = self.printer.leaf(e)
         if "make_divisible" in self.printer.used_functions:
             self.m.need("make_divisible")
-        return text
+        return code
 
     def uses(self, node: G.Node | G.BlockDef) -> list[G.Inst]:
         """The instances of a definition node (or block) in the expansion being generated."""
@@ -687,14 +642,21 @@ class CodeUnit:
 
     def typed(self, node: G.Layer, e: G.Expr) -> str:
         """A layer argument as code; integer arguments in int(...) unless surely integers."""
+        return str(self.typed_leaf(node, e))
+
+    def typed_leaf(self, node: G.Layer, e: G.Expr) -> Leaf:
         for p in node.type.params:
             if node.args.get(p.name) is e and p.kind in INT_KINDS:
-                return int_code(e, self.expr, self.is_int)
-        return self.expr(e)
+                return self.int_code(e)
+        return self.leaf(e)
+
+    def int_code(self, e: G.Expr) -> Leaf:
+        """An integer-valued expression as code (int_code)."""
+        return int_code(e, self.leaf, self.is_int)
 
     def sides(self, node: G.Layer, arg: str) -> tuple[str, str, str, str]:
         """A zeropad/crop argument as (top, bottom, left, right) integer code (four_sides)."""
-        return four_sides(node, self.uses(node), arg, lambda ex: int_code(ex, self.expr, self.is_int),
+        return four_sides(node, self.uses(node), arg, lambda ex: str(self.int_code(ex)),
                           self.owner_desc())
 
     def new_tensor_var(self, name: str, taken) -> str:
@@ -713,45 +675,3 @@ class CodeUnit:
 
     def owner_desc(self) -> str:
         return f"network {self.owner.name}" if self.is_network else f"block {self.owner.name}"
-
-
-def drop_unused_assignments(lines: list[str], names: set[str]) -> list[str]:
-    """Remove the assignments to the locals in names that nothing reads (a spec may bind a value it
-    never uses; ruff calls the local unused, F841), and then of those only they read."""
-    changed = True
-    while changed:
-        changed = False
-        for name in sorted(names):
-            starts = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(name)} = ", line)]
-            if not starts:
-                continue
-            # a read: not an attribute, not in a string, not a keyword argument or an assignment (`name=`)
-            use = re.compile(rf"(?<![.\w\"']){re.escape(name)}\b(?!\s*=(?!=))")
-            if any(use.search(line) for line in lines):
-                continue
-            drop = set()
-            for i in starts:
-                drop.add(i)
-                if lines[i].endswith("("):  # a long value, laid out over lines up to its ")"
-                    indent = len(lines[i]) - len(lines[i].lstrip())
-                    j = i + 1
-                    while not lines[j].startswith(" " * indent + ")"):
-                        drop.add(j)
-                        j += 1
-                    drop.add(j)
-            lines = [line for k, line in enumerate(lines) if k not in drop]
-            changed = True
-    return _no_empty_bodies(lines)
-
-
-def _no_empty_bodies(lines: list[str]) -> list[str]:
-    """`pass` in a compound statement (`if`, `for`) whose body the removals above emptied."""
-    out: list[str] = []
-    for k, line in enumerate(lines):
-        out.append(line)
-        if line.endswith(":") and not line.lstrip().startswith("#"):
-            indent = len(line) - len(line.lstrip())
-            following = next((n for n in lines[k + 1:] if n.strip()), "")
-            if len(following) - len(following.lstrip()) <= indent:
-                out.append(" " * (indent + 4) + "pass")
-    return out

@@ -19,19 +19,17 @@ import ast
 import functools
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..core import graph as G
 from . import keras_emitters  # noqa: F401 - registers the Keras emitters
 from .common import (
-    Br,
     CodeUnit,
     LocalNames,
     block_params,
-    drop_unused_assignments,
     header_source,
-    int_code,
     is_zero,
-    lay,
     literal,
     network_params,
     py_name,
@@ -39,6 +37,7 @@ from .common import (
     surely_int,
     templates,
 )
+from .layout import Br, Compound, Suite, lay
 from .registry import KERAS
 
 # the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/runtime/keras_layers.py, in this order
@@ -154,7 +153,7 @@ class _Function(CodeUnit):
 
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
-        self.lines: list[str] = []
+        self.out = Suite()  # where statements are written: the function's body, or an `if`'s or a loop's
         self.let_locals: set[str] = set()  # lets as locals: dropped where nothing reads them
         self.input_var = "inputs" if self.is_network or G.names_input(owner.body) else "x"
         self.tensors: dict[str, str] = {"in": self.input_var}  # named tensor -> its variable
@@ -182,44 +181,49 @@ class _Function(CodeUnit):
                f'({header_source(owner.span.file)}:{owner.span.line})."""')
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
-            params, fixups = network_params(self.m.elab, self.expr, self.m.local, indent=4)
-            self.lines.extend(fixups)
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
+            self.out.extend(fixups)
             dims = [self.expr(d) if d is not None else "None" for d in net.input]
             shape = dims[1:] + dims[:1] if len(dims) == 3 else dims
-            self.lines.extend(lay(Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
-                                                     'name="input"']), 4, "inputs = "))
-            result = self.seq(net.body, "inputs", "x", LayerPath(), 4)
+            self.out.assign("inputs", Br("keras.Input", [f"shape={'(' + ', '.join(shape) + (',)' if len(shape) == 1 else ')')}",
+                                                         'name="input"']))
+            result = self.seq(net.body, "inputs", "x", LayerPath())
             if self.outputs:
                 outs = self.outputs[0] if len(self.outputs) == 1 else Br("", self.outputs, "[", "]")
             else:
                 outs = result
-            self.lines.extend(lay(Br("keras.Model", ["inputs", outs, f"name={quote(net.name)}"]), 4, "return "))
+            self.out.line(Br("keras.Model", ["inputs", outs, f"name={quote(net.name)}"]), "return ")
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local, indent=4,
+            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local,
                                          tensor=lambda name: f"{name}: keras.KerasTensor")
-            head: list[str] = []
             x = self.input_var
-            if "channels" in block.uses_in:
-                head.append(f"    in_channels = {x}.shape[-1]")
-            if "height" in block.uses_in:
-                head.append(f"    in_height = {x}.shape[1]")
-            if "width" in block.uses_in:
-                head.append(f"    in_width = {x}.shape[2]")
-            self.lines.extend(fixups)
-            self.lines.extend(head)
-            result = self.seq(block.body, x, "x", LayerPath().var("name"), 4)
-            self.lines.append(f"    return {result}")
+            self.out.extend(fixups)
+            for index, attr in enumerate(("channels", "height", "width")):
+                if attr in block.uses_in:
+                    self.out.assign(f"in_{attr}", f"{x}.shape[{-1 if index == 0 else index}]")
+            result = self.seq(block.body, x, "x", LayerPath().var("name"))
+            self.out.line(result, "return ")
             signature = lay(Br(f"def {self.m.functions[block.name]}", [f"{x}: keras.KerasTensor", *typed, "*",
                                                                          "name: str"]), 0, "", " -> keras.KerasTensor:")
-        lines = drop_unused_assignments(self.lines, self.let_locals | {"in_channels", "in_height", "in_width"})
-        return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc, lines=lines)
+        self.out.drop_unused(self.let_locals | {"in_channels", "in_height", "in_width"})
+        return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc,
+                                                                       lines=self.out.lines(4))
+
+    @contextmanager
+    def into(self, suite: Suite) -> Iterator[Suite]:
+        """Write into suite (an `if`'s or a loop's) what is written while in the `with`."""
+        outer, self.out = self.out, suite
+        try:
+            yield suite
+        finally:
+            self.out = outer
 
     # sequences and composites
 
-    def seq(self, seq: G.Seq, src: str, dst: str, path: LayerPath, indent: int) -> str:
-        """Emit seq applied to the tensor in src, results in dst; returns the variable holding the result."""
+    def seq(self, seq: G.Seq, src: str, dst: str, path: LayerPath) -> str:
+        """Write seq applied to the tensor in src, results in dst; returns the variable holding the result."""
         var = src
         targets = G.statement_targets(seq)
         for index, item in enumerate(seq.items):
@@ -231,27 +235,33 @@ class _Function(CodeUnit):
             if isinstance(item, G.Store):
                 name = self.tensor_var(item.name)
                 if var != name:
-                    self.lines.append(f"{' ' * indent}{name} = {var}")
+                    self.out.assign(name, var)
                 self.tensors[item.name] = var = name
                 continue
             if isinstance(item, G.Let):
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.let_locals.add(self.m.local(item.name))
-                self.lines.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
+                self.out.assign(self.m.local(item.name), self.expr(item.value))
                 continue
             target = targets.get(index)
-            var = self.node(item, var, self.tensor_var(target) if target else dst, path, indent)
+            var = self.node(item, var, self.tensor_var(target) if target else dst, path)
         return var
 
-    def node(self, node: G.Node, src: str, dst: str, path: LayerPath, indent: int) -> str:
+    def branch(self, suite: Suite, dst: str, write: Callable[[], str]) -> None:
+        """Write into suite what write() writes, its result ending in dst."""
+        with self.into(suite):
+            result = write()
+            if result != dst:
+                suite.assign(dst, result)
+
+    def node(self, node: G.Node, src: str, dst: str, path: LayerPath) -> str:
         here = path / node.name
-        pad = " " * indent
         if isinstance(node, G.Layer):
-            return self.layer(node, src, dst, here, indent)
+            return self.layer(node, src, dst, here)
         if isinstance(node, G.Merge):
             cls = {"add": "layers.Add", "concat": "layers.Concatenate"}[node.op]
             names = [self.tensors[r.name] for r in node.inputs]
-            self.lines.extend(lay(Br(f"{cls}(name={here.code()})", [Br("", names, "[", "]")]), indent, f"{dst} = "))
+            self.out.assign(dst, Br(f"{cls}(name={here.code()})", [Br("", names, "[", "]")]))
             return dst
         if isinstance(node, G.BlockCall):
             block = self.m.elab.program.blocks[node.block]
@@ -265,37 +275,32 @@ class _Function(CodeUnit):
                 value = self.tensors[arg.name] if isinstance(arg, G.TensorRef) else self.expr(arg)
                 args.append(value if positional else f"{self.m.local(p.name)}={value}")
             args.append(f"name={here.code()}")
-            self.lines.extend(lay(Br(self.m.functions[block.name], args), indent, f"{dst} = "))
+            self.out.assign(dst, Br(self.m.functions[block.name], args))
             return dst
         if isinstance(node, G.Seq):
-            return self.seq(node, src, dst, here, indent)
+            return self.seq(node, src, dst, here)
         base = path if node.inline else here
         if isinstance(node, G.Concat):
             results = []
             for branch in node.branches:
                 var = self.fresh("branch")
-                results.append(self.seq(branch, src, var, base / branch.name, indent))
-            self.lines.extend(lay(Br(f"layers.Concatenate(name={here.code()})", [Br("", results, "[", "]")]),
-                                  indent, f"{dst} = "))
+                results.append(self.seq(branch, src, var, base / branch.name))
+            self.out.assign(dst, Br(f"layers.Concatenate(name={here.code()})", [Br("", results, "[", "]")]))
             return dst
         if isinstance(node, G.Residual):
             identity = self.fresh("identity")
-            self.lines.append(f"{pad}{identity} = {src}")
-            body = self.seq(node.body, src, dst, base / node.body.name, indent)
+            self.out.assign(identity, src)
+            body = self.seq(node.body, src, dst, base / node.body.name)
             other = identity
             if node.shortcut is not None:
                 sc_path = base / node.shortcut.name
                 if node.condition is not None:
-                    start = len(self.lines)
-                    self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
-                    header = len(self.lines)
-                    result = self.seq(node.shortcut, identity, identity, sc_path, indent + 4)
-                    if result != identity:
-                        self.lines.append(f"{pad}    {identity} = {result}")
-                    if len(self.lines) == header:  # a shortcut that computes nothing (identity): no `if`
-                        del self.lines[start:]
+                    choice = Compound(self.expr(node.condition), "if ")
+                    self.branch(choice.body, identity, lambda: self.seq(node.shortcut, identity, identity, sc_path))
+                    if choice.body.items:  # a shortcut that computes nothing (identity): no `if`
+                        self.out.add(choice)
                 else:
-                    other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path, indent)
+                    other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path)
             if not is_zero(node.drop_path):
                 # stochastic depth: a dropout of whole samples (Keras scales the kept ones by
                 # 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
@@ -304,67 +309,50 @@ class _Function(CodeUnit):
                     noise = literal((None,) + (1,) * ranks.pop())
                 else:  # pragma: no cover - a residual used on maps and on flat features
                     noise = f"(None,) + (1,) * (len({body}.shape) - 1)"
-                self.lines.extend(lay(Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
-                                                            f"name={here.suffix('drop_path').code()}"]),
-                                      indent, f"{dst} = ", f"({body})"))
+                self.out.assign(dst, Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
+                                                           f"name={here.suffix('drop_path').code()}"]), f"({body})")
                 body = dst
-            self.lines.extend(lay(Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]),
-                                  indent, f"{dst} = "))
+            self.out.assign(dst, Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]))
             return dst
         if isinstance(node, G.Scale):
             gate = self.fresh("scaled")
-            result = self.seq(node.body, src, gate, base / node.body.name, indent)
+            result = self.seq(node.body, src, gate, base / node.body.name)
             name = here.suffix("mul") if node.inline else here
-            self.lines.extend(lay(Br(f"layers.Multiply(name={name.code()})", [Br("", [src, result], "[", "]")]),
-                                  indent, f"{dst} = "))
+            self.out.assign(dst, Br(f"layers.Multiply(name={name.code()})", [Br("", [src, result], "[", "]")]))
             return dst
-        if isinstance(node, G.Choice):
-            self.lines.extend(lay(self.expr(node.condition), indent, "if ", ":"))
-            before = len(self.lines)
-            result = self.seq(node.then, src, dst, here, indent + 4)
-            if result != dst:
-                self.lines.append(f"{pad}    {dst} = {result}")
-            if len(self.lines) == before:  # an empty branch: the input goes through
-                self.lines.append(f"{pad}    pass")
-            self.lines.append(f"{pad}else:")
-            before = len(self.lines)
-            result = self.seq(node.otherwise, src, dst, here, indent + 4)
-            if result != dst:
-                self.lines.append(f"{pad}    {dst} = {result}")
-            if len(self.lines) == before:
-                self.lines.pop()  # no `else:` for an empty branch
+        if isinstance(node, G.Choice):  # an empty branch: the input goes through (`pass`, or no `else:`)
+            choice = self.out.if_(self.expr(node.condition))
+            self.branch(choice.body, dst, lambda: self.seq(node.then, src, dst, here))
+            self.branch(choice.orelse, dst, lambda: self.seq(node.otherwise, src, dst, here))
             return dst
         if isinstance(node, G.Repeat):
             if src != dst:
-                self.lines.append(f"{pad}{dst} = {src}")
+                self.out.assign(dst, src)
             i = self.m.local(node.index) if node.index else self.fresh("i")
-            start = len(self.lines)
-            self.lines.extend(lay(int_code(node.count, self.expr, self.is_int), indent, f"for {i} in range(", "):"))
-            before = len(self.lines)
-            result = self.node(node.body, dst, dst, here.var(i), indent + 4)
-            if result != dst:
-                self.lines.append(f"{pad}    {dst} = {result}")
-            if len(self.lines) == before:  # a body that computes nothing (identity): no loop
-                del self.lines[start:]
+            loop = Compound(self.int_code(node.count), f"for {i} in range(", "):")
+            self.branch(loop.body, dst, lambda: self.node(node.body, dst, dst, here.var(i)))
+            if loop.body.items:  # a body that computes nothing (identity): no loop
+                self.out.add(loop)
             return dst
         if isinstance(node, G.Output):
             var = self.m.local(node.name)
             self.outputs.append(var)
             if node.body is None:
-                self.lines.append(f"{pad}{var} = {src}")
+                self.out.assign(var, src)
                 return src
-            result = self.seq(node.body, src, var, here, indent)
+            result = self.seq(node.body, src, var, here)
             if result != var:
-                self.lines.append(f"{pad}{var} = {result}")
+                self.out.assign(var, result)
             return src
         raise AssertionError(node)  # pragma: no cover
 
     # layers
 
-    def apply(self, ctor: Br, src: str, dst: str, indent: int) -> str:
-        self.lines.extend(lay(ctor, indent, f"{dst} = ", f"({src})"))
+    def apply(self, ctor: Br, src: str, dst: str) -> str:
+        """`dst = ctor(src)`: a layer applied."""
+        self.out.assign(dst, ctor, f"({src})")
         return dst
 
-    def layer(self, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+    def layer(self, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
         """A layer, as its catalog entry's Keras emitter writes it (backends/keras_emitters.py)."""
-        return KERAS[node.type.name](self, node, src, dst, path, indent)
+        return KERAS[node.type.name](self, node, src, dst, path)

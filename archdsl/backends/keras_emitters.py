@@ -1,10 +1,10 @@
 """The Keras emission of each catalog layer, and the rule that moves its weights from PyTorch.
 
 Each function is registered against the catalog layers it writes (archdsl/backends/registry.py) and
-called by backends/keras.py as `emitter(f, node, src, dst, path, indent)`: f is the block's function
-being written (_Function: its lines, names and expression printing), node the layer, src the variable
-holding its input, dst the variable for its result, path its layer name. It writes the layer's lines
-and returns the variable holding its result (src itself for a layer that computes nothing). Where
+called by backends/keras.py as `emitter(f, node, src, dst, path)`: f is the block's function
+being written (_Function: the suite its statements go to, f.out; its names and expression printing),
+node the layer, src the variable holding its input, dst the variable for its result, path its layer
+name. It writes the layer's statements and returns the variable holding its result (src itself for a layer that computes nothing). Where
 PyTorch's semantics differ from a Keras layer's (padding of a strided convolution, ceil-mode pooling,
 padding that must not win a max, the order of features after a flatten), the code does explicitly what
 PyTorch does. Custom layers come from archdsl/runtime/keras_layers.py (f.m.need(name) copies one).
@@ -18,19 +18,18 @@ from ..core import graph as G
 from ..core.layers import GLOBAL, SAME, VALID, same_pads
 from ..language.errors import ArchError
 from .common import (
-    Br,
     agreed,
     const,
     is_false,
     is_one,
     is_true,
     is_zero,
-    lay,
     literal,
     pad_chosen,
     pad_parts,
     quote,
 )
+from .layout import Br
 from .registry import keras_layer, transfer
 
 if TYPE_CHECKING:
@@ -47,86 +46,85 @@ def _name(path: LayerPath) -> str:
 
 
 @keras_layer("identity")
-def identity(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def identity(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     return src
 
 
 @keras_layer(*_ACTIVATIONS)
-def activation(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.Activation", [quote(_ACTIVATIONS[node.type.name]), _name(path)]), src, dst, indent)
+def activation(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.Activation", [quote(_ACTIVATIONS[node.type.name]), _name(path)]), src, dst)
 
 
 @keras_layer("leaky_relu")
-def leaky_relu(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def leaky_relu(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
     cls = "layers.LeakyReLU"
     slopes = [i.args["slope"] for i in f.uses(node)] or [const(a["slope"])]
     if not all(isinstance(v, (int, float)) and v >= 0 for v in slopes):  # Keras' refuses < 0
         f.m.need("LeakyReLUAnySlope")
         cls = "LeakyReLUAnySlope"
-    return f.apply(Br(cls, [f"negative_slope={f.typed(node, a['slope'])}", _name(path)]), src, dst, indent)
+    return f.apply(Br(cls, [f"negative_slope={f.typed(node, a['slope'])}", _name(path)]), src, dst)
 
 
 @keras_layer("dropout")
-def dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.Dropout", [f.typed(node, node.args["rate"]), _name(path)]), src, dst, indent)
+def dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.Dropout", [f.typed(node, node.args["rate"]), _name(path)]), src, dst)
 
 
 @keras_layer("spatial_dropout")
-def spatial_dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.SpatialDropout2D", [f.typed(node, node.args["rate"]), _name(path)]), src, dst, indent)
+def spatial_dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.SpatialDropout2D", [f.typed(node, node.args["rate"]), _name(path)]), src, dst)
 
 
 @keras_layer("dense")
-def dense(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def dense(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
     args = [f.typed(node, a["units"])]
     if not is_true(a["bias"]):
         args.append(f"use_bias={f.typed(node, a['bias'])}")
-    return f.apply(Br("layers.Dense", [*args, _name(path)]), src, dst, indent)
+    return f.apply(Br("layers.Dense", [*args, _name(path)]), src, dst)
 
 
 @keras_layer("bn")
-def bn(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def bn(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
     m = a["momentum"]  # PyTorch's weight of the new batch; Keras' of the running statistics
     momentum = literal(round(1.0 - m.value, 12)) if isinstance(m, G.Const) else f"1 - {f.typed(node, m)}"
     args = [f"epsilon={f.typed(node, a['eps'])}", f"momentum={momentum}"]
     args += [f"{k}={f.typed(node, a[ours])}" for k, ours in (("scale", "gamma"), ("center", "beta"))
              if not is_true(a[ours])]
-    return f.apply(Br("layers.BatchNormalization", [*args, _name(path)]), src, dst, indent)
+    return f.apply(Br("layers.BatchNormalization", [*args, _name(path)]), src, dst)
 
 
 @keras_layer("lrn")
-def lrn(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def lrn(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
     e = lambda ex: f.typed(node, ex)
     f.m.need("LocalResponseNorm")
     return f.apply(Br("LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
-                                           f"k={e(a['k'])}", _name(path)]), src, dst, indent)
+                                           f"k={e(a['k'])}", _name(path)]), src, dst)
 
 
 @keras_layer("layernorm")
-def layernorm(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.LayerNormalization", [f"epsilon={f.typed(node, node.args['eps'])}", _name(path)]),
-                   src, dst, indent)
+def layernorm(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.LayerNormalization", [f"epsilon={f.typed(node, node.args['eps'])}", _name(path)]), src, dst)
 
 
 @keras_layer("layerscale")
-def layerscale(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def layerscale(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     f.m.need("LayerScale")
-    return f.apply(Br("LayerScale", [f.typed(node, node.args["init"]), _name(path)]), src, dst, indent)
+    return f.apply(Br("LayerScale", [f.typed(node, node.args["init"]), _name(path)]), src, dst)
 
 
 @keras_layer("rescale")
-def rescale(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def rescale(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
     args = [f.typed(node, a["scale"])] + ([] if is_zero(a["offset"]) else [f"offset={f.typed(node, a['offset'])}"])
-    return f.apply(Br("layers.Rescaling", [*args, _name(path)]), src, dst, indent)
+    return f.apply(Br("layers.Rescaling", [*args, _name(path)]), src, dst)
 
 
 @keras_layer("normalize")
-def normalize(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def normalize(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args
 
     def per_channel(inst: G.Inst, arg: str) -> tuple:
@@ -143,23 +141,23 @@ def normalize(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int
     if mean is None or std is None:  # from the block's parameters, as the model is built
         f.m.need("normalize_stats")
         stats = Br("**normalize_stats", [f.typed(node, a["mean"]), f.typed(node, a["std"])])
-        return f.apply(Br("layers.Normalization", [stats, _name(path)]), src, dst, indent)
+        return f.apply(Br("layers.Normalization", [stats, _name(path)]), src, dst)
     if len(mean) != len(std):
         mean, std = (mean * len(std), std) if len(mean) == 1 else (mean, std * len(mean))
     variance = tuple(float(v) * float(v) for v in std)  # type: ignore[union-attr]
     return f.apply(Br("layers.Normalization", [f"mean={literal(mean)}", f"variance={literal(variance)}",
-                                               _name(path)]), src, dst, indent)
+                                               _name(path)]), src, dst)
 
 
 @keras_layer("zeropad_channels")
-def zeropad_channels(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def zeropad_channels(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     f.m.need("ChannelPad")
     parts = pad_parts(node.args["pad"], f.expr)
     if parts is None:
         pads = literal(agreed(node, f.uses(node), lambda i: i.args["pad"], "the channel padding", f.owner_desc()))
     else:
         pads = f"({parts[0]}, {parts[-1]})"
-    return f.apply(Br("ChannelPad", [pads, _name(path)]), src, dst, indent)
+    return f.apply(Br("ChannelPad", [pads, _name(path)]), src, dst)
 
 
 def _sides(f, node: G.Layer, arg: str) -> str:
@@ -168,29 +166,29 @@ def _sides(f, node: G.Layer, arg: str) -> str:
 
 
 @keras_layer("crop")
-def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.Cropping2D", [_sides(f, node, "crop"), _name(path)]), src, dst, indent)
+def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.Cropping2D", [_sides(f, node, "crop"), _name(path)]), src, dst)
 
 
 @keras_layer("zeropad")
-def zeropad(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
-    return f.apply(Br("layers.ZeroPadding2D", [_sides(f, node, "pad"), _name(path)]), src, dst, indent)
+def zeropad(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    return f.apply(Br("layers.ZeroPadding2D", [_sides(f, node, "pad"), _name(path)]), src, dst)
 
 
 @keras_layer("adaptive_avgpool")
-def adaptive_avgpool(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def adaptive_avgpool(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     ratio = agreed(node, f.uses(node), lambda i: _adaptive_plan(i), "the pooling windows", f.owner_desc(),
                    default="general")
     if ratio == 1:
-        return f.apply(Br("layers.Identity", [_name(path)]), src, dst, indent)
+        return f.apply(Br("layers.Identity", [_name(path)]), src, dst)
     if isinstance(ratio, tuple):
-        return f.apply(Br("layers.AveragePooling2D", [literal(ratio), _name(path)]), src, dst, indent)
+        return f.apply(Br("layers.AveragePooling2D", [literal(ratio), _name(path)]), src, dst)
     f.m.need("AdaptiveAvgPool2D")
-    return f.apply(Br("AdaptiveAvgPool2D", [f.typed(node, node.args["size"]), _name(path)]), src, dst, indent)
+    return f.apply(Br("AdaptiveAvgPool2D", [f.typed(node, node.args["size"]), _name(path)]), src, dst)
 
 
 @keras_layer("flatten")
-def flatten(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def flatten(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     """PyTorch flattens (C, H, W), Keras' Flatten the (H, W, C) it holds: a Permute to channels
     first before it, so every layer after a flatten sees PyTorch's features in PyTorch's order
     (a dense, a batch norm, a layer scale, a padding of the features, a model output). None
@@ -202,17 +200,17 @@ def flatten(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) 
     permute = Br("layers.Permute", ["(3, 1, 2)", f"name={path.suffix('chw').code()}"])
     insts = f.uses(node)
     if insts and all(reorders(i) for i in insts):
-        src = f.apply(permute, src, dst, indent)
+        src = f.apply(permute, src, dst)
     elif not insts or any(reorders(i) for i in insts):  # the input's rank is known as the model is built
         if src != dst:
-            f.lines.append(f"{' ' * indent}{dst} = {src}")
-        f.lines.append(f"{' ' * indent}if len({dst}.shape) == 4:")
-        src = f.apply(permute, dst, dst, indent + 4)
-    return f.apply(Br("layers.Flatten", [f"name={path.code()}"]), src, dst, indent)
+            f.out.assign(dst, src)
+        with f.into(f.out.if_(f"len({dst}.shape) == 4").body):
+            src = f.apply(permute, dst, dst)
+    return f.apply(Br("layers.Flatten", [f"name={path.code()}"]), src, dst)
 
 
 @keras_layer("conv", "dwconv", "sepconv")
-def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     kind = node.type.name
     a = node.args
     e = lambda ex: f.typed(node, ex)
@@ -221,15 +219,14 @@ def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> 
     subsample = _subsampled(f, node, grouping)
     window = f"({e(a['kernel'])}, {e(a['stride'])}, {e(a['dilation'])})"
     if padding == "explicit":
-        src = f.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('pad').code()}"]),
-                         src, dst, indent)
+        src = f.apply(Br("layers.ZeroPadding2D", [e(a["pad"]), f"name={path.suffix('pad').code()}"]), src, dst)
     elif padding == "chosen":
-        padding = _padded(f, a["pad"], src, dst, path, indent, window=window if subsample else None)
+        padding = _padded(f, a["pad"], src, dst, path, window=window if subsample else None)
         src = dst
     elif padding == "same" and subsample:  # `same` at the strides, before a convolution at stride 1
         f.m.need("SamePad2D")
         src = f.apply(Br("SamePad2D", [e(a["kernel"]), e(a["stride"]), e(a["dilation"]),
-                                          f"name={path.suffix('pad').code()}"]), src, dst, indent)
+                                          f"name={path.suffix('pad').code()}"]), src, dst)
         padding = "valid"
     if grouping == "depthwise":
         kind = "dwconv"
@@ -265,13 +262,13 @@ def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> 
     if grouping == "chosen":  # the layer is chosen as the model is built: a call, not a layer
         f.m.need("GroupedConv2D")
         f.m.need("conv2d_groups")
-        f.lines.extend(lay(Br("conv2d_groups", [src, *args, f"name={path.code()}"]), indent, f"{dst} = "))
+        f.out.assign(dst, Br("conv2d_groups", [src, *args, f"name={path.code()}"]))
         src = dst
     else:
-        src = f.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst, indent)
+        src = f.apply(Br(cls, [*args, f"name={path.code()}"]), src, dst)
     if subsample:  # every stride-th output of the convolution at stride 1: a pooling of one pixel
         src = f.apply(Br("layers.MaxPooling2D", ["1", f"strides={e(a['stride'])}",
-                                                    f"name={path.suffix('stride').code()}"]), src, dst, indent)
+                                                    f"name={path.suffix('stride').code()}"]), src, dst)
     return src
 
 
@@ -314,7 +311,7 @@ def _grouping(f, node: G.Layer) -> str:
     return "grouped"
 
 
-def _padded(f, pad: G.Expr, src: str, dst: str, path: LayerPath, indent: int, value: str | None = None,
+def _padded(f, pad: G.Expr, src: str, dst: str, path: LayerPath, value: str | None = None,
            window: str | None = None) -> str:
     """`dst, paddingN = padded(src, pad, ...)`: the padding chosen as the model is built (see
     common.pad_chosen); returns the local that holds the Keras padding for the layer. window:
@@ -326,7 +323,7 @@ def _padded(f, pad: G.Expr, src: str, dst: str, path: LayerPath, indent: int, va
     var = f.fresh("padding")
     args = [src, f.expr(pad), *([value] if value else []), f"name={path.suffix('pad').code()}",
             *([f"window={window}"] if window else [])]
-    f.lines.extend(lay(Br("padded", args), indent, f"{dst}, {var} = "))
+    f.out.line(Br("padded", args), f"{dst}, {var} = ")
     return var
 
 
@@ -351,46 +348,45 @@ def _conv_padding(f, node: G.Layer) -> str:
 
 
 @keras_layer("maxpool", "avgpool")
-def pool(f, node: G.Layer, src: str, dst: str, path: LayerPath, indent: int) -> str:
+def pool(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     kind = node.type.name
     a = node.args
     e = lambda ex: f.typed(node, ex)
     name = f"name={path.code()}"
     if all(i.args["kernel"] == GLOBAL for i in f.uses(node)):
         cls = "layers.GlobalMaxPooling2D" if kind == "maxpool" else "layers.GlobalAveragePooling2D"
-        return f.apply(Br(cls, ["keepdims=True", name]), src, dst, indent)
+        return f.apply(Br(cls, ["keepdims=True", name]), src, dst)
     cls = "layers.MaxPooling2D" if kind == "maxpool" else "layers.AveragePooling2D"
     args = [e(a["kernel"])]
     if not (isinstance(a["stride"], G.Const) and a["stride"].value is None):
         args.append(f"strides={e(a['stride'])}")
     if pad_chosen(node, f.uses(node)) and is_false(a["ceil"]) and (kind == "maxpool" or is_true(a["count_pad"])):
-        padding = _padded(f, a["pad"], src, dst, path, indent, 'float("-inf")' if kind == "maxpool" else None)
-        return f.apply(Br(cls, [*args, f"padding={padding}", name]), dst, dst, indent)
+        padding = _padded(f, a["pad"], src, dst, path, 'float("-inf")' if kind == "maxpool" else None)
+        return f.apply(Br(cls, [*args, f"padding={padding}", name]), dst, dst)
     plan = agreed(node, f.uses(node), lambda i: _pool_plan(i), "the padding this pooling needs in Keras", f.owner_desc(),
                   default=None)
     if plan is None:  # not seen in use: what the spec alone says
         plan = _static_pool_plan(node)
     if plan == "same" and kind == "avgpool" and not all(_even_same(i) for i in f.uses(node)):
         f.m.need("PaddedAvgPool2D")
-        return f.apply(Br("PaddedAvgPool2D", [*args, 'padding="same"', name]), src, dst, indent)
+        return f.apply(Br("PaddedAvgPool2D", [*args, 'padding="same"', name]), src, dst)
     if plan == "same":
         args.append('padding="same"')
     elif plan != "valid":
         pads, value = plan  # type: ignore[misc]
         if value == "zero":
-            src = f.apply(Br("layers.ZeroPadding2D", [literal(pads), f"name={path.suffix('pad').code()}"]),
-                             src, dst, indent)
+            src = f.apply(Br("layers.ZeroPadding2D", [literal(pads), f"name={path.suffix('pad').code()}"]), src, dst)
         elif value == "-inf":
             f.m.prelude.add("Pad2D")
             src = f.apply(Br("Pad2D", [literal(pads), 'value=float("-inf")',
-                                          f"name={path.suffix('pad').code()}"]), src, dst, indent)
+                                          f"name={path.suffix('pad').code()}"]), src, dst)
         elif isinstance(value, tuple):  # ("counted", pads): the padding that counts in the average
             f.m.need("PaddedAvgPool2D")
             return f.apply(Br("PaddedAvgPool2D", [*args, f"padding={literal(pads)}",
-                                                     f"counted={literal(value[1])}", name]), src, dst, indent)
+                                                     f"counted={literal(value[1])}", name]), src, dst)
         else:
             raise ArchError(f"{kind}: {value}", node.span)
-    return f.apply(Br(cls, [*args, name]), src, dst, indent)
+    return f.apply(Br(cls, [*args, name]), src, dst)
 
 
 def _constant_floats(e: G.Expr) -> tuple | None:

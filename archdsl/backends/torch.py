@@ -17,29 +17,30 @@ from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, Sum
 from ..language.errors import ArchError
 from . import torch_emitters  # noqa: F401 - registers the PyTorch emitters
 from .common import (
-    Br,
+    Code,
     CodeUnit,
+    Leaf,
     LocalNames,
     agreed,
     block_params,
-    drop_unused_assignments,
     header_source,
-    int_code,
     is_one,
     is_zero,
-    lay,
     literal,
     names_in,
     network_params,
     pad_parts,
-    paren,
+    parsed,
+    plus,
     py_name,
     quote,
     refers_to_params,
     substitute,
     surely_int,
     templates,
+    times,
 )
+from .layout import Br, Suite, lay
 from .registry import TORCH, TORCH_FACTS, TORCH_FUNCTIONAL
 
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
@@ -179,23 +180,24 @@ class _Class(CodeUnit):
 
     def __init__(self, module: _Module, owner: G.BlockDef | G.NetworkDef) -> None:
         super().__init__(module, owner)
-        self.init: list[str] = []
-        self.fwd: list[str] = []
+        self.init = Suite()  # __init__'s statements
+        self.fwd = Suite()  # forward()'s statements
         self.previous: G.Node | None = None  # the item before the one being emitted, in its sequence
         self.lets: dict[str, str] = {}  # let bindings at the top of the class, for out_channels formulas
         self.input_var = "inputs" if G.names_input(owner.body) else "x"
         self.src = self.input_var  # the variable holding the tensor the next item takes
-        self.tensors: dict[str, tuple[str, str]] = {}  # named tensor -> (variable, channels code)
+        self.tensors: dict[str, tuple[str, Code]] = {}  # named tensor -> (variable, its channels)
         self.size_args: set[str] = set()  # in.height / in.width, where uses differ: constructor arguments
         self.folds: list[tuple[str, str]] = []  # top-level (conv, bn) attribute pairs, --optimize inference
         self.owned = False  # the tensor the next item takes is the previous item's own result
         self.let_locals: set[str] = set()  # the Python names of the lets
+        self.channel_vars: set[str] = set()  # the locals that hold a channel count (dropped where unread)
 
     # names and expressions
 
     def _in_shape(self, e: G.InShape) -> str:
         if e.attr == "channels":
-            return "in_channels" if not self.is_network else self.input_channels
+            return "in_channels" if not self.is_network else str(self.input_channels)
         insts = self.uses(self.owner) if not self.is_network else None
         sizes = {getattr(i.in_shape, e.attr) for i in insts} if insts is not None else \
             {getattr(self.m.elab.root.in_shape, e.attr)}
@@ -225,30 +227,30 @@ class _Class(CodeUnit):
         owner = self.owner
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
-            self.input_channels = self.expr(net.input[0]) if net.input[0] is not None else "0"
-            cin = self.input_channels
-            params, fixups = network_params(self.m.elab, self.expr, self.m.local, indent=8)
+            self.input_channels = self.leaf(net.input[0]) if net.input[0] is not None else Leaf("0")
+            cin: Code = self.input_channels
+            params, fixups = network_params(self.m.elab, self.expr, self.m.local)
             self.init.extend(fixups)
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
-            cin = "in_channels"
-            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local, indent=8,
+            cin = Leaf("in_channels")
+            typed, fixups = block_params(block, self.uses(block), self.expr, self.m.local,
                                          tensor=lambda name: f"{name}_channels: int")
             params = ["in_channels: int", *typed]
             self.init.extend(fixups)
             for p in block.tensor_params:
-                self.tensors[p.name] = (self.m.local(p.name), f"{self.m.local(p.name)}_channels")
+                self.tensors[p.name] = (self.m.local(p.name), Leaf(f"{self.m.local(p.name)}_channels"))
         self.tensors["in"] = (self.input_var, cin)
         if self.is_network and self.m.inference and len(owner.input) == 3:
-            self.fwd.append(f"        {self.input_var} = {self.input_var}.contiguous(memory_format=torch.channels_last)")
-        cout = self.top(owner.body, cin, 8)
+            self.fwd.assign(self.input_var, f"{self.input_var}.contiguous(memory_format=torch.channels_last)")
+        cout = self.top(owner.body, cin)
         if self.size_args:
             sizes = [a for a in ("height", "width") if a in self.size_args]
             self.m.size_args[owner.name] = sizes
             params[1:1] = [f"in_{a}: int" for a in sizes]
         if not self.is_network:
-            self.init.extend(lay(cout, 8, "self.out_channels = "))
-            formula = substitute(cout, self.lets, strict=False)
+            self.init.assign("self.out_channels", cout)
+            formula = substitute(str(cout), self.lets, strict=False)
             known = {"in_channels", *(self.m.local(p.name) + ("_channels" if p.tensor else "") for p in owner.params)}
             if formula is not None and names_in(formula) <= known:
                 self.m.out_formulas[owner.name] = formula
@@ -260,8 +262,7 @@ class _Class(CodeUnit):
                 returns = "torch.Tensor" if len(self.outputs) == 1 else \
                     "tuple[" + ", ".join(["torch.Tensor"] * len(self.outputs)) + "]"
                 if self.aux_outputs:  # computed and returned while training only
-                    self.fwd.append("        if self.training:")
-                    self.fwd.extend(lay(result, 12, "return "))
+                    self.fwd.if_("self.training").body.line(result, "return ")
                     evaluated = [o for o in self.outputs if o not in self.aux_outputs]
                     result = evaluated[0] if len(evaluated) == 1 else ", ".join(evaluated)
                     returns += " | " + ("torch.Tensor" if len(evaluated) == 1 else
@@ -270,24 +271,23 @@ class _Class(CodeUnit):
                 result, returns = self.src, "torch.Tensor"
         else:
             result, returns = self.src, "torch.Tensor"
-        self.init = drop_unused_assignments(_drop_unused(self.init), self.let_locals)
+        self.init.drop_unused(self.channel_vars | self.let_locals)
         signature = lay(Br("def __init__", ["self", *params]), 4, "", " -> None:")
         inputs = [f"{self.input_var}: torch.Tensor"]
         if not self.is_network:
             inputs += [f"{self.m.local(p.name)}: torch.Tensor" for p in owner.tensor_params]  # type: ignore[union-attr]
         forward = lay(Br("def forward", ["self", *inputs]), 4, "", f" -> {returns}:")
-        folds = []
+        folds = Suite()
         if self.folds:
             pairs = [Br("", [quote(conv), quote(bn)], "(", ")") for conv, bn in self.folds]
-            folds = (lay(Br("", pairs, "(", ")"), 4, "folds = ") if len(pairs) > 1 else
-                     [f"    folds = (({quote(self.folds[0][0])}, {quote(self.folds[0][1])}),)"])
+            folds.assign("folds", Br("", pairs, "(", ")") if len(pairs) > 1 else f"({pairs[0].flat()},)")
         return templates().get_template("torch_class.py.j2").render(
-            name=py_name(owner.name), doc=doc, signature=signature, init=self.init, forward=self.fwd,
-            forward_signature=forward, result=result, folds=folds)
+            name=py_name(owner.name), doc=doc, signature=signature, init=self.init.lines(8),
+            forward=self.fwd.lines(8), forward_signature=forward, result=result, folds=folds.lines(4))
 
     # top-level items: attributes of the class, forward written inline
 
-    def top(self, seq: G.Seq, cin: str, indent: int, dst: str = "x") -> str:
+    def top(self, seq: G.Seq, cin: Code, dst: str = "x") -> Code:
         targets = G.statement_targets(seq)
         self.owned = False  # the first item takes the input, which its caller may still hold
         for index, item in enumerate(seq.items):
@@ -301,7 +301,7 @@ class _Class(CodeUnit):
                 self.owned = False
                 var = self.tensor_var(item.name)
                 if self.src != var:
-                    self.fwd.append(f"        {var} = {self.src}")
+                    self.fwd.assign(var, self.src)
                 self.src = var
                 self.tensors[item.name] = (var, cin)
                 continue
@@ -309,7 +309,7 @@ class _Class(CodeUnit):
                 value = self.expr(item.value)
                 self.let_ints[item.name] = surely_int(item.value, self.is_int)
                 self.let_locals.add(self.m.local(item.name))
-                self.init.extend(lay(value, 8, f"{self.m.local(item.name)} = "))
+                self.init.assign(self.m.local(item.name), value)
                 self.lets[self.m.local(item.name)] = substitute(value, self.lets, strict=False) or value
                 continue
             if self.m.inference and isinstance(item, G.Layer) and TORCH_FACTS[item.type.name].fold_source \
@@ -335,7 +335,7 @@ class _Class(CodeUnit):
             return self.tensors[name][0]
         return self.new_tensor_var(name, (var for var, _ in self.tensors.values()))
 
-    def top_node(self, node: G.Node, cin: str, dst: str, inplace: bool = False) -> str:
+    def top_node(self, node: G.Node, cin: Code, dst: str, inplace: bool = False) -> Code:
         attr = f"self.{node.name}"
         src = self.src
         if not isinstance(node, G.Output):
@@ -347,30 +347,29 @@ class _Class(CodeUnit):
                 if code == src:  # it computes nothing
                     self.src = src
                 else:
-                    self.fwd.append(f"        {dst} = {code}")
+                    self.fwd.assign(dst, code)
                 return self.layer_cout(node, cin)
             ctor, cout = self.layer(node, cin)
-            self.init.extend(lay(ctor, 8, f"{attr} = "))
-            self.fwd.append(f"        {dst} = {attr}({src})")
+            self.init.assign(attr, ctor)
+            self.fwd.assign(dst, f"{attr}({src})")
             return cout
         if isinstance(node, G.BlockCall):
-            ctor = self.block_call(node, cin)
-            self.init.extend(lay(ctor, 8, f"{attr} = "))
+            self.init.assign(attr, self.block_call(node, cin))
             extra = [self.tensors[a.name][0] for a in node.args.values() if isinstance(a, G.TensorRef)]
-            self.fwd.extend(lay(Br(attr, [src, *extra]), 8, f"{dst} = "))
-            return f"{attr}.out_channels"
+            self.fwd.assign(dst, Br(attr, [src, *extra]))
+            return Leaf(f"{attr}.out_channels")
         if isinstance(node, G.Merge):
             names = [self.tensors[r.name][0] for r in node.inputs]
             if node.op == "add":
-                self.fwd.extend(lay(" + ".join(names), 8, f"{dst} = "))
+                self.fwd.assign(dst, " + ".join(names))
                 return self.tensors[node.inputs[0].name][1]
-            self.fwd.extend(lay(Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]), 8, f"{dst} = "))
-            return " + ".join(paren(self.tensors[r.name][1]) for r in node.inputs)
+            self.fwd.assign(dst, Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]))
+            return plus(*(self.tensors[r.name][1] for r in node.inputs))
         if isinstance(node, G.Residual):
             identity = self.fresh("identity")
-            self.fwd.append(f"        {identity} = {src}")
+            self.fwd.assign(identity, src)
             self.src = src
-            cout = self.top(node.body, cin, 8, dst)
+            cout = self.top(node.body, cin, dst)
             body_var = self.src
             # the body's result is its own tensor, which nothing else holds and the layer that made it
             # (a convolution, a batch norm, ...) does not keep for its gradient: the sum may go into it
@@ -382,22 +381,21 @@ class _Class(CodeUnit):
                 if node.condition is None:
                     self.assign(sc_attr, node.shortcut, cin)
                 else:
-                    self.init.extend(lay(self.expr(node.condition), 8, "if ", ":"))
-                    self.assign(sc_attr, node.shortcut, cin, indent=12)
-                    self.init.append("        else:")
-                    self.init.append(f"            {sc_attr} = nn.Identity()")
+                    choice = self.init.if_(self.expr(node.condition))
+                    self.assign(sc_attr, node.shortcut, cin, choice.body)
+                    choice.orelse.assign(sc_attr, "nn.Identity()")
                 other = f"{sc_attr}({identity})"
             body = body_var
             if not is_zero(node.drop_path):
                 self.m.need("DropPath")
-                self.init.extend(lay(Br("DropPath", [self.expr(node.drop_path)]), 8, f"{attr} = "))
+                self.init.assign(attr, Br("DropPath", [self.expr(node.drop_path)]))
                 body = f"{attr}({body_var})"
             if body_owned:  # in place, as torchvision's `out += identity`
                 if body != dst:  # DropPath gives back its input, or a new tensor it does not keep
-                    self.fwd.append(f"        {dst} = {body}")
-                self.fwd.append(f"        {dst} += {other}")
+                    self.fwd.assign(dst, body)
+                self.fwd.line(other, f"{dst} += ")
                 return cout
-            self.fwd.append(f"        {dst} = {body} + {other}")
+            self.fwd.assign(dst, f"{body} + {other}")
             return cout
         if isinstance(node, G.Concat):
             calls, couts = [], []
@@ -405,63 +403,62 @@ class _Class(CodeUnit):
                 battr = f"self.{branch.name}"
                 couts.append(self.assign(battr, branch, cin))
                 calls.append(f"{battr}({src})")
-            self.fwd.extend(lay(Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]), 8, f"{dst} = "))
-            return " + ".join(_summand(c) for c in couts)
+            self.fwd.assign(dst, Br("torch.cat", [Br("", calls, "[", "]"), "dim=1"]))
+            return plus(*couts)
         if isinstance(node, G.Scale):
             battr = f"self.{node.body.name}"
             self.assign(battr, node.body, cin)
-            self.fwd.append(f"        {dst} = {src} * {battr}({src})")
+            self.fwd.assign(dst, f"{src} * {battr}({src})")
             return cin
         if isinstance(node, G.Output):
             var = self.m.local(node.name)
             if node.body is None:
-                self.fwd.append(f"        {var} = {src}")
+                self.fwd.assign(var, src)
             else:
                 self.assign(attr, node.body, cin)
                 if node.auxiliary:  # a head for training only: evaluation skips it
-                    self.fwd.append("        if self.training:")
-                    self.fwd.append(f"            {var} = {attr}({src})")
+                    self.fwd.if_("self.training").body.assign(var, f"{attr}({src})")
                     self.aux_outputs.append(var)
                 else:
-                    self.fwd.append(f"        {var} = {attr}({src})")
+                    self.fwd.assign(var, f"{attr}({src})")
             self.outputs.append(var)
             return cin
         # a group, a repetition or a choice: one attribute holding a module
         cout = self.assign(attr, node, cin)
-        self.fwd.append(f"        {dst} = {attr}({src})")
+        self.fwd.assign(dst, f"{attr}({src})")
         return cout
 
-    def assign(self, target: str, node: G.Node, cin: str, indent: int = 8) -> str:
-        """Emit __init__ code that sets `target` to the module for node; returns its out channels."""
-        setup, code, cout = self.build(node, cin, target, indent)
-        self.init.extend(setup)
+    def assign(self, target: str, node: G.Node, cin: Code, suite: Suite | None = None) -> Code:
+        """Write __init__ code (into suite, __init__'s own by default) that sets `target` to the module
+        for node; returns its out channels."""
+        suite = self.init if suite is None else suite
+        code, cout = self.build(node, cin, target, suite)
         if code is not None:
-            self.init.extend(lay(code, indent, f"{target} = "))
+            suite.assign(target, code)
         return cout
 
     # nested items: modules built as expressions
 
-    def build(self, node: G.Node, cin: str, target: str | None, indent: int,
-              inplace: bool = False) -> tuple[list[str], Br | str | None, str]:
-        """(setup lines, module expression or None if setup already assigned target, out channels).
-        With inplace (the input is the previous module's own result), an activation may work in place."""
-        pad = " " * indent
+    def build(self, node: G.Node, cin: Code, target: str | None, suite: Suite,
+              inplace: bool = False) -> tuple[Br | str | None, Code]:
+        """(module expression, or None where the statements written into suite assigned target
+        already; out channels). With inplace (the input is the previous module's own result), an
+        activation may work in place."""
         if isinstance(node, G.Layer):
-            ctor, cout = self.layer(node, cin, inplace)
-            return [], ctor, cout
+            return self.layer(node, cin, inplace)
         if isinstance(node, G.BlockCall):
             ctor = self.block_call(node, cin)
             known = self.block_out(node, cin)
             if known is not None:
-                return [], ctor, known
+                return ctor, known
             if target is not None:
-                return [], ctor, f"{target}.out_channels"
+                return ctor, Leaf(f"{target}.out_channels")
             var = self.fresh("m")
-            return lay(ctor, indent, f"{var} = "), var, f"{var}.out_channels"
+            suite.assign(var, ctor)
+            return var, Leaf(f"{var}.out_channels")
         if isinstance(node, G.Seq):
             if len(node.items) == 1 and node.nodes and node.nodes[0].label is None:
-                return self.build(node.nodes[0], cin, target, indent)
-            setup: list[str] = []
+                return self.build(node.nodes[0], cin, target, suite)
             parts: list[tuple[str | None, Br | str]] = []
             owned = False
             for item in node.items:
@@ -470,110 +467,107 @@ class _Class(CodeUnit):
                 if isinstance(item, G.Let):
                     self.let_ints[item.name] = surely_int(item.value, self.is_int)
                     self.let_locals.add(self.m.local(item.name))
-                    setup.extend(lay(self.expr(item.value), indent, f"{self.m.local(item.name)} = "))
+                    suite.assign(self.m.local(item.name), self.expr(item.value))
                     continue
                 inplace = owned and self.m.in_place(item)
-                s, code, cin = self.build(item, cin, None, indent, inplace=inplace)
+                code, cin = self.build(item, cin, None, suite, inplace=inplace)
                 owned = self.m.owned_after(item, inplace, owned)
                 self.previous = item
-                setup.extend(s)
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]
             if not parts:
-                return setup, "nn.Identity()", cin
+                return "nn.Identity()", cin
             if len(parts) == 1 and parts[0][0] is None:
-                return setup, parts[0][1], cin
+                return parts[0][1], cin
             if any(label for label, _ in parts):
                 self.m.uses_ordered = True
                 pairs = [Br("", [quote(label or str(i)), code], "(", ")") for i, (label, code) in enumerate(parts)]
-                return setup, Br("nn.Sequential", [Br("OrderedDict", [Br("", pairs, "[", "]")])]), cin
-            return setup, Br("nn.Sequential", [code for _, code in parts]), cin
+                return Br("nn.Sequential", [Br("OrderedDict", [Br("", pairs, "[", "]")])]), cin
+            return Br("nn.Sequential", [code for _, code in parts]), cin
         if isinstance(node, G.Concat):
             self.m.need("Concat")
-            setup, codes, couts = [], [], []
+            codes, couts = [], []
             for branch in node.branches:
-                s, code, c = self.build(branch, cin, None, indent)
-                setup.extend(s)
+                code, c = self.build(branch, cin, None, suite)
                 codes.append(code)
                 couts.append(c)
-            return setup, Br("Concat", codes), " + ".join(paren(c) for c in couts)
+            return Br("Concat", codes), plus(*couts)
         if isinstance(node, G.Residual):
             self.m.need("Residual")
-            setup, body, cout = self.build(node.body, cin, None, indent)
+            body, cout = self.build(node.body, cin, None, suite)
             args: list[Br | str] = [body]
             if node.shortcut is not None:
-                s, sc, _ = self.build(node.shortcut, cin, None, indent)
-                if node.condition is not None:
+                if node.condition is not None:  # the shortcut, or None: the identity
+                    choice = suite.if_(self.expr(node.condition))
+                    sc, _ = self.build(node.shortcut, cin, None, choice.body)
                     var = self.fresh("m")
-                    setup.extend(lay(self.expr(node.condition), indent, "if ", ":"))
-                    setup.extend(s and [f"    {line}" for line in s])
-                    setup.extend(lay(sc, indent + 4, f"{var} = "))
-                    setup.append(f"{pad}else:")
-                    setup.append(f"{pad}    {var} = None")
+                    choice.body.assign(var, sc)
+                    choice.orelse.assign(var, "None")
                     args.append(var)
                 else:
-                    setup.extend(s)
+                    sc, _ = self.build(node.shortcut, cin, None, suite)
                     args.append(sc)
             if not is_zero(node.drop_path):
                 self.m.need("DropPath")
                 self.m.residual_drop_path = True  # the Residual helper takes a rate
                 args.append(f"drop_path={self.expr(node.drop_path)}")
-            return setup, Br("Residual", args), cout
+            return Br("Residual", args), cout
         if isinstance(node, G.Scale):
             self.m.need("Scale")
-            setup, body, _ = self.build(node.body, cin, None, indent)
-            return setup, Br("Scale", [body]), cin
+            body, _ = self.build(node.body, cin, None, suite)
+            return Br("Scale", [body]), cin
         if isinstance(node, G.Choice):
             var = target or self.fresh("m")
-            s_then, c_then, o_then = self.build(node.then, cin, var, indent + 4)
-            s_else, c_else, o_else = self.build(node.otherwise, cin, var, indent + 4)
-            setup = lay(self.expr(node.condition), indent, "if ", ":")
+            choice = suite.if_(self.expr(node.condition))
+            c_then, o_then = self.build(node.then, cin, var, choice.body)
+            c_else, o_else = self.build(node.otherwise, cin, var, choice.orelse)
+            for code, branch in ((c_then, choice.body), (c_else, choice.orelse)):
+                if code is not None:
+                    branch.assign(var, code)
             cout = o_then
-            chan = None
-            if o_then != o_else:
+            if o_then != o_else:  # the branches' channel counts differ: a local holds the one taken
                 chan = self.fresh("channels")
-                cout = chan
-            setup += s_then + (lay(c_then, indent + 4, f"{var} = ") if c_then is not None else [])
-            if chan:
-                setup.append(f"{pad}    {chan} = {o_then}")
-            setup += [f"{pad}else:"] + s_else + (lay(c_else, indent + 4, f"{var} = ") if c_else is not None else [])
-            if chan:
-                setup.append(f"{pad}    {chan} = {o_else}")
-            return setup, None if target else var, cout
+                self.channel_vars.add(chan)
+                choice.body.assign(chan, o_then)
+                choice.orelse.assign(chan, o_else)
+                cout = Leaf(chan)
+            return None if target else var, cout
         if isinstance(node, G.Repeat):
             var = target or self.fresh("m")
             chan = self.fresh("channels")
-            setup = [f"{pad}{var} = nn.Sequential()", f"{pad}{chan} = {cin}"]
-            loop = self.m.local(node.index) if node.index else "_"
-            setup += lay(int_code(node.count, self.expr, self.is_int), indent, f"for {loop} in range(", "):")
-            s, code, cout = self.build(node.body, chan, None, indent + 4)
-            setup += s + lay(Br(f"{var}.append", [code]), indent + 4)
-            if cout != chan:
-                setup.append(f"{pad}    {chan} = {cout}")
-            return setup, None if target else var, chan
+            self.channel_vars.add(chan)
+            suite.assign(var, "nn.Sequential()")
+            suite.assign(chan, cin)
+            loop = suite.for_(self.m.local(node.index) if node.index else "_", self.int_code(node.count))
+            code, cout = self.build(node.body, Leaf(chan), None, loop.body)
+            loop.body.line(Br(f"{var}.append", [code]))  # type: ignore[list-item]
+            if cout != Leaf(chan):
+                loop.body.assign(chan, cout)
+            return None if target else var, Leaf(chan)
         raise AssertionError(node)  # pragma: no cover
 
-    def block_out(self, node: G.BlockCall, cin: str) -> str | None:
+    def block_out(self, node: G.BlockCall, cin: Code) -> Code | None:
         """A block's output channels as an expression of the call's arguments, where the block's
         class computes them from its parameters alone (so the caller needs no temporary)."""
         formula = self.m.out_formulas.get(node.block)
         if formula is None:
             return None
         block = self.m.elab.program.blocks[node.block]
-        values = {"in_channels": cin}
+        values = {"in_channels": str(cin)}
         for p in block.params:
             if p.tensor:
-                values[f"{self.m.local(p.name)}_channels"] = self.tensors[node.args[p.name].name][1]  # type: ignore[union-attr]
+                values[f"{self.m.local(p.name)}_channels"] = str(self.tensors[node.args[p.name].name][1])  # type: ignore[union-attr]
             elif p.name in node.args:
                 values[self.m.local(p.name)] = self.expr(node.args[p.name])
             elif p.default is not None and not refers_to_params(p.default):
                 values[self.m.local(p.name)] = self.expr(p.default)
             else:
                 return None
-        return substitute(formula, values)
+        code = substitute(formula, values)
+        return None if code is None else parsed(code)
 
-    def block_call(self, node: G.BlockCall, cin: str) -> Br:
+    def block_call(self, node: G.BlockCall, cin: Code) -> Br:
         block = self.m.elab.program.blocks[node.block]
-        args: list[str] = [cin, *self.size_values(node)]
+        args: list[Code | str] = [cin, *self.size_values(node)]
         positional = True
         for p in block.params:
             if p.name not in node.args:
@@ -587,30 +581,28 @@ class _Class(CodeUnit):
 
     # layers
 
-    def layer(self, node: G.Layer, cin: str, inplace: bool = False) -> tuple[Br | str, str]:
+    def layer(self, node: G.Layer, cin: Code, inplace: bool = False) -> tuple[Br | str, Code]:
         """(constructor, out channels) of a layer used as a module: its catalog entry's PyTorch emitter
         (backends/torch_emitters.py) and channel rule."""
         return TORCH[node.type.name](self, node, cin, inplace), self.layer_cout(node, cin)
 
-    def layer_cout(self, node: G.Layer, cin: str) -> str:
+    def layer_cout(self, node: G.Layer, cin: Code) -> Code:
         """A layer's output channels as code: its catalog entry's rule over the input's channels and
         the layer's arguments."""
         return self.channel_code(node, node.type.channels, cin)
 
-    def channel_code(self, node: G.Layer, rule: Chan, cin: str) -> str:
+    def channel_code(self, node: G.Layer, rule: Chan, cin: Code) -> Code:
         if isinstance(rule, InChannels):
             return cin
         if isinstance(rule, Arg):
-            return self.typed(node, node.args[rule.name]) if rule.index is None else \
+            return self.typed_leaf(node, node.args[rule.name]) if rule.index is None else \
                 self.arg_part(node, rule.name, rule.index)
         if isinstance(rule, InSize):
-            return str(self.in_size(node)[0 if rule.attr == "height" else 1])
+            return Leaf(str(self.in_size(node)[0 if rule.attr == "height" else 1]))
         if isinstance(rule, Sum):
-            return " + ".join(paren(self.channel_code(node, r, cin)) for r in rule.terms)
+            return plus(*(self.channel_code(node, r, cin) for r in rule.terms))
         factors = [r for r in rule.factors if not self.is_unit(node, r)]  # type: ignore[attr-defined]
-        if len(factors) == 1:
-            return self.channel_code(node, factors[0], cin)
-        return " * ".join(paren(self.channel_code(node, r, cin)) for r in factors) or "1"
+        return times(*(self.channel_code(node, r, cin) for r in factors))
 
     def is_unit(self, node: G.Layer, rule: Chan) -> bool:
         """Whether a factor of a channel rule is surely 1 (a multiplier of 1, a 1 x 1 map flattened)."""
@@ -629,55 +621,14 @@ class _Class(CodeUnit):
         return size or _fixed_size(self.previous) or agreed(node, self.uses(node), lambda i: None, "the input size",
                                                              self.owner_desc())
 
-    def arg_part(self, node: G.Layer, name: str, index: int) -> str:
+    def arg_part(self, node: G.Layer, name: str, index: int) -> Leaf:
         """One element of an argument's normal form as code (a channel padding's before or after),
         symbolic where the spec writes the argument out, else the value every use agrees on."""
-        parts = pad_parts(node.args[name], self.expr)
+        parts = pad_parts(node.args[name], self.leaf)
         if parts is None:
             value = agreed(node, self.uses(node), lambda i: i.args[name], f"the {name}", self.owner_desc())
-            return str(value[index])  # type: ignore[index]
+            return Leaf(str(value[index]))  # type: ignore[index]
         return parts[0] if len(parts) == 1 else parts[index]
-
-
-
-
-    # padding
-
-
-
-
-
-
-
-def _drop_unused(lines: list[str]) -> list[str]:
-    """Remove assignments to channel-count variables that nothing reads (after an `if` at the end
-    of a network, say)."""
-    while True:  # until none is left: dropping one may leave another that only it read
-        assigned = {m.group(1) for line in lines if (m := re.match(r"\s*(channels\d+) = ", line))}
-        unused = set()
-        for var in assigned:
-            word = re.compile(rf"\b{var}\b")
-            total = sum(len(word.findall(line)) for line in lines)
-            writes = sum(1 for line in lines if re.match(rf"\s*{var} = ", line))
-            if total == writes:
-                unused.add(var)
-        if not unused:
-            return lines
-        lines = [line for line in lines if not any(re.match(rf"\s*{v} = ", line) for v in unused)]
-
-
-def _summand(code: str) -> str:
-    """Channel-count code as a term of a sum: in parentheses only where it binds more loosely than `+`
-    (a conditional `a if c else b`)."""
-    import ast
-
-    try:
-        node = ast.parse(code, mode="eval").body
-    except SyntaxError:
-        return paren(code)
-    if isinstance(node, (ast.IfExp, ast.BoolOp, ast.Compare, ast.Lambda, ast.NamedExpr)):
-        return f"({code})"
-    return code
 
 
 def _fixed_size(node: G.Node | None) -> tuple[int, int] | None:

@@ -2,8 +2,8 @@
 
 Each function is registered against the catalog layers it writes (archdsl/backends/registry.py) and
 called by backends/torch.py as `emitter(c, node, cin, inplace)`: c is the class being written (_Class:
-its names, expression printing, the module's helpers), node the layer, cin the code of its input
-channels, inplace whether it may overwrite its input. It returns the constructor of the layer's module
+its names, expression printing, the module's helpers), node the layer, cin its input's channel
+count (a channel expression, common.Code), inplace whether it may overwrite its input. It returns the constructor of the layer's module
 (the class's `__init__` assigns it to an attribute, or nests it in a Sequential). The layers that
 forward() may apply without a module (activations, flatten) also register a function form. A layer's
 output channels come from its catalog entry's rule (torch.py writes them); the keyword arguments of
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..core import graph as G
 from ..core.layers import GLOBAL, SAME, VALID
 from .common import (
-    Br,
+    Code,
     agreed,
     const,
     is_false,
@@ -26,6 +26,7 @@ from .common import (
     literal,
     pad_chosen,
 )
+from .layout import Br
 from .registry import torch_functional, torch_module
 
 # Activations: (module, function) and whether autograd lets them work in place in a trainable model
@@ -45,7 +46,7 @@ def _inplace_arg(inplace: bool) -> list[str]:
 
 
 for _kind, (_module, _function, _training) in _ACTIVATIONS.items():
-    def _activation_module(c, node: G.Layer, cin: str, inplace: bool, module=_module) -> Br:
+    def _activation_module(c, node: G.Layer, cin: Code, inplace: bool, module=_module) -> Br:
         return Br(module, _inplace_arg(inplace))
 
     def _activation_function(c, node: G.Layer, src: str, inplace: bool, function=_function) -> str:
@@ -57,7 +58,7 @@ for _kind, (_module, _function, _training) in _ACTIVATIONS.items():
 
 
 @torch_module("softmax")
-def softmax(c, node: G.Layer, cin: str, inplace: bool) -> str:
+def softmax(c, node: G.Layer, cin: Code, inplace: bool) -> str:
     return "nn.Softmax(dim=1)"
 
 
@@ -67,7 +68,7 @@ def softmax_function(c, node: G.Layer, src: str, inplace: bool) -> str:
 
 
 @torch_module("identity", passes_input=True)
-def identity(c, node: G.Layer, cin: str, inplace: bool) -> str:
+def identity(c, node: G.Layer, cin: Code, inplace: bool) -> str:
     return "nn.Identity()"
 
 
@@ -77,7 +78,7 @@ def identity_function(c, node: G.Layer, src: str, inplace: bool) -> str:
 
 
 @torch_module("flatten")
-def flatten(c, node: G.Layer, cin: str, inplace: bool) -> str:
+def flatten(c, node: G.Layer, cin: Code, inplace: bool) -> str:
     return "nn.Flatten()"
 
 
@@ -92,7 +93,7 @@ def _nonnegative_slopes(uses: list) -> bool:
 
 
 @torch_module("leaky_relu", inplace_training=_nonnegative_slopes, inplace_inference=True)
-def leaky_relu(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def leaky_relu(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     return Br("nn.LeakyReLU", [c.typed(node, node.args["slope"]), *_inplace_arg(inplace)])
 
 
@@ -102,7 +103,7 @@ def leaky_relu_function(c, node: G.Layer, src: str, inplace: bool) -> str:
 
 
 @torch_module("conv", "dwconv", "sepconv", allocates=True, fold_target=True)
-def conv(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def conv(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     kind = node.type.name
     a = node.args
     e = lambda ex: c.typed(node, ex)
@@ -141,7 +142,7 @@ def conv(c, node: G.Layer, cin: str, inplace: bool) -> Br:
 
 
 @torch_module("maxpool", "avgpool", allocates=True)
-def pool(c, node: G.Layer, cin: str, inplace: bool) -> Br | str:
+def pool(c, node: G.Layer, cin: Code, inplace: bool) -> Br | str:
     kind = node.type.name
     a = node.args
     e = lambda ex: c.typed(node, ex)
@@ -180,12 +181,12 @@ def pool(c, node: G.Layer, cin: str, inplace: bool) -> Br | str:
 
 
 @torch_module("adaptive_avgpool", allocates=True)
-def adaptive_avgpool(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def adaptive_avgpool(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     return Br("nn.AdaptiveAvgPool2d", [c.typed(node, node.args["size"])])
 
 
 @torch_module("dense", allocates=True)
-def dense(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def dense(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     a = node.args
     args = [cin, c.typed(node, a["units"])]
     if not is_true(a["bias"]):
@@ -194,13 +195,13 @@ def dense(c, node: G.Layer, cin: str, inplace: bool) -> Br:
 
 
 @torch_module("dropout")
-def dropout(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def dropout(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     rate = node.args["rate"]
     return Br("nn.Dropout", [] if const(rate) == 0.5 else [c.typed(node, rate)])
 
 
 @torch_module("spatial_dropout")
-def spatial_dropout(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def spatial_dropout(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     rate = node.args["rate"]
     return Br("nn.Dropout2d", [] if const(rate) == 0.5 else [c.typed(node, rate)])
 
@@ -210,7 +211,7 @@ def _rank(c, node: G.Layer) -> int:
 
 
 @torch_module("bn", allocates=True, fold_source=True)
-def bn(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def bn(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     a = node.args
     e = lambda ex: c.typed(node, ex)
     rank = _rank(c, node)
@@ -229,7 +230,7 @@ def bn(c, node: G.Layer, cin: str, inplace: bool) -> Br:
 
 
 @torch_module("lrn", allocates=True)
-def lrn(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def lrn(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     a = node.args
     e = lambda ex: c.typed(node, ex)
     return Br("nn.LocalResponseNorm", [e(a["size"]), f"alpha={e(a['alpha'])}", f"beta={e(a['beta'])}",
@@ -237,7 +238,7 @@ def lrn(c, node: G.Layer, cin: str, inplace: bool) -> Br:
 
 
 @torch_module("layernorm", allocates=True)
-def layernorm(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def layernorm(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     eps = node.args["eps"]
     args = [cin] if const(eps) == 1e-5 else [cin, f"eps={c.typed(node, eps)}"]
     if _rank(c, node) == 3:
@@ -247,39 +248,39 @@ def layernorm(c, node: G.Layer, cin: str, inplace: bool) -> Br:
 
 
 @torch_module("layerscale", allocates=True)
-def layerscale(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def layerscale(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("LayerScale")
     return Br("LayerScale", [cin, c.typed(node, node.args["init"])])
 
 
 @torch_module("rescale", allocates=True)
-def rescale(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def rescale(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     a = node.args
     c.m.need("Rescale")
     return Br("Rescale", [c.typed(node, a["scale"])] + ([] if is_zero(a["offset"]) else [c.typed(node, a["offset"])]))
 
 
 @torch_module("normalize", allocates=True)
-def normalize(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def normalize(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("Normalize")
     return Br("Normalize", [c.typed(node, node.args["mean"]), c.typed(node, node.args["std"])])
 
 
 @torch_module("zeropad_channels", allocates=True)
-def zeropad_channels(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def zeropad_channels(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("ChannelPad")
     return Br("ChannelPad", [f"({c.arg_part(node, 'pad', 0)}, {c.arg_part(node, 'pad', 1)})"])
 
 
 @torch_module("crop")
-def crop(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def crop(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("Crop2d")
     t, b, left, r = c.sides(node, "crop")
     return Br("Crop2d", [f"({t}, {b}, {left}, {r})"])
 
 
 @torch_module("zeropad", allocates=True)
-def zeropad(c, node: G.Layer, cin: str, inplace: bool) -> Br:
+def zeropad(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     t, b, left, r = c.sides(node, "pad")
     return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"])
 

@@ -97,9 +97,9 @@ class FactorizedReduce(nn.Module):
         self.avgpool2 = nn.AvgPool2d(1, stride=2)
         self.conv2 = nn.Conv2d(in_channels, filters // 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(
-            (filters // 2) + (filters // 2), eps=0.001, momentum=0.0003
+            filters // 2 + filters // 2, eps=0.001, momentum=0.0003
         )
-        self.out_channels = (filters // 2) + (filters // 2)
+        self.out_channels = filters // 2 + filters // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = F.relu(x)
