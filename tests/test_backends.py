@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -411,6 +412,52 @@ def test_keras_groups_from_a_parameter_take_the_layer_that_fits(tmp_path, g, fir
     torch_to_keras(torch_model, keras_model)
     x = sample_input(tm1.INPUT_SHAPE)
     assert float(np.abs(torch_outputs(torch_model, x)[0] - keras_outputs(keras_model, x)[0]).max()) <= 1e-4
+
+
+ONE_GROUP = """
+block B(filters, groups = 1) {
+    conv(filters, 3, pad = 1, groups = groups) bn relu
+}
+
+block Stage(filters, groups = 1) {
+    B(filters, groups)
+    B(filters, groups = groups)
+}
+
+network OneGroup(width = 8) {
+    input [8, 10, 10]
+    Stage(width)
+    Stage(16, 1)
+    avgpool(global) flatten
+    dense(3)
+}
+"""
+
+
+def test_keras_groups_every_call_leaves_at_one_take_conv2d(tmp_path):
+    """A block's groups that every call in the module leaves at 1, whatever build_model() is given
+    (ResNet's Bottleneck, which ResNeXt shares), is a Conv2D with the block's groups: no
+    conv2d_groups() nor GroupedConv2D in the module, and the block function still honours groups."""
+    elab, tm, km, paths = build(tmp_path, ONE_GROUP)
+    text = paths["keras"].read_text()
+    assert "conv2d_groups" not in text and "GroupedConv2D" not in text
+    assert "groups=groups" in text
+    assert_parity(elab, tm, km)
+    import keras
+
+    inputs = keras.Input((10, 10, 8))
+    direct = keras.Model(inputs, km.b(inputs, 8, groups=2, name="direct"))
+    assert [(type(layer).__name__, layer.groups) for layer in direct.layers if "conv" in layer.name] == [("Conv2D", 2)]
+    assert direct.count_params() == 8 * 4 * 9 + 8 + 4 * 8
+    for spec in ("resnet50", "resnet", "se_resnet50", "wide_resnet", "resnet_keras"):
+        module = (Path(__file__).resolve().parent.parent / "generated" / "keras" / f"{spec}.py").read_text()
+        assert "GroupedConv2D" not in module and "conv2d_groups" not in module, spec
+
+
+def test_keras_groups_from_a_network_parameter_stay_chosen_as_the_model_is_built(tmp_path):
+    """Groups a network parameter reaches (build_model(g=...) may change them) keep conv2d_groups()."""
+    _, _, _, paths = build(tmp_path, GROUPS)
+    assert "conv2d_groups(" in paths["keras"].read_text()
 
 
 AUXILIARY = """

@@ -7,7 +7,7 @@ import builtins
 import keyword
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -344,6 +344,51 @@ def refers_to_params(e: G.Expr) -> bool:
     if isinstance(e, G.ListE):
         return any(refers_to_params(a) for a in e.items)
     return False
+
+
+def block_calls(seq: G.Seq) -> Iterator[G.BlockCall]:
+    """The block calls in a body, at any depth."""
+    for item in seq.items:
+        if isinstance(item, G.BlockCall):
+            yield item
+        elif isinstance(item, G.Seq):
+            yield from block_calls(item)
+        elif isinstance(item, G.Concat):
+            for branch in item.branches:
+                yield from block_calls(branch)
+        elif isinstance(item, (G.Residual, G.Scale, G.Choice, G.Repeat, G.Output)):
+            for part in (getattr(item, a, None) for a in ("body", "shortcut", "then", "otherwise")):
+                if isinstance(part, G.Seq):
+                    yield from block_calls(part)
+                elif isinstance(part, G.Node):
+                    yield from block_calls(G.Seq(span=part.span, name="", items=[part]))
+
+
+def fixed_values(program: G.Program, owner: G.BlockDef | G.NetworkDef, e: G.Expr) -> frozenset | None:
+    """The values an expression of a block's can take in the generated module whatever build_model()
+    is given: constants, and parameters that every call in the program passes such values (or whose
+    default is one). None where it may take others: it reads a parameter of the network (which
+    build_model() takes), a let, a loop index or the input's shape."""
+    if isinstance(e, G.Const):
+        return frozenset([e.value]) if not isinstance(e.value, tuple) or all(
+            isinstance(v, (int, float, str)) for v in e.value) else None
+    if not (isinstance(e, G.Ref) and e.kind == "param" and isinstance(owner, G.BlockDef)):
+        return None
+    param = next(p for p in owner.params if p.name == e.name)
+    values: set = set()
+    callers = [*program.blocks.values(), program.network]
+    calls = [(caller, call) for caller in callers for call in block_calls(caller.body) if call.block == owner.name]
+    if not calls:
+        return None
+    for caller, call in calls:
+        if e.name in call.args:
+            got = fixed_values(program, caller, call.args[e.name])
+        else:  # the default, in the block's own scope
+            got = None if param.default is None else fixed_values(program, owner, param.default)
+        if got is None:
+            return None
+        values |= got
+    return frozenset(values)
 
 
 def value_type(values: list) -> str:

@@ -20,6 +20,7 @@ from ..language.errors import ArchError
 from .common import (
     agreed,
     const,
+    fixed_values,
     is_false,
     is_one,
     is_true,
@@ -244,7 +245,7 @@ def conv(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
         args.append(f"padding={padding}")
     if not is_one(a["dilation"]):
         args.append(f"dilation_rate={e(a['dilation'])}")
-    if grouping == "grouped":
+    if grouping in ("grouped", "ungrouped"):
         args.append(f"groups={e(a['groups'])}")
     if grouping == "depthwise":
         multiplier = agreed(node, f.uses(node), lambda i: i.args["filters"] // i.args["groups"], "the depth multiplier",
@@ -278,7 +279,7 @@ def _subsampled(f, node: G.Layer, grouping: str) -> bool:
     Conv2D refuses strides with a dilation; TensorFlow's depthwise convolution on CPU (where
     oneDNN does not run it) refuses unequal strides. Decided from the uses, as they were
     expanded (from the spec alone for a layer no use reaches)."""
-    depthwise = node.type.name in ("dwconv", "sepconv") or grouping != "none"
+    depthwise = node.type.name in ("dwconv", "sepconv") or grouping not in ("none", "ungrouped")
 
     def needs(stride, dilation) -> bool:
         stride, dilation = (v if isinstance(v, tuple) else (v, v) for v in (stride, dilation))
@@ -291,9 +292,12 @@ def _subsampled(f, node: G.Layer, grouping: str) -> bool:
 
 
 def _grouping(f, node: G.Layer) -> str:
-    """How a conv's groups are written in Keras: 'none' (one group: Conv2D), 'chosen' (groups
-    from the block's parameters: conv2d_groups() picks Conv2D, DepthwiseConv2D or GroupedConv2D
-    as the model is built, for whatever values build_model() is given), 'depthwise' (groups a
+    """How a conv's groups are written in Keras: 'none' (one group: Conv2D), 'ungrouped' (groups
+    from the block's parameters, which every call in the module leaves at 1 whatever build_model()
+    is given: Conv2D(groups=...), which a call of the block with other groups also computes right),
+    'chosen' (other groups from the block's parameters: conv2d_groups() picks Conv2D,
+    DepthwiseConv2D or GroupedConv2D as the model is built, for whatever values build_model() is
+    given), 'depthwise' (groups a
     constant and one input channel per group in every use, with one depth multiplier:
     DepthwiseConv2D) or 'grouped' (other constant groups: GroupedConv2D). Keras' own
     Conv2D(groups=g) computes right, but its TensorFlow backend compiles every grouped
@@ -304,7 +308,7 @@ def _grouping(f, node: G.Layer) -> str:
     if is_one(groups):
         return "none"
     if not isinstance(groups, G.Const):
-        return "chosen"
+        return "ungrouped" if fixed_values(f.m.elab.program, f.owner, groups) == {1} else "chosen"
     if f.uses(node) and all(i.args["groups"] == i.in_shape.channels for i in f.uses(node)) and \
             len({i.args["filters"] // i.args["groups"] for i in f.uses(node)}) == 1:
         return "depthwise"

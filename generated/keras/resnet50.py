@@ -12,20 +12,6 @@ OUTPUT_NAMES = ("logits",)
 AUXILIARY_OUTPUTS = ()
 
 
-def conv2d_groups(
-    x: keras.KerasTensor, filters: int, kernel, groups: int, **options
-) -> keras.KerasTensor:
-    """A convolution whose groups come from the block's parameters, as the Keras layer that
-    computes it best, chosen as the model is built: Conv2D for one group, DepthwiseConv2D for one
-    input channel per group (keras.applications' layer and weight layout), GroupedConv2D else."""
-    if groups == 1:
-        return layers.Conv2D(filters, kernel, **options)(x)
-    if groups == x.shape[-1]:
-        multiplier = filters // groups
-        return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
-    return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
-
-
 @keras.saving.register_keras_serializable(package="archdsl")
 class Pad2D(layers.Layer):
     """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
@@ -51,31 +37,6 @@ class Pad2D(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "padding": self.padding, "value": self.value}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class GroupedConv2D(layers.Conv2D):
-    """Conv2D with groups (the same weights), computed without XLA: Keras' TensorFlow backend
-    compiles each grouped convolution with XLA anew on every call on CPU. A use whose groups are
-    single input channels runs as a depthwise convolution, any other as one convolution per group."""
-
-    def convolution_op(self, inputs, kernel):
-        options = {
-            "strides": self.strides,
-            "padding": self.padding,
-            "dilation_rate": self.dilation_rate,
-        }
-        channels = inputs.shape[-1]
-        if self.groups == 1:
-            return ops.conv(inputs, kernel, **options)
-        if self.groups == channels:
-            shape = (*self.kernel_size, channels, self.filters // channels)
-            return ops.depthwise_conv(inputs, ops.reshape(kernel, shape), **options)
-        pairs = zip(
-            ops.split(inputs, self.groups, axis=-1),
-            ops.split(kernel, self.groups, axis=-1),
-        )
-        return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
 
 
 def squeeze_excite(
@@ -120,15 +81,14 @@ def bottleneck(
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn1")(x)
     x = layers.Activation("relu", name=f"{name}-relu1")(x)
     x = layers.ZeroPadding2D(1, name=f"{name}-conv2--pad")(x)
-    x = conv2d_groups(
-        x,
+    x = layers.Conv2D(
         width,
         3,
-        groups,
         strides=stride if v1_5 else 1,
+        groups=groups,
         use_bias=bias,
         name=f"{name}-conv2",
-    )
+    )(x)
     x = layers.BatchNormalization(epsilon=eps, momentum=0.9, name=f"{name}-bn2")(x)
     x = layers.Activation("relu", name=f"{name}-relu2")(x)
     x = layers.Conv2D(out, 1, use_bias=bias, name=f"{name}-conv3")(x)
