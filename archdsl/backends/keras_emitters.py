@@ -1,13 +1,14 @@
 """The Keras emission of each catalog layer, and the rule that moves its weights from PyTorch.
 
 Each function is registered against the catalog layers it writes (archdsl/backends/registry.py) and
-called by backends/keras.py as `emitter(f, node, src, dst, path)`: f is the block's function
-being written (_Function: the suite its statements go to, f.out; its names and expression printing),
-node the layer, src the variable holding its input, dst the variable for its result, path its layer
-name. It writes the layer's statements and returns the variable holding its result (src itself for a layer that computes nothing). Where
-PyTorch's semantics differ from a Keras layer's (padding of a strided convolution, ceil-mode pooling,
-padding that must not win a max, the order of features after a flatten), the code does explicitly what
-PyTorch does. Custom layers come from archdsl/runtime/keras_layers.py (f.m.need(name) copies one).
+called by backends/keras.py as `emitter(f, node, src, dst, path)`: f is the block's function being
+written (_Function: the suite its statements go to, f.out; its names and expression printing), node
+the layer, src the variable holding its input, dst the variable for its result, path its layer name.
+It writes the layer's statements and returns the variable holding its result (src itself for a layer
+that computes nothing). Where PyTorch's semantics differ from a Keras layer's (padding of a strided
+convolution, ceil-mode pooling, padding that must not win a max, the order of features after a
+flatten), the code does explicitly what PyTorch does. Custom layers come from
+archdsl/runtime/keras_layers.py (f.m.need(name) copies one).
 """
 
 from __future__ import annotations

@@ -126,59 +126,68 @@ def _balanced_outer(text: str) -> bool:
 
 # Statements and suites ----------------------------------------------------------------------------
 
-class Simple:
-    """A simple statement, `prefix code suffix` (`x = conv(x)`, `return x`); an assignment to the
-    plain local `target` where it is one (what Suite.drop_unused may remove)."""
+class Statement:
+    """A statement: its one line of code, `prefix code suffix` (for a compound statement, the header),
+    and the names it loads. The code does not change once written."""
 
-    def __init__(self, code: object, prefix: str = "", suffix: str = "", target: str | None = None) -> None:
-        self.code, self.prefix, self.suffix, self.target = code, prefix, suffix, target
+    target: str | None = None  # the plain local a simple assignment sets (what Suite.drop_unused may remove)
+    BODY = ""  # what makes the line a statement Python parses (a compound header needs a suite)
+
+    def __init__(self, code: object, prefix: str = "", suffix: str = "") -> None:
+        self.code, self.prefix, self.suffix = code, prefix, suffix
+        self._text: str | None = None
         self._reads: frozenset[str] | None = None
 
     def text(self) -> str:
-        return f"{self.prefix}{flat(self.code)}{self.suffix}"
-
-    def lines(self, indent: int) -> list[str]:
-        return lay(self.code, indent, self.prefix, self.suffix)
+        if self._text is None:
+            self._text = f"{self.prefix}{flat(self.code)}{self.suffix}"
+        return self._text
 
     def reads(self) -> frozenset[str]:
         """The names the statement loads (an augmented assignment's target too)."""
         if self._reads is None:
-            self._reads = _loads(self.text())
+            tree = ast.parse(self.text() + self.BODY)
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            names |= {n.target.id for n in ast.walk(tree)
+                      if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+            self._reads = frozenset(names)
         return self._reads
 
-    def walk(self) -> Iterator[Simple | Compound]:
+    def lines(self, indent: int) -> list[str]:
+        return lay(self.code, indent, self.prefix, self.suffix)
+
+    def walk(self) -> Iterator[Statement]:
         yield self
 
 
-class Compound:
+class Simple(Statement):
+    """A simple statement (`x = conv(x)`, `return x`); `target` where it assigns a plain local."""
+
+    def __init__(self, code: object, prefix: str = "", suffix: str = "", target: str | None = None) -> None:
+        super().__init__(code, prefix, suffix)
+        self.target = target
+
+
+class Compound(Statement):
     """A compound statement: its header (`if cond:`, `for i in range(n):`), its suite, and an `else:`
     suite written where it holds statements. An empty suite is written `pass`."""
 
-    target = None
+    BODY = "\n    pass"
 
     def __init__(self, code: object, prefix: str, suffix: str = ":") -> None:
-        self.code, self.prefix, self.suffix = code, prefix, suffix
+        super().__init__(code, prefix, suffix)
         self.body = Suite()
         self.orelse = Suite()
-        self._reads: frozenset[str] | None = None
-
-    def text(self) -> str:
-        return f"{self.prefix}{flat(self.code)}{self.suffix}"
 
     def lines(self, indent: int) -> list[str]:
         pad = " " * indent
-        out = lay(self.code, indent, self.prefix, self.suffix)
+        out = super().lines(indent)
         out += self.body.lines(indent + 4) or [f"{pad}    pass"]
         if self.orelse.items:
             out += [f"{pad}else:", *self.orelse.lines(indent + 4)]
         return out
 
-    def reads(self) -> frozenset[str]:
-        if self._reads is None:
-            self._reads = _loads(f"{self.text()}\n    pass")
-        return self._reads
-
-    def walk(self) -> Iterator[Simple | Compound]:
+    def walk(self) -> Iterator[Statement]:
         yield self
         yield from self.body.walk()
         yield from self.orelse.walk()
@@ -188,9 +197,9 @@ class Suite:
     """Statements at one indent, written out (with the suites inside them) by lines(indent)."""
 
     def __init__(self) -> None:
-        self.items: list[Simple | Compound] = []
+        self.items: list[Statement] = []
 
-    def add(self, statement: Simple | Compound) -> Simple | Compound:
+    def add(self, statement: Statement) -> Statement:
         self.items.append(statement)
         return statement
 
@@ -214,7 +223,7 @@ class Suite:
     def lines(self, indent: int) -> list[str]:
         return [line for item in self.items for line in item.lines(indent)]
 
-    def walk(self) -> Iterator[Simple | Compound]:
+    def walk(self) -> Iterator[Statement]:
         for item in self.items:
             yield from item.walk()
 
@@ -237,10 +246,3 @@ class Suite:
             if isinstance(item, Compound):
                 item.body._remove(targets)
                 item.orelse._remove(targets)
-
-
-def _loads(code: str) -> frozenset[str]:
-    tree = ast.parse(code)
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    names |= {n.target.id for n in ast.walk(tree) if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
-    return frozenset(names)
