@@ -24,6 +24,7 @@ network Every(width = 4) {
     conv(width * 2, [3, 1], stride = 2, pad = same, groups = 2) bn(gamma = false) relu6
     dwconv(3, multiplier = 2) dwconv([1, 3], pad = valid) silu hardswish hardsigmoid gelu tanh sigmoid
     sepconv(12, 3, multiplier = 3, dilation = 2, pad = 2) leaky_relu(0.2) identity lrn(3)
+    upsample(2) channel_shuffle(3) upsample(like = in, mode = bilinear)
     zeropad_channels([1, 3]) zeropad([1, 0, 2, 1]) crop([1, 0, 0, 1]) zeropad_channels(2)
     maxpool(2, ceil = true) avgpool(3, stride = 1, pad = 1, count_pad = false) layernorm layerscale
     adaptive_avgpool([2, 3]) flatten

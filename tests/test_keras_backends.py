@@ -8,7 +8,8 @@ its own (this module's worker functions), over a representative set of specs: ev
 archdsl.runtime.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
 chosen as the model is built), ceil-mode pooling, grouped, depthwise and separable convolutions,
-strides with dilation, unequal strides, LRN, dropout and drop path in inference; and three networks of
+strides with dilation, unequal strides, LRN, dropout and drop path in inference, upsampling (by
+factors, to sizes and to a named tensor's size) and channel shuffles; and three networks of
 the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ network Maps {
 
 def _specs() -> dict[str, tuple[str | Path, dict]]:
     from .test_backends import DAG, POOLS
+    from .test_upsample import SPEC as UPSAMPLING
 
     return {
         "kitchen_sink": ((ROOT / "tests" / "data" / "kitchen_sink.arch").read_text(), {}),
@@ -89,6 +91,7 @@ def _specs() -> dict[str, tuple[str | Path, dict]]:
         "every": (EVERY, {}),
         "every_valid": (EVERY, {"tf_pad": False, "g": 8}),
         "maps": (MAPS, {}),
+        "upsampling": (UPSAMPLING, {}),  # Interpolate2D (nearest, bilinear, to a tensor), ChannelShuffle
         # networks of the zoo, at small sizes: blocks imported from specs/lib, the paths of real models
         "resnet_cifar": (ROOT / "specs" / "resnet_cifar.arch", {"depth": 20}),
         "mobilenet_v2": (ROOT / "specs" / "mobilenet_v2.arch", {"resolution": 64, "classes": 10}),

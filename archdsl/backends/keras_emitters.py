@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core import graph as G
-from ..core.layers import GLOBAL, SAME, VALID, same_pads
+from ..core.layers import BILINEAR, GLOBAL, NEAREST, SAME, VALID, same_pads
 from ..language.errors import ArchError
 from .common import (
     agreed,
     const,
     fixed_values,
     is_false,
+    is_none,
     is_one,
     is_true,
     is_zero,
@@ -175,6 +176,35 @@ def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
 @keras_layer("zeropad")
 def zeropad(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     return f.apply(Br("layers.ZeroPadding2D", [_sides(f, node, "pad"), _name(path)]), src, dst)
+
+
+@keras_layer("upsample")
+def upsample(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    """Keras' UpSampling2D where it computes what PyTorch does (an integer factor, nearest, or bilinear
+    without aligned corners); Interpolate2D (PyTorch's source pixels and weights) else."""
+    a = node.args
+    mode, corners = const(a["mode"]), const(a["align_corners"])
+    factor = const(a["factor"])
+    factors = factor if isinstance(factor, tuple) else (factor, factor)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in factors) \
+            and (mode == NEAREST or (mode == BILINEAR and corners is False)):
+        size = literal(int(factors[0])) if factors[0] == factors[1] else literal(tuple(int(v) for v in factors))
+        bilinear = ['interpolation="bilinear"'] if mode == BILINEAR else []
+        return f.apply(Br("layers.UpSampling2D", [size, *bilinear, _name(path)]), src, dst)
+    f.m.need("Interpolate2D")
+    args = [f"size={f.typed(node, a['size'])}"] if not is_none(a["size"]) else \
+        [f"scale={f.typed(node, a['factor'])}"] if not is_none(a["factor"]) else []
+    if mode != NEAREST:
+        args += [f"mode={f.typed(node, a['mode'])}", f"align_corners={f.typed(node, a['align_corners'])}"]
+    like = a["like"]
+    inputs = f"[{src}, {f.tensors[like.name]}]" if isinstance(like, G.TensorRef) else src
+    return f.apply(Br("Interpolate2D", [*args, _name(path)]), inputs, dst)
+
+
+@keras_layer("channel_shuffle")
+def channel_shuffle(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    f.m.need("ChannelShuffle")
+    return f.apply(Br("ChannelShuffle", [f.typed(node, node.args["groups"]), _name(path)]), src, dst)
 
 
 @keras_layer("adaptive_avgpool")

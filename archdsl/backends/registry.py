@@ -82,12 +82,13 @@ def torch_module(*kinds: str, **facts) -> Callable[[Callable], Callable]:
 
 
 def torch_functional(*kinds: str) -> Callable[[Callable], Callable]:
-    """Registers `fn(unit, node, src, inplace) -> expression` as the function form of these layers."""
+    """Registers `fn(unit, node, src, inplace) -> expression` as the function form of these layers, which
+    forward() applies at the top of a class; None where this use needs the module after all."""
     return _register(TORCH_FUNCTIONAL, kinds)
 
 
 def keras_layer(*kinds: str) -> Callable[[Callable], Callable]:
-    """Registers `fn(unit, node, src, dst, path, indent) -> variable` as the Keras emission of these layers."""
+    """Registers `fn(unit, node, src, dst, path) -> variable` as the Keras emission of these layers."""
     return _register(KERAS, kinds)
 
 

@@ -342,8 +342,8 @@ class _Class(CodeUnit):
             self.src = dst
         if isinstance(node, G.Layer):
             functional = TORCH_FUNCTIONAL.get(node.type.name)
-            if functional is not None:  # applied in forward(), no module
-                code = functional(self, node, src, inplace)
+            code = functional(self, node, src, inplace) if functional is not None else None
+            if code is not None:  # applied in forward(), no module
                 if code == src:  # it computes nothing
                     self.src = src
                 else:

@@ -13,7 +13,7 @@ each registration are what memory planning needs to know of it (registry.TorchFa
 from __future__ import annotations
 
 from ..core import graph as G
-from ..core.layers import GLOBAL, SAME, VALID
+from ..core.layers import GLOBAL, NEAREST, SAME, VALID
 from .common import (
     Code,
     agreed,
@@ -283,6 +283,34 @@ def crop(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
 def zeropad(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     t, b, left, r = c.sides(node, "pad")
     return Br("nn.ZeroPad2d", [f"({left}, {r}, {t}, {b})"])
+
+
+@torch_module("upsample", allocates=True)
+def upsample(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    a = node.args
+    size = f"size={c.typed(node, a['size'])}" if not is_none(a["size"]) else f"scale_factor={c.typed(node, a['factor'])}"
+    return Br("nn.Upsample", [size, *_interpolation(c, node)])
+
+
+@torch_functional("upsample")
+def upsample_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
+    """To a named tensor's size: F.interpolate in forward(), which holds the tensor; else a module."""
+    like = node.args["like"]
+    if not isinstance(like, G.TensorRef):
+        return None
+    return Br("F.interpolate", [src, f"size={c.tensors[like.name][0]}.shape[-2:]", *_interpolation(c, node)]).flat()
+
+
+def _interpolation(c, node: G.Layer) -> list[str]:
+    mode = node.args["mode"]
+    if const(mode) == NEAREST:
+        return []
+    return [f"mode={c.typed(node, mode)}", f"align_corners={c.typed(node, node.args['align_corners'])}"]
+
+
+@torch_module("channel_shuffle")
+def channel_shuffle(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    return Br("nn.ChannelShuffle", [c.typed(node, node.args["groups"])])
 
 
 # padding

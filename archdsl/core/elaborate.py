@@ -18,12 +18,12 @@ from ..language import syntax as S
 from ..language.errors import ArchError, Span, end_position
 from ..language.parser import parse
 from . import graph as G
-from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS
+from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS, k_tensor
 
 IN_ATTRS = ("channels", "height", "width")
 MERGES = ("add", "concat")  # the items that take named tensors as their inputs
 _TENSOR_USE = ("a named tensor can start a chain (`h = p conv(...)`), or be an argument of add(...), "
-               "concat(...) or of a block's tensor parameter")
+               "concat(...), of a block's tensor parameter or of upsample(like = ...)")
 
 # Attributes of torch.nn.Module (and what generated code defines): a layer named like one of these
 # would shadow it, so such names get a trailing underscore in the module path.
@@ -530,7 +530,14 @@ class _Elaborator:
     def _call(self, call: S.Call, scope: _Scope, top: bool = False) -> G.Node:
         if call.name in LAYERS:
             ltype = LAYERS[call.name]
-            args = self._bind([(p.name, p.default) for p in ltype.params], call, scope, f"{call.name}")
+            tensors = {p.name for p in ltype.params if p.kind is k_tensor}
+            args = self._bind([(p.name, p.default) for p in ltype.params], call, scope, f"{call.name}",
+                              tensors=tensors)
+            named = sorted(t for t in tensors if isinstance(args[t], G.TensorRef))
+            if named and not top:
+                raise ArchError(f"{call.name}({named[0]} = ...) takes a named tensor, so it can be used only at the "
+                                "top level of a block or network body, not inside a group, branch, repetition "
+                                "or `if`", call.name_span)
             return G.Layer(call.span, "", ltype, args)
         if call.name in self.loader.blocks:
             block = self._block(call.name, call.name_span)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from ..language.errors import Span
@@ -367,7 +368,7 @@ class Inst:
     macs: int = 0  # multiply-accumulates of this node alone
     children: list[Inst] = field(default_factory=list)
     block: BlockDef | None = None  # for a block call: its definition
-    rf: tuple[int, int] | None = None  # receptive field size and jump (stride product) at output
+    rf: tuple[int | Fraction, int | Fraction] | None = None  # receptive field size and jump (stride product) at output
 
     def walk(self):
         """This instance and every one below it, depth first in order (iterative: networks may be

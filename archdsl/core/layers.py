@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from ..language.limits import MAX_INT
 from .graph import Shape, Symbol, Value
@@ -23,7 +24,9 @@ REQUIRED = object()
 SAME = Symbol("same")
 VALID = Symbol("valid")
 GLOBAL = Symbol("global")
-SYMBOLS = {s.name: s for s in (SAME, VALID, GLOBAL)}
+NEAREST = Symbol("nearest")
+BILINEAR = Symbol("bilinear")
+SYMBOLS = {s.name: s for s in (SAME, VALID, GLOBAL, NEAREST, BILINEAR)}
 
 
 class ArgError(Exception):
@@ -365,6 +368,71 @@ def _sepconv(a: dict, x: Shape) -> Result:
                   (dw + pw) * hw, (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
 
 
+def k_scale(v: Value) -> tuple[float, float]:
+    """A resize factor: a positive number, or [height, width]."""
+    pair = v if isinstance(v, tuple) else (v, v)
+    if len(pair) != 2:
+        raise ArgError(f"expects a number or a pair [height, width], got {describe(v)}")
+    factors = (k_float(pair[0]), k_float(pair[1]))
+    if min(factors) <= 0:
+        raise ArgError(f"must be more than 0, got {describe(v)}")
+    return factors
+
+
+def k_interp(v: Value) -> Symbol:
+    if v not in (NEAREST, BILINEAR):
+        raise ArgError(f"expects nearest or bilinear, got {describe(v)}")
+    return v  # type: ignore[return-value]
+
+
+def k_tensor(v: Value) -> Shape:
+    """A named tensor (or `in`): its shape, which shape inference passes for the name."""
+    if not isinstance(v, Shape):  # pragma: no cover - elaboration takes only a tensor's name here
+        raise ArgError(f"expects a named tensor, got {describe(v)}")
+    return v
+
+
+def _upsample(a: dict, x: Shape) -> Result:
+    _need_map(x, "upsample")
+    given = [name for name in ("factor", "size", "like") if a[name] is not None]
+    if len(given) != 1:
+        raise ArgError("upsample takes one of factor, size or like" if given else
+                       "upsample needs a factor, a size, or like = a named tensor")
+    if a["align_corners"] and a["mode"] != BILINEAR:
+        raise ArgError("align_corners is for bilinear interpolation", "align_corners")
+    if a["like"] is not None:
+        _need_map(a["like"], "upsample's like")
+        h, w = a["like"].height, a["like"].width
+        jumps = (None, None)
+    elif a["size"] is not None:
+        h, w = a["size"]
+        jumps = (None, None)
+    else:
+        sh, sw = a["factor"]
+        h = None if x.height is None else math.floor(x.height * sh)
+        w = None if x.width is None else math.floor(x.width * sw)
+        if (h is not None and h < 1) or (w is not None and w < 1):
+            raise ArgError(f"a factor of {describe(a['factor'])} leaves nothing of {x}", "factor")
+        jumps = (1 / Fraction(sh).limit_denominator(1000), None)
+    jump = jumps[0] if jumps[0] is not None else (
+        Fraction(x.height, h) if x.height is not None and h is not None else None)
+    taps = 2 if a["mode"] == BILINEAR else 1  # the input pixels an output pixel reads, along an axis
+    return Result(Shape((x.channels, h, w)), window=None if jump is None else (taps, jump))
+
+
+def _channel_shuffle(a: dict, x: Shape) -> Result:
+    _need_map(x, "channel_shuffle")
+    if x.channels % a["groups"]:
+        raise ArgError(f"groups={a['groups']} must divide the input channels ({x.channels})", "groups")
+    return Result(x)
+
+
+def _describe_upsample(a: dict) -> str:
+    how = f"x{describe(a['factor'][0]) if a['factor'][0] == a['factor'][1] else describe(a['factor'])}" \
+        if a["factor"] is not None else "to " + ("like" if a["like"] is not None else _pair_text(a["size"]))
+    return f"upsample {how}" + (", bilinear" if a["mode"] == BILINEAR else "")
+
+
 def k_floats(v: Value) -> tuple[float, ...]:
     """A number, or a list of numbers (one per channel)."""
     if isinstance(v, tuple):
@@ -580,6 +648,18 @@ _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] 
                channels=IN * InSize("height") * InSize("width")))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
                _zeropad, "shape", "explicit zero padding", channels=IN))
+_add(LayerType("upsample", (
+    P("factor", k_scale, None, "a number or [height, width]: the output is floor(input * factor)"),
+    P("size", k_int2, None, "output size: an integer or [height, width]"),
+    P("like", k_tensor, None, "a named tensor (or `in`) whose height and width the output takes"),
+    P("mode", k_interp, NEAREST, "nearest (PyTorch's: the pixel at floor(i * in / out)) or bilinear"),
+    P("align_corners", k_bool, False, "bilinear: the corner pixels of input and output aligned (PyTorch's)"),
+), _upsample, "shape", "resize of the feature map by a factor, to a size or to a named tensor's size, "
+   "nearest or bilinear (PyTorch's F.interpolate)", channels=IN, describe=_describe_upsample))
+_add(LayerType("channel_shuffle", (P("groups", k_int, doc="the groups whose channels are interleaved"),),
+               _channel_shuffle, "shape", "channel shuffle (ShuffleNet): the channels of `groups` groups "
+               "interleaved, [g, c / g] transposed", channels=IN,
+               describe=lambda a: f"channel_shuffle {a['groups']}"))
 
 # argument kinds whose values are integers (generated code passes them through int() unless the
 # expression is surely an integer)

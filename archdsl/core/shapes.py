@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from ..language.errors import ArchError
 from ..language.limits import MAX_INSTANCES, MAX_INT, located, power_too_large
@@ -136,8 +137,8 @@ def _need_bool(v: Value, op: str, e: G.Expr, env: _Env) -> None:
 @dataclass
 class _State:
     shape: Shape
-    rf: int = 1
-    jump: int = 1
+    rf: int | Fraction = 1  # in input pixels; a fraction of one after an upsampling
+    jump: int | Fraction = 1
 
 
 def _count(e: G.Expr, env: _Env, what: str) -> int:
@@ -395,7 +396,7 @@ class Expander:
         args: dict[str, object] = {}
         for p in node.type.params:
             expr = node.args[p.name]
-            value = evaluate(expr, env)
+            value = env.tensors[expr.name].shape if isinstance(expr, G.TensorRef) else evaluate(expr, env)
             try:
                 args[p.name] = p.normal(value)
             except ArgError as err:

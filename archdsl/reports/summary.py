@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ..core.graph import Elaborated, Inst, Shape
 from ..core.layers import LAYERS
@@ -34,12 +36,25 @@ class Row:
     params: int
     macs: int | None  # None where an open input size (`?`) leaves it unknown
     activations: int | None  # output elements; None where a size is open
-    rf: tuple[int, int] | None  # receptive field size and jump at the output
+    # receptive field size and jump at the output, in input pixels; after an upsampling the jump is a
+    # fraction of a pixel, and the size is then rounded up to the pixels it touches
+    rf: tuple[int | Fraction, int | Fraction] | None
     layers: int = 1  # how many layers the row stands for (more than one for a collapsed block)
 
     @property
+    def rf_size(self) -> int | None:
+        return None if self.rf is None else math.ceil(self.rf[0])
+
+    @property
+    def rf_jump(self) -> int | float | None:
+        if self.rf is None:
+            return None
+        jump = self.rf[1]
+        return int(jump) if jump == int(jump) else round(float(jump), 4)
+
+    @property
     def rf_text(self) -> str:
-        return "-" if self.rf is None else f"{self.rf[0]}/{self.rf[1]}"
+        return "-" if self.rf is None else f"{self.rf_size}/{self.rf_jump}"
 
 
 @dataclass(frozen=True)
@@ -280,7 +295,7 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
             "params": r.params,
             "macs": r.macs,
             "activations": r.activations,
-            "receptive_field": None if r.rf is None else {"size": r.rf[0], "jump": r.rf[1]},
+            "receptive_field": None if r.rf is None else {"size": r.rf_size, "jump": r.rf_jump},
             **({"collapsed_layers": r.layers} if r.layers > 1 or r.layer not in LAYERS else {}),
         }
         for r in table

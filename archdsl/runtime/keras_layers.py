@@ -24,7 +24,9 @@ from keras import layers, ops
 __all__ = [
     "AdaptiveAvgPool2D",
     "ChannelPad",
+    "ChannelShuffle",
     "GroupedConv2D",
+    "Interpolate2D",
     "LayerScale",
     "LeakyReLUAnySlope",
     "LocalResponseNorm",
@@ -337,3 +339,113 @@ class AdaptiveAvgPool2D(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "output_size": self.output_size}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class Interpolate2D(layers.Layer):
+    """PyTorch's F.interpolate over height and width, channels last: to a size, by a scale, or
+    (called on [x, reference]) to the reference's height and width; nearest (PyTorch's "nearest":
+    output pixel i reads input pixel floor(i * scale)) or bilinear (align_corners as PyTorch has
+    it). The source pixels and weights are worked out as PyTorch works them out, in float32."""
+
+    def __init__(
+        self, size=None, scale=None, mode="nearest", align_corners=False, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.size, self.scale = (
+            v if v is None else tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            for v in (size, scale)
+        )
+        self.mode, self.align_corners = mode, align_corners
+
+    def call(self, inputs):
+        x, reference = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        for axis in (1, 2):
+            n_in = x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
+            scale = None if self.scale is None else self.scale[axis - 1]
+            if reference is not None:
+                n_out = reference.shape[axis]
+                n_out = ops.shape(reference)[axis] if n_out is None else n_out
+            elif self.size is not None:
+                n_out = self.size[axis - 1]
+            elif isinstance(n_in, int):
+                n_out = int(n_in * scale // 1)
+            else:
+                n_out = ops.cast(ops.floor(ops.cast(n_in, "float32") * scale), "int32")
+            x = self._resize(x, axis, n_in, n_out, scale)
+        return x
+
+    def _resize(self, x, axis, n_in, n_out, scale):
+        out = ops.arange(n_out, dtype="float32")
+        if self.mode == "bilinear" and self.align_corners:
+            step = ops.cast(n_in - 1, "float32") / ops.cast(
+                ops.maximum(n_out - 1, 1), "float32"
+            )
+            source = out * step
+        else:
+            step = (
+                1.0 / scale
+                if scale is not None
+                else ops.cast(n_in, "float32") / ops.cast(n_out, "float32")
+            )
+            source = out * step
+            if self.mode == "bilinear":
+                source = ops.maximum((out + 0.5) * step - 0.5, 0.0)
+        low = ops.minimum(ops.cast(ops.floor(source), "int32"), n_in - 1)
+        if self.mode == "nearest":
+            return ops.take(x, low, axis=axis)
+        high = ops.minimum(low + 1, n_in - 1)
+        weight = ops.clip(source - ops.cast(low, "float32"), 0.0, 1.0)
+        weight = ops.reshape(weight, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+        weight = ops.cast(weight, x.dtype)
+        return (
+            ops.take(x, low, axis=axis) * (1 - weight)
+            + ops.take(x, high, axis=axis) * weight
+        )
+
+    def compute_output_shape(self, shape):
+        if isinstance(shape, list) or (shape and isinstance(shape[0], (tuple, list))):
+            (batch, _, _, channels), (_, height, width, _) = shape
+            return (batch, height, width, channels)
+        if self.size is not None:
+            return (shape[0], *self.size, shape[3])
+        sizes = [
+            None if n is None else int(n * s // 1)
+            for n, s in zip(shape[1:3], self.scale)
+        ]
+        return (shape[0], *sizes, shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "scale": self.scale,
+            "mode": self.mode,
+            "align_corners": self.align_corners,
+        }
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelShuffle(layers.Layer):
+    """ShuffleNet's channel shuffle, as PyTorch's nn.ChannelShuffle: the channels, read as
+    [groups, channels / groups], transposed (output channel j * groups + i is input channel
+    i * channels / groups + j); channels last."""
+
+    def __init__(self, groups, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, x):
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        x = ops.reshape(
+            x, (-1, shape[1], shape[2], self.groups, channels // self.groups)
+        )
+        x = ops.transpose(x, (0, 1, 2, 4, 3))
+        return ops.reshape(x, (-1, shape[1], shape[2], channels))
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
