@@ -121,6 +121,21 @@ def test_pytorch_and_keras_compute_the_same(tmp_path, layer, keras_class, crops)
     assert_parity(elab, tm, km, tol=1e-5)
 
 
+def test_output_padding_is_written_only_where_keras_default_differs(tmp_path):
+    """Keras' Conv2DTranspose without output_padding makes max(kernel, stride) - kernel pixels more than
+    PyTorch: output_padding=0 is written where the (dilated) kernel is shorter than the stride, or where
+    the spec does not say (a branch no use takes included)."""
+    from archdsl.api import generate
+
+    elab = _spec(tmp_path, """deconv(4, [3, 3], stride = [2, 2]) deconv(4, [1, 2], stride = 2)
+    if false { deconv(4, [2, 1], stride = [1, 2]) } else { identity } deconv(4, 2, stride = 2, dilation = 1)""")
+    code = "".join(generate(elab, "keras").split())
+    assert "layers.Conv2DTranspose(4,(3,3),strides=(2,2),name=" in code
+    assert "layers.Conv2DTranspose(4,(1,2),strides=2,output_padding=0,name=" in code
+    assert "layers.Conv2DTranspose(4,(2,1),strides=(1,2),output_padding=0,name=" in code
+    assert "layers.Conv2DTranspose(4,2,strides=2,name=" in code
+
+
 def test_the_torch_model_is_pytorchs_transposed_convolution(tmp_path):
     elab, tm, km, _ = build(tmp_path, """
         network D {

@@ -390,19 +390,24 @@ def deconv(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     return f.apply(Br("ConvTranspose2D", [*args, _name(path)]), src, dst)
 
 
-def _pairs(v) -> tuple:
-    return v if isinstance(v, tuple) else (v, v)
+def _constant_pair(e: G.Expr) -> tuple | None:
+    """A size argument written as constants in the spec (k or [h, w]) as (h, w); None otherwise."""
+    if isinstance(e, G.ListE):
+        values = tuple(const(i) for i in e.items)
+    else:
+        v = const(e)
+        values = v if isinstance(v, tuple) else (v, v)
+    ok = len(values) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return values if ok else None
 
 
 def _deconv_values(f, node: G.Layer, *names: str) -> list[tuple] | None:
-    """The arguments' normal forms in each use of a deconv, or, where no use is expanded, from the
-    spec's constants alone; None where they are not constants."""
+    """The arguments' normal forms ((h, w) pairs) in each use of a deconv, or, where no use is
+    expanded, from the spec's constants alone; None where they are not constants."""
     if f.uses(node):
         return [tuple(i.args[n] for n in names) for i in f.uses(node)]
-    values = [const(node.args[n]) for n in names]
-    if not all(isinstance(v, (int, tuple)) and not isinstance(v, bool) for v in values):
-        return None
-    return [tuple(_pairs(v) for v in values)]
+    values = tuple(_constant_pair(node.args[n]) for n in names)
+    return None if None in values else [values]
 
 
 def _deconv_builtin(f, node: G.Layer) -> bool:
@@ -423,7 +428,7 @@ def _deconv_short_kernel(f, node: G.Layer) -> bool:
     stride + kernel. Decided from constants where the spec writes them (so every model
     build_model() makes is right), else true (output_padding written out)."""
     a = node.args
-    if not all(isinstance(a[n], G.Const) for n in ("kernel", "stride", "dilation")):
+    if any(_constant_pair(a[n]) is None for n in ("kernel", "stride", "dilation")):
         return True
     values = _deconv_values(f, node, "kernel", "stride", "dilation")
     return values is None or any(d * (k - 1) + 1 < s for kernel, stride, dilation in values
