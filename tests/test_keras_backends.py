@@ -7,10 +7,10 @@ KERAS_BACKEND must be set before keras is first imported, so each backend runs i
 its own (this module's worker functions), over a representative set of specs: every Keras layer of
 archdsl.runtime.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
-chosen as the model is built), ceil-mode pooling, grouped, depthwise and separable convolutions,
-strides with dilation, unequal strides, LRN, dropout and drop path in inference, upsampling (by
-factors, to sizes and to a named tensor's size) and channel shuffles; and three networks of
-the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
+chosen as the model is built), ceil-mode pooling, grouped, depthwise, separable and transposed
+convolutions, strides with dilation, unequal strides, LRN, dropout and drop path in inference,
+upsampling (by factors, to sizes and to a named tensor's size) and channel shuffles; and three
+networks of the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ TOLERANCE = 1e-4
 
 EVERY = """
 # what the other specs leave out: strides with dilation (`same`, sizes, chosen as the model is built),
-# unequal strides of depthwise and separable convolutions, groups from a parameter, features after
-# a flatten through a channel padding, a residual, a scale and a layer scale
+# unequal strides of depthwise and separable convolutions, groups from a parameter, transposed
+# convolutions (Keras' Conv2DTranspose, and ConvTranspose2D for groups and strides with a dilation),
+# features after a flatten through a channel padding, a residual, a scale and a layer scale
 block Down(c, s, g = 1, p = same) {
     conv(c, 3, stride = s, dilation = 2, pad = p, groups = g) bn relu
 }
@@ -58,6 +59,8 @@ network Every(g = 2, tf_pad = true) {
     zeropad_channels([2, 2]) layernorm(eps = 1e-5) layerscale(0.5) silu
     crop([1, 0, 0, 1]) zeropad([0, 1, 1, 0]) tanh
     conv(16, 1, groups = 4) hardsigmoid
+    deconv(16, 3, stride = 2, pad = 1, output_pad = 1)
+    deconv(16, [2, 3], stride = [1, 2], dilation = 2, pad = [1, 2], output_pad = [1, 0], groups = g) maxpool(2)
     leaky_relu(0.1) identity leaky_relu(slope = -0.1)
     avgpool(3, stride = 2, pad = 1, ceil = true) avgpool(3, stride = 2, pad = 1, count_pad = false)
     flatten zeropad_channels([1, 2]) Flat(1) dense(6)

@@ -382,6 +382,89 @@ def _conv_padding(f, node: G.Layer) -> str:
     return "explicit"
 
 
+@keras_layer("deconv")
+def deconv(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    """PyTorch's ConvTranspose2d: Keras' Conv2DTranspose at `valid` (the whole transposed
+    convolution, (n - 1) * stride + dilation * (kernel - 1) + 1 pixels, and output_padding more
+    at the end, zeros before the bias), then a Cropping2D of `pad` on each side: PyTorch's
+    output, pixel for pixel. Where Conv2DTranspose refuses the arguments (groups, strides with
+    a dilation, an output_padding not smaller than the strides), ConvTranspose2D of
+    archdsl/runtime/keras_layers.py computes the same with the padding in it."""
+    a = node.args
+    e = lambda ex: f.typed(node, ex)
+    args = [e(a["filters"]), e(a["kernel"])]
+    if not is_one(a["stride"]):
+        args.append(f"strides={e(a['stride'])}")
+    if _deconv_builtin(f, node):
+        if not is_zero(a["output_pad"]) or _deconv_short_kernel(f, node):
+            args.append(f"output_padding={e(a['output_pad'])}")
+        if not is_one(a["dilation"]):
+            args.append(f"dilation_rate={e(a['dilation'])}")
+        if not is_true(a["bias"]):
+            args.append(f"use_bias={e(a['bias'])}")
+        src = f.apply(Br("layers.Conv2DTranspose", [*args, _name(path)]), src, dst)
+        if not is_zero(a["pad"]):
+            # p or (ph, pw): Cropping2D takes both, as PyTorch's padding
+            src = f.apply(Br("layers.Cropping2D", [e(a["pad"]), f"name={path.suffix('crop').code()}"]), src, dst)
+        return src
+    f.m.need("ConvTranspose2D")
+    for key, arg in (("padding", "pad"), ("output_padding", "output_pad")):
+        if not is_zero(a[arg]):
+            args.append(f"{key}={e(a[arg])}")
+    if not is_one(a["dilation"]):
+        args.append(f"dilation_rate={e(a['dilation'])}")
+    if not is_one(a["groups"]):
+        args.append(f"groups={e(a['groups'])}")
+    if not is_true(a["bias"]):
+        args.append(f"use_bias={e(a['bias'])}")
+    return f.apply(Br("ConvTranspose2D", [*args, _name(path)]), src, dst)
+
+
+def _constant_pair(e: G.Expr) -> tuple | None:
+    """A size argument written as constants in the spec (k or [h, w]) as (h, w); None otherwise."""
+    if isinstance(e, G.ListE):
+        values = tuple(const(i) for i in e.items)
+    else:
+        v = const(e)
+        values = v if isinstance(v, tuple) else (v, v)
+    ok = len(values) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return values if ok else None
+
+
+def _deconv_values(f, node: G.Layer, *names: str) -> list[tuple] | None:
+    """The arguments' normal forms ((h, w) pairs) in each use of a deconv, or, where no use is
+    expanded, from the spec's constants alone; None where they are not constants."""
+    if f.uses(node):
+        return [tuple(i.args[n] for n in names) for i in f.uses(node)]
+    values = tuple(_constant_pair(node.args[n]) for n in names)
+    return None if None in values else [values]
+
+
+def _deconv_builtin(f, node: G.Layer) -> bool:
+    """Whether Keras' Conv2DTranspose takes a deconv's arguments: one group whatever
+    build_model() is given (constant, or a block's parameter that every call leaves at 1), and in
+    every use no strides with a dilation, an output_padding smaller than the strides."""
+    groups = node.args["groups"]
+    if not (is_one(groups) or fixed_values(f.m.elab.program, f.owner, groups) == {1}):
+        return False
+    values = _deconv_values(f, node, "stride", "dilation", "output_pad")
+    return values is not None and all(
+        not (max(s) > 1 and max(d) > 1) and all(o < t for o, t in zip(op, s)) for s, d, op in values)
+
+
+def _deconv_short_kernel(f, node: G.Layer) -> bool:
+    """Whether a deconv's dilated kernel may be shorter than its stride: Keras' Conv2DTranspose,
+    given no output_padding, then makes the output stride * n pixels, not PyTorch's (n - 1) *
+    stride + kernel. Decided from constants where the spec writes them (so every model
+    build_model() makes is right), else true (output_padding written out)."""
+    a = node.args
+    if any(_constant_pair(a[n]) is None for n in ("kernel", "stride", "dilation")):
+        return True
+    values = _deconv_values(f, node, "kernel", "stride", "dilation")
+    return values is None or any(d * (k - 1) + 1 < s for kernel, stride, dilation in values
+                                 for k, s, d in zip(kernel, stride, dilation))
+
+
 @keras_layer("maxpool", "avgpool")
 def pool(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     kind = node.type.name
@@ -533,6 +616,13 @@ def _bias(layer) -> list[tuple[str, str, str]]:
 @transfer("Conv2D", "conv")
 @transfer("GroupedConv2D", "conv")  # the generated code's Conv2D with groups
 def _conv_weights(layer) -> list[tuple[str, str, str]]:
+    return [("", "weight", "conv"), *_bias(layer)]
+
+
+@transfer("Conv2DTranspose", "deconv")
+@transfer("ConvTranspose2D", "deconv")  # the generated code's transposed convolution with groups
+def _deconv_weights(layer) -> list[tuple[str, str, str]]:
+    # PyTorch's (in, out / groups, kh, kw) as Keras' (kh, kw, out / groups, in): the conv layout's permutation
     return [("", "weight", "conv"), *_bias(layer)]
 
 

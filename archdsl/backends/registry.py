@@ -27,7 +27,8 @@ KERAS: dict[str, Callable] = {}
 class Transfer:
     """How the weights of one Keras layer class that a catalog layer is emitted as sit in PyTorch:
     `tensors(keras_layer)` lists, in Keras' weight order, (PyTorch submodule under the layer's path,
-    "" for the module itself; its tensor's name; the layout: "same", "conv" (OIHW <-> HWIO),
+    "" for the module itself; its tensor's name; the layout: "same", "conv" (OIHW <-> HWIO, and a
+    transposed convolution's IOHW <-> HWOI, the same permutation),
     "depthwise" ((C*M, 1, H, W) <-> (H, W, C, M)) or "dense" (transposed))."""
 
     layers: tuple[str, ...]  # the catalog layers emitted as this Keras class

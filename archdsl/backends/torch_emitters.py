@@ -141,6 +141,27 @@ def conv(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     return Br("nn.Conv2d", args)
 
 
+@torch_module("deconv", allocates=True)
+def deconv(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    """nn.ConvTranspose2d, its arguments in its own order, those at their defaults left out."""
+    a = node.args
+    e = lambda ex: c.typed(node, ex)
+    args: list[str] = [cin, e(a["filters"]), e(a["kernel"])]
+    if not is_one(a["stride"]):
+        args.append(f"stride={e(a['stride'])}")
+    if not is_zero(a["pad"]):
+        args.append(f"padding={e(a['pad'])}")
+    if not is_zero(a["output_pad"]):
+        args.append(f"output_padding={e(a['output_pad'])}")
+    if not is_one(a["groups"]):
+        args.append(f"groups={e(a['groups'])}")
+    if not is_true(a["bias"]):
+        args.append(f"bias={e(a['bias'])}")
+    if not is_one(a["dilation"]):
+        args.append(f"dilation={e(a['dilation'])}")
+    return Br("nn.ConvTranspose2d", args)
+
+
 @torch_module("maxpool", "avgpool", allocates=True)
 def pool(c, node: G.Layer, cin: Code, inplace: bool) -> Br | str:
     kind = node.type.name

@@ -113,6 +113,11 @@ def k_int2(v: Value) -> tuple[int, int]:
     return _pair(v, 1)
 
 
+def k_int2_0(v: Value) -> tuple[int, int]:
+    """A size of at least 0 for height and width: an integer or [height, width] (no same/valid)."""
+    return _pair(v, 0)
+
+
 def k_stride(v: Value) -> tuple[int, int] | None:
     return None if v is None else _pair(v, 1)
 
@@ -162,7 +167,9 @@ class Result:
     shape: Shape
     params: int = 0
     macs: int = 0
-    window: tuple[int, int] | None = None  # (effective kernel, stride) along height, for the receptive field
+    # (effective kernel, stride) along height, for the receptive field; a transposed convolution's
+    # stride is a Fraction (1 / its stride: it spreads each input pixel over `stride` output pixels)
+    window: tuple[int, int | Fraction] | None = None
 
 
 # Output channels as a rule: what a layer makes of its input's channels, in terms of its arguments.
@@ -366,6 +373,36 @@ def _sepconv(a: dict, x: Shape) -> Result:
     hw = (h or 0) * (w or 0)
     return Result(Shape((a["filters"], h, w)), dw + pw + (a["filters"] if a["bias"] else 0),
                   (dw + pw) * hw, (a["dilation"][0] * (kh - 1) + 1, a["stride"][0]))
+
+
+def _deconv(a: dict, x: Shape) -> Result:
+    """A transposed convolution, PyTorch's ConvTranspose2d: each input pixel scatters the whole
+    kernel into the output at `stride` pixels apart, the result cropped by `pad` on each side and
+    grown by `output_pad` at the bottom and right."""
+    _need_map(x, "deconv")
+    cin, groups, filters = x.channels, a["groups"], a["filters"]
+    if cin % groups or filters % groups:
+        raise ArgError(f"groups={groups} must divide both the input channels ({cin}) and the "
+                       f"filters ({filters})", "groups")
+    sizes = []
+    for axis, n in enumerate((x.height, x.width)):
+        k, s, p, op, d = (a[name][axis] for name in ("kernel", "stride", "pad", "output_pad", "dilation"))
+        if op >= s and op >= d:
+            raise ArgError(f"output_pad {op} must be smaller than the stride ({s}) or the dilation ({d}) "
+                           f"along the {('height', 'width')[axis]}, as PyTorch requires", "output_pad")
+        size = None if n is None else (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        if size is not None and size < 1:
+            raise ArgError(f"the output would be {size} pixels {('high', 'wide')[axis]}: an input of {n} "
+                           f"at stride {s}, window {d * (k - 1) + 1} and output_pad {op} gives "
+                           f"{size + 2 * p}, less the padding {p} on each side", "pad")
+        sizes.append(size)
+    h, w = sizes
+    kh, kw = a["kernel"]
+    weights = cin * (filters // groups) * kh * kw
+    eff, stride = a["dilation"][0] * (kh - 1) + 1, a["stride"][0]
+    return Result(Shape((filters, h, w)), weights + (filters if a["bias"] else 0),
+                  weights * (x.height or 0) * (x.width or 0),  # the whole kernel once per input pixel
+                  (math.ceil(eff / stride), Fraction(1, stride) if stride != 1 else 1))
 
 
 def k_scale(v: Value) -> tuple[float, float]:
@@ -572,6 +609,19 @@ _add(LayerType("sepconv", (
     P("bias", k_bool, True, "bias on the pointwise part"),
 ), _sepconv, "conv", "separable convolution: depthwise, then a 1x1 pointwise convolution", weights=True,
    channels=Arg("filters"), describe=_describe_conv("sepconv")))
+_add(LayerType("deconv", (
+    P("filters", k_int, doc="output channels"),
+    P("kernel", k_int2, doc="kernel size: an integer or [height, width]"),
+    P("stride", k_int2, 1, "spacing of the input pixels in the output: an integer or [height, width]"),
+    P("pad", k_int2_0, 0, "rows and columns cropped from each side (PyTorch's padding): an integer or "
+                          "[height, width]"),
+    P("output_pad", k_int2_0, 0, "rows and columns added at the bottom and right (PyTorch's output_padding), "
+                                 "smaller than the stride or the dilation"),
+    P("groups", k_int, 1, "grouped: input and output channels split in this many groups"),
+    P("dilation", k_int2, 1, "spacing of the kernel taps"),
+    P("bias", k_bool, True, "add a learned bias"),
+), _deconv, "conv", "2-D transposed convolution (PyTorch's ConvTranspose2d), e.g. a learned upsampling",
+   weights=True, channels=Arg("filters"), describe=_describe_conv("deconv")))
 _add(LayerType("maxpool", (
     P("kernel", k_pool, doc="window size, or global"),
     P("stride", k_stride, None, "step; the window size when left out"),
@@ -663,7 +713,7 @@ _add(LayerType("channel_shuffle", (P("groups", k_int, doc="the groups whose chan
 
 # argument kinds whose values are integers (generated code passes them through int() unless the
 # expression is surely an integer)
-INT_KINDS = frozenset({k_int, k_int0, k_int2, k_stride, k_pad, k_pool, k_zpad, k_pad2})
+INT_KINDS = frozenset({k_int, k_int0, k_int2, k_int2_0, k_stride, k_pad, k_pool, k_zpad, k_pad2})
 
 
 

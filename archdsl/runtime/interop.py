@@ -7,6 +7,8 @@ dash, because PyTorch, and so Keras' torch backend, forbids dots in a module nam
 Keras has are named with two dashes (`conv1--pad`) and carry no weights. What differs is layout:
 
 - convolution kernels: PyTorch OIHW <-> Keras HWIO (grouped convolutions too, GroupedConv2D);
+- transposed convolution kernels: PyTorch (in, out / groups, H, W) <-> Keras (H, W, out / groups, in)
+  (Conv2DTranspose, and ConvTranspose2D with groups): the same permutation as a convolution's;
 - depthwise kernels: PyTorch (C*M, 1, H, W) <-> Keras (H, W, C, M);
 - dense kernels: transposed (the generated Keras code flattens in PyTorch's (C, H, W) order, so
   the features after a flatten need no reordering);
@@ -46,7 +48,7 @@ def _channels(layer) -> int:
 # PyTorch -> Keras, and back.
 
 def _conv_kernel(w: np.ndarray, layer) -> np.ndarray:
-    return w.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    return w.transpose(2, 3, 1, 0)  # OIHW -> HWIO; a transposed convolution's IOHW -> HWOI
 
 
 def _conv_kernel_back(k: np.ndarray, layer) -> np.ndarray:

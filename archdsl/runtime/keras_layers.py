@@ -25,6 +25,7 @@ __all__ = [
     "AdaptiveAvgPool2D",
     "ChannelPad",
     "ChannelShuffle",
+    "ConvTranspose2D",
     "GroupedConv2D",
     "Interpolate2D",
     "LayerScale",
@@ -248,6 +249,104 @@ class GroupedConv2D(layers.Conv2D):
             ops.split(kernel, self.groups, axis=-1),
         )
         return ops.concatenate([ops.conv(x, k, **options) for x, k in pairs], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ConvTranspose2D(layers.Layer):
+    """A transposed convolution as PyTorch's ConvTranspose2d computes it, for what Keras'
+    Conv2DTranspose refuses: groups (one transposed convolution per group, each with its slice
+    of one kernel of shape (kh, kw, filters // groups, input channels)), strides with a
+    dilation, an output_padding not smaller than the strides. Along each axis: the whole
+    transposed convolution, (n - 1) * stride + dilation * (kernel - 1) + 1 pixels, with
+    `padding` cropped from each side and `output_padding` added at the end (zeros where it
+    reaches past the whole), then the bias."""
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding=0,
+        output_padding=0,
+        dilation_rate=1,
+        groups=1,
+        use_bias=True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.filters, self.groups, self.use_bias = filters, groups, use_bias
+        pairs = (kernel_size, strides, padding, output_padding, dilation_rate)
+        (
+            self.kernel_size,
+            self.strides,
+            self.padding,
+            self.output_padding,
+            self.dilation_rate,
+        ) = (tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in pairs)
+
+    def build(self, shape):
+        self.kernel = self.add_weight(
+            shape=(*self.kernel_size, self.filters // self.groups, shape[-1]),
+            initializer="glorot_uniform",
+            name="kernel",
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.filters,), initializer="zeros", name="bias"
+            )
+
+    def call(self, x):
+        options = {
+            "strides": self.strides,
+            "padding": "valid",
+            "output_padding": 0,
+            "dilation_rate": self.dilation_rate,
+        }
+        if self.groups == 1:
+            y = ops.conv_transpose(x, self.kernel, **options)
+        else:
+            pairs = zip(
+                ops.split(x, self.groups, axis=-1),
+                ops.split(self.kernel, self.groups, axis=-1),
+            )
+            y = ops.concatenate(
+                [ops.conv_transpose(xg, k, **options) for xg, k in pairs], axis=-1
+            )
+        (ph, pw), (oh, ow) = self.padding, self.output_padding
+        if oh > ph or ow > pw:
+            y = ops.pad(y, [[0, 0], [0, max(oh - ph, 0)], [0, max(ow - pw, 0)], [0, 0]])
+        rows = slice(ph, oh - ph if ph > oh else None)  # the end: the padding less oh
+        cols = slice(pw, ow - pw if pw > ow else None)
+        y = y[:, rows, cols, :]
+        return y + self.bias if self.use_bias else y
+
+    def compute_output_shape(self, shape):
+        sizes = []
+        for n, k, s, p, op, d in zip(
+            shape[1:3],
+            self.kernel_size,
+            self.strides,
+            self.padding,
+            self.output_padding,
+            self.dilation_rate,
+        ):
+            sizes.append(
+                None if n is None else (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+            )
+        return (shape[0], *sizes, self.filters)
+
+    def get_config(self):
+        config = {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "dilation_rate": self.dilation_rate,
+            "groups": self.groups,
+            "use_bias": self.use_bias,
+        }
+        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
