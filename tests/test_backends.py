@@ -518,3 +518,22 @@ def test_every_name_the_templates_define_is_kept_from_spec_names():
     assert {"Conv2dSame", "conv2d", "padded", "build_model", "AUXILIARY_OUTPUTS"} <= defined
     assert defined <= GENERATED, sorted(defined - GENERATED)
     assert all(py_name(n) != n for n in defined)
+
+
+def test_a_layer_whose_arguments_read_a_parameter_is_a_module_not_a_call_in_forward(tmp_path):
+    """forward() sees none of the class's parameters: `leaky_relu(s)` with a block parameter s is an
+    nn.LeakyReLU built in __init__ (it was F.leaky_relu(x, s) in forward(): a NameError)."""
+    elab, tm, km, paths = build(tmp_path, """
+    block B(s = 0.1) {
+        conv(4, 3) leaky_relu(s) channel_slice(1, in.channels - 1)
+    }
+    network N {
+        input [3, 8, 8]
+        B(0.2)
+        leaky_relu(0.3)
+    }
+    """)
+    code = paths["torch"].read_text()
+    assert "nn.LeakyReLU(s" in code and "ChannelSlice(1, in_channels - 1)" in code
+    assert "F.leaky_relu(x, 0.3" in code  # constants: applied in forward()
+    assert_parity(elab, tm, km)

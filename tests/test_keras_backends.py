@@ -9,7 +9,8 @@ archdsl.runtime.keras_layers, every layer kind, blocks, repetition, residual (sh
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
 chosen as the model is built), ceil-mode pooling, grouped, depthwise, separable and transposed
 convolutions, strides with dilation, unequal strides, LRN, dropout and drop path in inference,
-upsampling (by factors, to sizes and to a named tensor's size) and channel shuffles; and three
+upsampling (by factors, to sizes and to a named tensor's size), crops to a tensor's size, channel
+slices and shuffles; and three
 networks of the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ network Maps {
 def _specs() -> dict[str, tuple[str | Path, dict]]:
     from .test_backends import DAG, POOLS
     from .test_upsample import SPEC as UPSAMPLING
+    from .test_upsample import SPLITS
 
     return {
         "kitchen_sink": ((ROOT / "tests" / "data" / "kitchen_sink.arch").read_text(), {}),
@@ -95,6 +97,7 @@ def _specs() -> dict[str, tuple[str | Path, dict]]:
         "every_valid": (EVERY, {"tf_pad": False, "g": 8}),
         "maps": (MAPS, {}),
         "upsampling": (UPSAMPLING, {}),  # Interpolate2D (nearest, bilinear, to a tensor), ChannelShuffle
+        "splits": (SPLITS, {}),  # CenterCrop2D, ChannelSlice
         # networks of the zoo, at small sizes: blocks imported from specs/lib, the paths of real models
         "resnet_cifar": (ROOT / "specs" / "resnet_cifar.arch", {"depth": 20}),
         "mobilenet_v2": (ROOT / "specs" / "mobilenet_v2.arch", {"resolution": 64, "classes": 10}),

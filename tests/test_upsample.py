@@ -1,5 +1,6 @@
-"""Upsampling and channel shuffle: shapes and receptive fields, and the generated PyTorch and Keras
-models computing the same thing (PyTorch's F.interpolate and nn.ChannelShuffle as the reference)."""
+"""The decoder's and the shuffle's layers: upsampling, crops at the centre to a named tensor's size,
+channel slices and shuffles: shapes and receptive fields, and the generated PyTorch and Keras models
+computing the same thing (PyTorch's F.interpolate and nn.ChannelShuffle as the reference)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,44 @@ network UpNet(classes = 3) {
     upsample(factor = [3, 0.7], mode = bilinear, align_corners = true)
 }
 """
+
+
+# a U-Net level with valid convolutions (the paper's crop-and-concat, an odd excess too) and a
+# ShuffleNetV2 unit (a split into two slices, a shuffle)
+SPLITS = """
+block Unit(c) {
+    a = in channel_slice(0, in.channels / 2)
+    b = in channel_slice(in.channels / 2, in.channels / 2) conv(c, 1) relu
+    concat(a, b) channel_shuffle(2)
+}
+
+network U(width = 4) {
+    input [3, 29, 28]
+    e1 = conv(width, 3) relu conv(width, 3) relu
+    maxpool(2)
+    conv(2 * width, 3) relu
+    up = deconv(width, 2, stride = 2)
+    c = e1 crop(like = up)
+    concat(c, up)
+    Unit(width)
+    channel_slice(0, 6)
+    { channel_slice(1, 5) relu }
+    conv(2, 1)
+}
+"""
+
+
+def test_crops_to_a_tensor_and_channel_slices_compute_the_same_in_both_frameworks(tmp_path):
+    elab, tm, km, paths = build(tmp_path, SPLITS)
+    crop = next(i for i in elab.root.walk() if i.kind == "crop")
+    assert (tuple(crop.in_shape.dims), tuple(crop.out_shape.dims)) == ((4, 25, 24), (4, 20, 20))
+    assert_parity(elab, tm, km, tol=1e-5)
+    torch_code = paths["torch"].read_text()
+    assert "center_crop(e1, up)" in torch_code and "x = x[:, :6]" in torch_code
+    assert "ChannelSlice(0, int(in_channels / 2))" in torch_code  # a parameter's expression: a module
+    # the crop of the odd excess (25 - 20 = 5 rows) takes 2 above and 3 below, as center_crop does
+    x = torch.arange(25 * 24, dtype=torch.float32).view(1, 1, 25, 24)
+    assert torch.equal(tm.center_crop(x, torch.zeros(1, 1, 20, 20)), x[..., 2:22, 2:22])
 
 
 def test_upsampling_and_shuffling_compute_the_same_in_both_frameworks(tmp_path):
@@ -90,6 +129,10 @@ def test_receptive_field_through_an_upsampling(tmp_path):
     ("upsample(0.01)", "leaves nothing"),
     ("channel_shuffle(3)", "groups=3 must divide the input channels (4)"),
     ("{ upsample(like = in) }", "can be used only at the top level"),
+    ("crop", "crop takes its sides or like = a named tensor"),
+    ("crop(1, like = in)", "crop takes its sides or like, not both"),
+    ("t = upsample(2)\n    in crop(like = t)", "cannot crop [4, 8, 8] to [4, 16, 16]"),
+    ("channel_slice(2, 3)", "channels 2 to 4 are not all in the input's 4"),
 ])
 def test_bad_upsampling_is_refused_with_a_located_message(tmp_path, source, message):
     spec = tmp_path / "bad.arch"
@@ -99,4 +142,4 @@ def test_bad_upsampling_is_refused_with_a_located_message(tmp_path, source, mess
     with pytest.raises(ArchError) as err:
         load(str(spec))
     assert message in str(err.value)
-    assert err.value.span.line == 3
+    assert err.value.span.line == 3 + source.count("\n")  # the last line: the refused call

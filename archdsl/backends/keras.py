@@ -42,9 +42,9 @@ from .registry import KERAS
 
 # the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/runtime/keras_layers.py, in this order
 _PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
-_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "ChannelShuffle", "GroupedConv2D",
-                    "ConvTranspose2D", "Interpolate2D", "LayerScale", "LeakyReLUAnySlope", "LocalResponseNorm",
-                    "AdaptiveAvgPool2D")
+_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "ChannelShuffle", "ChannelSlice",
+                    "CenterCrop2D", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D", "LayerScale",
+                    "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
 
 
 @functools.cache

@@ -170,7 +170,18 @@ def _sides(f, node: G.Layer, arg: str) -> str:
 
 @keras_layer("crop")
 def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    like = node.args["like"]
+    if isinstance(like, G.TensorRef):  # at the centre, to the tensor's size
+        f.m.need("CenterCrop2D")
+        return f.apply(Br("CenterCrop2D", [_name(path)]), f"[{src}, {f.tensors[like.name]}]", dst)
     return f.apply(Br("layers.Cropping2D", [_sides(f, node, "crop"), _name(path)]), src, dst)
+
+
+@keras_layer("channel_slice")
+def channel_slice(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    f.m.need("ChannelSlice")
+    return f.apply(Br("ChannelSlice", [f.typed(node, node.args["start"]), f.typed(node, node.args["count"]),
+                                       _name(path)]), src, dst)
 
 
 @keras_layer("zeropad")

@@ -45,7 +45,8 @@ from .registry import TORCH, TORCH_FACTS, TORCH_FUNCTIONAL
 
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
                   "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm1d", "PartialBatchNorm2d",
-                  "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "ChannelPad", "DropPath", "Concat",
+                  "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "center_crop", "ChannelSlice",
+                  "ChannelPad", "DropPath", "Concat",
                   "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
@@ -342,7 +343,12 @@ class _Class(CodeUnit):
             self.src = dst
         if isinstance(node, G.Layer):
             functional = TORCH_FUNCTIONAL.get(node.type.name)
-            code = functional(self, node, src, inplace) if functional is not None else None
+            # forward() sees no parameter of the class: a layer whose arguments read one is a module
+            reads_params = any(refers_to_params(e) for e in node.args.values())
+            code = functional(self, node, src, inplace) if functional is not None and not reads_params else None
+            if code is None and any(isinstance(e, G.TensorRef) for e in node.args.values()):
+                raise ArchError(f"{node.type.name} with a named tensor is applied in PyTorch's forward(), which "
+                                "sees no parameter of the block: give its other arguments as constants", node.span)
             if code is not None:  # applied in forward(), no module
                 if code == src:  # it computes nothing
                     self.src = src

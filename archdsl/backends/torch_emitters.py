@@ -25,6 +25,7 @@ from .common import (
     is_zero,
     literal,
     pad_chosen,
+    plus,
 )
 from .layout import Br
 from .registry import torch_functional, torch_module
@@ -291,6 +292,32 @@ def normalize(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
 def zeropad_channels(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("ChannelPad")
     return Br("ChannelPad", [f"({c.arg_part(node, 'pad', 0)}, {c.arg_part(node, 'pad', 1)})"])
+
+
+@torch_functional("crop")
+def crop_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
+    """To a named tensor's size: center_crop() in forward(), which holds the tensor; else a module."""
+    like = node.args["like"]
+    if not isinstance(like, G.TensorRef):
+        return None
+    c.m.need("center_crop")
+    return f"center_crop({src}, {c.tensors[like.name][0]})"
+
+
+@torch_module("channel_slice")
+def channel_slice(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    c.m.need("ChannelSlice")
+    return Br("ChannelSlice", [c.typed(node, node.args["start"]), c.typed(node, node.args["count"])])
+
+
+@torch_functional("channel_slice")
+def channel_slice_function(c, node: G.Layer, src: str, inplace: bool) -> Br:
+    start, count = node.args["start"], node.args["count"]
+    if isinstance(const(start), int) and isinstance(const(count), int):
+        first, end = ("" if const(start) == 0 else str(const(start))), str(const(start) + const(count))
+        return Br(src, [":", f"{first}:{end}"], "[", "]")
+    first, size = c.int_code(start), c.int_code(count)  # spaced as ruff format writes a slice of expressions
+    return Br(src, [":", f": {size}" if const(start) == 0 else f"{first} : {plus(first, size)}"], "[", "]")
 
 
 @torch_module("crop")

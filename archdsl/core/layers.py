@@ -506,12 +506,30 @@ def _chanpad(a: dict, x: Shape) -> Result:
 
 def _crop(a: dict, x: Shape) -> Result:
     _need_map(x, "crop")
+    if (a["crop"] is None) == (a["like"] is None):
+        raise ArgError("crop takes its sides or like = a named tensor" if a["crop"] is None else
+                       "crop takes its sides or like, not both")
+    if a["like"] is not None:  # at the centre, to the tensor's size
+        _need_map(a["like"], "crop's like")
+        h, w = a["like"].height, a["like"].width
+        for size, n, what in ((h, x.height, "high"), (w, x.width, "wide")):
+            if size is not None and n is not None and size > n:
+                raise ArgError(f"cannot crop {x} to {a['like']}: the tensor is {size} {what}, more than {n}", "like")
+        return Result(Shape((x.channels, h, w)))
     t, b, le, r = a["crop"]
     h = None if x.height is None else x.height - t - b
     w = None if x.width is None else x.width - le - r
     if (h is not None and h < 1) or (w is not None and w < 1):
         raise ArgError(f"cropping {a['crop']} leaves nothing of {x}")
     return Result(Shape((x.channels, h, w)))
+
+
+def _channel_slice(a: dict, x: Shape) -> Result:
+    channels = x.channels if x.rank == 3 else x.dims[0]
+    if a["start"] + a["count"] > channels:
+        raise ArgError(f"channels {a['start']} to {a['start'] + a['count'] - 1} are not all in the input's "
+                       f"{channels}", "count")
+    return Result(Shape((a["count"], *x.dims[1:])))
 
 
 def _pool(name: str):
@@ -692,8 +710,15 @@ _add(LayerType("normalize", (P("mean", k_floats, doc="a number or one per channe
 _add(LayerType("zeropad_channels", (P("pad", k_pad2, doc="p, or [before, after]"),),
                _chanpad, "shape", "adds zero channels (the identity shortcut of ResNet's option A)",
                channels=IN + Arg("pad", 0) + Arg("pad", 1)))
-_add(LayerType("crop", (P("crop", k_zpad, doc="c, [ch, cw], or [top, bottom, left, right]"),),
-               _crop, "shape", "removes rows and columns at the borders", channels=IN))
+_add(LayerType("crop", (P("crop", k_zpad, None, "c, [ch, cw], or [top, bottom, left, right]"),
+                        P("like", k_tensor, None, "a named tensor (or `in`): crop at the centre to its height "
+                                                  "and width")),
+               _crop, "shape", "removes rows and columns at the borders, or crops at the centre to a named "
+               "tensor's size (the U-Net paper's crop before a concatenation)", channels=IN))
+_add(LayerType("channel_slice", (P("start", k_int0, doc="the first channel taken (from 0)"),
+                                 P("count", k_int, doc="how many channels are taken")),
+               _channel_slice, "shape", "channels start to start + count - 1 (a split: one slice a part)",
+               channels=Arg("count"), describe=lambda a: f"channels {a['start']}..{a['start'] + a['count'] - 1}"))
 _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)",
                channels=IN * InSize("height") * InSize("width")))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),

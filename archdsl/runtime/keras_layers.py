@@ -23,8 +23,10 @@ from keras import layers, ops
 
 __all__ = [
     "AdaptiveAvgPool2D",
+    "CenterCrop2D",
     "ChannelPad",
     "ChannelShuffle",
+    "ChannelSlice",
     "ConvTranspose2D",
     "GroupedConv2D",
     "Interpolate2D",
@@ -548,3 +550,42 @@ class ChannelShuffle(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class CenterCrop2D(layers.Layer):
+    """Crops its first input at the centre to the height and width of its second: (excess // 2)
+    rows and columns before, the rest after (the U-Net paper's crop before a concatenation)."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        sizes = [
+            (n if n is not None else ops.shape(t)[axis])
+            for t in (x, reference)
+            for axis, n in ((1, t.shape[1]), (2, t.shape[2]))
+        ]
+        (height_in, width_in, height, width) = sizes
+        top, left = (height_in - height) // 2, (width_in - width) // 2
+        return x[:, top : top + height, left : left + width, :]
+
+    def compute_output_shape(self, shape):
+        (batch, _, _, channels), (_, height, width, _) = shape
+        return (batch, height, width, channels)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelSlice(layers.Layer):
+    """Channels start to start + count - 1 of its input (one part of a split), channels last."""
+
+    def __init__(self, start, count, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.start, self.count = start, count
+
+    def call(self, x):
+        return x[..., self.start : self.start + self.count]
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], self.count)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "count": self.count}
