@@ -543,6 +543,14 @@ def is_false(e: G.Expr) -> bool:
     return const(e) is False
 
 
+def skip_condition(node: G.Residual) -> G.Expr | None | bool:
+    """When a residual makes its skip connection: None (always), False (never: the body alone, a
+    `residual if false`), or the condition's expression, decided as the model is built."""
+    if node.when is None or is_true(node.when):
+        return None
+    return False if is_false(node.when) else node.when
+
+
 def is_none(e: G.Expr) -> bool:
     return isinstance(e, G.Const) and e.value is None
 

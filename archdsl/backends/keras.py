@@ -29,11 +29,14 @@ from .common import (
     LocalNames,
     block_params,
     header_source,
+    is_false,
+    is_true,
     is_zero,
     literal,
     network_params,
     py_name,
     quote,
+    skip_condition,
     surely_int,
     templates,
 )
@@ -288,7 +291,10 @@ class _Function(CodeUnit):
                 results.append(self.seq(branch, src, var, base / branch.name))
             self.out.assign(dst, Br(f"layers.Concatenate(name={here.code()})", [Br("", results, "[", "]")]))
             return dst
+        if isinstance(node, G.Residual) and skip_condition(node) is False:  # the body alone
+            return self.seq(node.body, src, dst, base / node.body.name)
         if isinstance(node, G.Residual):
+            when = skip_condition(node)
             identity = self.fresh("identity")
             self.out.assign(identity, src)
             body = self.seq(node.body, src, dst, base / node.body.name)
@@ -302,18 +308,27 @@ class _Function(CodeUnit):
                         self.out.add(choice)
                 else:
                     other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path)
+            outer = self.out
+            if when is not None:  # the skip where the condition holds, else the body alone
+                if body != dst:
+                    self.out.assign(dst, body)
+                    body = dst
+                self.out = self.out.if_(self.expr(when)).body
             if not is_zero(node.drop_path):
-                # stochastic depth: a dropout of whole samples (Keras scales the kept ones by
-                # 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
+                # stochastic depth: a dropout of whole samples, or of the whole batch (Keras scales the
+                # kept ones by 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
                 ranks = {inst.out_shape.rank for inst in self.uses(node)}
+                batch = "None" if is_false(node.per_batch) else "1" if is_true(node.per_batch) else \
+                    f"1 if {self.expr(node.per_batch)} else None"
                 if len(ranks) == 1:
-                    noise = literal((None,) + (1,) * ranks.pop())
+                    noise = f"({batch},{' 1,' * ranks.pop()})".replace(",)", ")")
                 else:  # pragma: no cover - a residual used on maps and on flat features
-                    noise = f"(None,) + (1,) * (len({body}.shape) - 1)"
+                    noise = f"({batch},) + (1,) * (len({body}.shape) - 1)"
                 self.out.assign(dst, Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
                                                            f"name={here.suffix('drop_path').code()}"]), f"({body})")
                 body = dst
             self.out.assign(dst, Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]))
+            self.out = outer
             return dst
         if isinstance(node, G.Scale):
             gate = self.fresh("scaled")

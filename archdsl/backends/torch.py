@@ -24,6 +24,7 @@ from .common import (
     agreed,
     block_params,
     header_source,
+    is_false,
     is_one,
     is_zero,
     literal,
@@ -35,6 +36,7 @@ from .common import (
     py_name,
     quote,
     refers_to_params,
+    skip_condition,
     substitute,
     surely_int,
     templates,
@@ -77,6 +79,7 @@ class _Module:
         self.prelude: set[str] = set()
         self.uses_ordered = False
         self.residual_drop_path = False  # a Residual helper with stochastic depth is used
+        self.drop_per_batch = False  # a stochastic depth drops for the whole batch
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
@@ -164,6 +167,7 @@ class _Module:
                 "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
             prelude=prelude_names,
             residual_drop_path=self.residual_drop_path,
+            drop_per_batch=self.drop_per_batch,
             inference=self.inference,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),
@@ -371,7 +375,11 @@ class _Class(CodeUnit):
                 return self.tensors[node.inputs[0].name][1]
             self.fwd.assign(dst, Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]))
             return plus(*(self.tensors[r.name][1] for r in node.inputs))
+        if isinstance(node, G.Residual) and skip_condition(node) is False:  # the body alone
+            self.src = src
+            return self.top(node.body, cin, dst)
         if isinstance(node, G.Residual):
+            when = skip_condition(node)
             identity = self.fresh("identity")
             self.fwd.assign(identity, src)
             self.src = src
@@ -392,16 +400,29 @@ class _Class(CodeUnit):
                     choice.orelse.assign(sc_attr, "nn.Identity()")
                 other = f"{sc_attr}({identity})"
             body = body_var
+            add = self.fwd
             if not is_zero(node.drop_path):
                 self.m.need("DropPath")
-                self.init.assign(attr, Br("DropPath", [self.expr(node.drop_path)]))
+                drop = Br("DropPath", [self.expr(node.drop_path), *self.per_batch(node)])
+                if when is None:
+                    self.init.assign(attr, drop)
+                else:  # the module where the skip is made, None where the body stands alone
+                    choice = self.init.if_(self.expr(when))
+                    choice.body.assign(attr, drop)
+                    choice.orelse.assign(attr, "None")
+                    add = self.fwd.if_(f"{attr} is not None").body
                 body = f"{attr}({body_var})"
+            elif when is not None:  # whether the skip is made, as torchvision's use_res_connect
+                self.init.assign(attr, self.expr(when))
+                add = self.fwd.if_(attr).body
+            if when is not None and body_var != dst:
+                self.fwd.assign(dst, body_var)
             if body_owned:  # in place, as torchvision's `out += identity`
                 if body != dst:  # DropPath gives back its input, or a new tensor it does not keep
-                    self.fwd.assign(dst, body)
-                self.fwd.line(other, f"{dst} += ")
+                    add.assign(dst, body)
+                add.line(other, f"{dst} += ")
                 return cout
-            self.fwd.assign(dst, f"{body} + {other}")
+            add.assign(dst, f"{body} + {other}")
             return cout
         if isinstance(node, G.Concat):
             calls, couts = [], []
@@ -497,6 +518,8 @@ class _Class(CodeUnit):
                 codes.append(code)
                 couts.append(c)
             return Br("Concat", codes), plus(*couts)
+        if isinstance(node, G.Residual) and skip_condition(node) is False:  # the body alone
+            return self.build(node.body, cin, target, suite)
         if isinstance(node, G.Residual):
             self.m.need("Residual")
             body, cout = self.build(node.body, cin, None, suite)
@@ -516,7 +539,14 @@ class _Class(CodeUnit):
                 self.m.need("DropPath")
                 self.m.residual_drop_path = True  # the Residual helper takes a rate
                 args.append(f"drop_path={self.expr(node.drop_path)}")
-            return Br("Residual", args), cout
+                args += self.per_batch(node)
+            when = skip_condition(node)
+            if when is None:
+                return Br("Residual", args), cout
+            var = self.fresh("m")  # the body, wrapped in a Residual where the skip is made
+            suite.assign(var, body)
+            suite.if_(self.expr(when)).body.assign(var, Br("Residual", [var, *args[1:]]))
+            return var, cout
         if isinstance(node, G.Scale):
             self.m.need("Scale")
             body, _ = self.build(node.body, cin, None, suite)
@@ -550,6 +580,13 @@ class _Class(CodeUnit):
                 loop.body.assign(chan, cout)
             return None if target else var, Leaf(chan)
         raise AssertionError(node)  # pragma: no cover
+
+    def per_batch(self, node: G.Residual) -> list[str]:
+        """DropPath's per_batch argument where the residual drops its body for the whole batch."""
+        if is_false(node.per_batch):
+            return []
+        self.m.drop_per_batch = True  # DropPath (and Residual) take per_batch
+        return [f"per_batch={self.expr(node.per_batch)}"]
 
     def block_out(self, node: G.BlockCall, cin: Code) -> Code | None:
         """A block's output channels as an expression of the call's arguments, where the block's

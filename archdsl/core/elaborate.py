@@ -500,16 +500,31 @@ class _Elaborator:
                 raise ArchError("concat needs at least two branches", item.span)
             return G.Concat(item.span, "", [sub(b) for b in item.branches])
         if isinstance(item, S.Residual):
-            drop = G.Const(item.span, 0.0)
-            for arg in item.args:
-                if arg.name != "drop_path" and not (arg.name is None and arg is item.args[0]):
-                    raise ArchError(f"residual has no argument '{arg.name}'; it takes: drop_path", arg.span)
-                drop = self._expr(arg.value, scope)
-            if len(item.args) > 1:
-                raise ArchError("residual takes one argument: drop_path", item.args[1].span)
+            values = {"drop_path": G.Const(item.span, 0.0), "per_batch": G.Const(item.span, False)}
+            if len(item.args) > 2:
+                raise ArchError("residual takes two arguments: drop_path, per_batch", item.args[2].span)
+            given: set[str] = set()
+            for i, arg in enumerate(item.args):
+                key = arg.name if arg.name is not None else ("drop_path", "per_batch")[min(i, 1)]
+                if key not in values:
+                    raise ArchError(f"residual has no argument '{key}'; it takes: drop_path, per_batch", arg.span)
+                if key in given:
+                    raise ArchError(f"argument '{key}' of residual is given twice", arg.span)
+                given.add(key)
+                values[key] = self._expr(arg.value, scope)
+            if item.when is not None and not top:
+                raise ArchError("`residual if` can be used only at the top level of a block or network body, "
+                                "not inside a group, branch, repetition or `if` (there its layers would be named "
+                                "one way with the skip and another without): make the group a block", item.span)
+            if item.when is not None and item.shortcut is not None:
+                raise ArchError("a `residual if` skips with the identity where its condition holds; a projection "
+                                "shortcut has a condition of its own: `residual { ... } shortcut if cond { ... }`",
+                                item.shortcut_span)
             cond = self._expr(item.shortcut_if, scope) if item.shortcut_if is not None else None
             shortcut = sub(item.shortcut) if item.shortcut is not None else None
-            return G.Residual(item.span, "", sub(item.body), shortcut, cond, drop)
+            when = self._expr(item.when, scope) if item.when is not None else None
+            return G.Residual(item.span, "", sub(item.body), shortcut, cond, values["drop_path"],
+                              values["per_batch"], when)
         if isinstance(item, S.Scale):
             return G.Scale(item.span, "", sub(item.body))
         if isinstance(item, S.If):

@@ -201,6 +201,8 @@ class Residual(Node):
     shortcut: Seq | None
     condition: Expr | None  # the shortcut is used when this holds; identity otherwise
     drop_path: Expr  # stochastic depth rate, 0 for none
+    per_batch: Expr = None  # type: ignore[assignment]  # drop the body for the whole batch (Huang et al.), not per sample
+    when: Expr | None = None  # `residual if cond`: the skip connection only where this holds, else the body alone
 
 
 @dataclass(eq=False)

@@ -328,8 +328,24 @@ class Expander:
                 if not isinstance(use, bool):
                     raise ArchError(f"a shortcut condition must be true or false, got {describe(use)}",
                                     node.condition.span, context=env.context)
-            inst.args = {"shortcut": use and node.shortcut is not None, "drop_path": float(rate)}
+            per_batch = evaluate(node.per_batch, env)
+            if not isinstance(per_batch, bool):
+                raise ArchError(f"per_batch must be true or false, got {describe(per_batch)}", node.per_batch.span,
+                                context=env.context)
+            skip = True
+            if node.when is not None:
+                skip = evaluate(node.when, env)
+                if not isinstance(skip, bool):
+                    raise ArchError(f"a residual's condition must be true or false, got {describe(skip)}",
+                                    node.when.span, context=env.context)
+            inst.args = {"shortcut": use and node.shortcut is not None, "drop_path": float(rate),
+                         "per_batch": per_batch, "skip": skip}
             body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
+            if not skip:  # `residual if` whose condition is false: the body alone
+                end = body_end
+                inst.out_shape = end.shape
+                inst.rf = (end.rf, end.jump)
+                return end
             sc_end = state
             if node.shortcut is not None and use:
                 sc_end = self._seq(node.shortcut, state, env, _join(base, node.shortcut.name), inst.children)

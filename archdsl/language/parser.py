@@ -530,11 +530,11 @@ class _ToSyntax:
     def in_ref(self, meta):
         return S.InRef(self._span(meta))
 
-    def residual(self, meta, args, body, shortcut):
+    def residual(self, meta, args, when, body, shortcut):
         sc_body = sc_if = sc_span = None
         if shortcut is not None:
             sc_if, sc_body, sc_span = shortcut
-        return S.Residual(self._span(meta), args or [], body, sc_body, sc_if, sc_span)
+        return S.Residual(self._span(meta), args or [], body, sc_body, sc_if, sc_span, when)
 
     def shortcut(self, meta, cond, body):
         return (cond, body, self._span(meta))

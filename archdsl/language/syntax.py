@@ -152,6 +152,7 @@ class Residual(Item):
     shortcut: Body | None
     shortcut_if: Expr | None
     shortcut_span: Span | None
+    when: Expr | None = None  # `residual if cond { ... }`: the skip only where cond holds
 
 
 @dataclass

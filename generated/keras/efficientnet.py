@@ -168,7 +168,7 @@ def mb_conv_layers(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBConvLayers (specs/lib/efficientnet.arch:48)."""
+    """block MBConvLayers (specs/lib/efficientnet.arch:44)."""
     in_channels = x.shape[-1]
     hidden = make_divisible(in_channels * expand_ratio)
     if hidden != in_channels:
@@ -221,35 +221,23 @@ def mb_conv(
 ) -> keras.KerasTensor:
     """block MBConv (specs/lib/efficientnet.arch:37)."""
     in_channels = x.shape[-1]
+    identity = x
+    x = mb_conv_layers(
+        x,
+        out,
+        expand_ratio,
+        kernel,
+        stride,
+        pad_same,
+        eps,
+        momentum,
+        name=f"{name}-mb_conv_layers1",
+    )
     if stride == 1 and in_channels == out:
-        identity = x
-        x = mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1-body",
-        )
         x = layers.Dropout(
-            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-choice1--drop_path"
+            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
         )(x)
-        x = layers.Add(name=f"{name}-choice1")([x, identity])
-    else:
-        x = mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1",
-        )
+        x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -269,7 +257,7 @@ def mb_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBStage (specs/lib/efficientnet.arch:85)."""
+    """block MBStage (specs/lib/efficientnet.arch:77)."""
     x = mb_conv(
         x,
         out,

@@ -152,7 +152,7 @@ def fused_mb_conv_layers(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block FusedMBConvLayers (specs/lib/efficientnet.arch:72)."""
+    """block FusedMBConvLayers (specs/lib/efficientnet.arch:64)."""
     in_channels = x.shape[-1]
     hidden = make_divisible(in_channels * expand_ratio)
     if hidden != in_channels:
@@ -203,37 +203,25 @@ def fused_mb_conv(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block FusedMBConv (specs/lib/efficientnet.arch:61)."""
+    """block FusedMBConv (specs/lib/efficientnet.arch:57)."""
     in_channels = x.shape[-1]
+    identity = x
+    x = fused_mb_conv_layers(
+        x,
+        out,
+        expand_ratio,
+        kernel,
+        stride,
+        pad_same,
+        eps,
+        momentum,
+        name=f"{name}-fused_mb_conv_layers1",
+    )
     if stride == 1 and in_channels == out:
-        identity = x
-        x = fused_mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1-body",
-        )
         x = layers.Dropout(
-            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-choice1--drop_path"
+            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
         )(x)
-        x = layers.Add(name=f"{name}-choice1")([x, identity])
-    else:
-        x = fused_mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1",
-        )
+        x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -253,7 +241,7 @@ def fused_mb_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block FusedMBStage (specs/lib/efficientnet.arch:93)."""
+    """block FusedMBStage (specs/lib/efficientnet.arch:85)."""
     x = fused_mb_conv(
         x,
         out,
@@ -308,7 +296,7 @@ def mb_conv_layers(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBConvLayers (specs/lib/efficientnet.arch:48)."""
+    """block MBConvLayers (specs/lib/efficientnet.arch:44)."""
     in_channels = x.shape[-1]
     hidden = make_divisible(in_channels * expand_ratio)
     if hidden != in_channels:
@@ -361,35 +349,23 @@ def mb_conv(
 ) -> keras.KerasTensor:
     """block MBConv (specs/lib/efficientnet.arch:37)."""
     in_channels = x.shape[-1]
+    identity = x
+    x = mb_conv_layers(
+        x,
+        out,
+        expand_ratio,
+        kernel,
+        stride,
+        pad_same,
+        eps,
+        momentum,
+        name=f"{name}-mb_conv_layers1",
+    )
     if stride == 1 and in_channels == out:
-        identity = x
-        x = mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1-body",
-        )
         x = layers.Dropout(
-            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-choice1--drop_path"
+            drop, noise_shape=(None, 1, 1, 1), name=f"{name}-residual1--drop_path"
         )(x)
-        x = layers.Add(name=f"{name}-choice1")([x, identity])
-    else:
-        x = mb_conv_layers(
-            x,
-            out,
-            expand_ratio,
-            kernel,
-            stride,
-            pad_same,
-            eps,
-            momentum,
-            name=f"{name}-choice1",
-        )
+        x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -409,7 +385,7 @@ def mb_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block MBStage (specs/lib/efficientnet.arch:85)."""
+    """block MBStage (specs/lib/efficientnet.arch:77)."""
     x = mb_conv(
         x,
         out,

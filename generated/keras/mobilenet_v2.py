@@ -170,22 +170,12 @@ def inverted_residual(
 ) -> keras.KerasTensor:
     """block InvertedResidual (specs/lib/mobilenet.arch:30)."""
     in_channels = x.shape[-1]
+    identity = x
+    x = inverted_bottleneck(
+        x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}-conv"
+    )
     if stride == 1 and in_channels == filters:
-        identity = x
-        x = inverted_bottleneck(
-            x,
-            filters,
-            stride,
-            expand_ratio,
-            eps,
-            tf_pad,
-            name=f"{name}-choice1-body-conv",
-        )
-        x = layers.Add(name=f"{name}-choice1")([x, identity])
-    else:
-        x = inverted_bottleneck(
-            x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}-choice1-conv"
-        )
+        x = layers.Add(name=f"{name}-residual1")([x, identity])
     return x
 
 
@@ -200,7 +190,7 @@ def inverted_stage(
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block InvertedStage (specs/lib/mobilenet.arch:40)."""
+    """block InvertedStage (specs/lib/mobilenet.arch:38)."""
     x = inverted_residual(
         x, filters, stride, expand_ratio, eps, tf_pad, name=f"{name}-inverted_residual1"
     )

@@ -72,25 +72,6 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
-class Residual(nn.Module):
-    """body(x) + shortcut(x), the shortcut the identity when none is given; with stochastic depth
-    on the body at a rate drop_path (none at 0)."""
-
-    def __init__(
-        self, body: nn.Module, shortcut: nn.Module | None = None, drop_path: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.body = body
-        self.shortcut = shortcut
-        self.drop_path = DropPath(drop_path) if drop_path else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        if self.drop_path is not None:
-            y = self.drop_path(y)
-        return y + (x if self.shortcut is None else self.shortcut(x))
-
-
 class ConvBNAct(nn.Module):
     """block ConvBNAct (specs/lib/efficientnet.arch:14)."""
 
@@ -131,7 +112,7 @@ class ConvBNAct(nn.Module):
 
 
 class FusedMBConvLayers(nn.Module):
-    """block FusedMBConvLayers (specs/lib/efficientnet.arch:72)."""
+    """block FusedMBConvLayers (specs/lib/efficientnet.arch:64)."""
 
     def __init__(
         self,
@@ -195,7 +176,7 @@ class FusedMBConvLayers(nn.Module):
 
 
 class FusedMBConv(nn.Module):
-    """block FusedMBConv (specs/lib/efficientnet.arch:61)."""
+    """block FusedMBConv (specs/lib/efficientnet.arch:57)."""
 
     def __init__(
         self,
@@ -210,33 +191,25 @@ class FusedMBConv(nn.Module):
         momentum: float = 0.01,
     ) -> None:
         super().__init__()
+        self.fused_mb_conv_layers1 = FusedMBConvLayers(
+            in_channels, out, expand_ratio, kernel, stride, pad_same, eps, momentum
+        )
         if stride == 1 and in_channels == out:
-            self.choice1 = Residual(
-                FusedMBConvLayers(
-                    in_channels,
-                    out,
-                    expand_ratio,
-                    kernel,
-                    stride,
-                    pad_same,
-                    eps,
-                    momentum,
-                ),
-                drop_path=drop,
-            )
+            self.residual1 = DropPath(drop)
         else:
-            self.choice1 = FusedMBConvLayers(
-                in_channels, out, expand_ratio, kernel, stride, pad_same, eps, momentum
-            )
-        self.out_channels = out
+            self.residual1 = None
+        self.out_channels = self.fused_mb_conv_layers1.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.choice1(x)
+        identity = x
+        x = self.fused_mb_conv_layers1(x)
+        if self.residual1 is not None:
+            x = self.residual1(x) + identity
         return x
 
 
 class FusedMBStage(nn.Module):
-    """block FusedMBStage (specs/lib/efficientnet.arch:93)."""
+    """block FusedMBStage (specs/lib/efficientnet.arch:85)."""
 
     def __init__(
         self,
@@ -268,20 +241,19 @@ class FusedMBStage(nn.Module):
         self.group1 = nn.Sequential()
         channels1 = self.fused_mb_conv1.out_channels
         for i_ in range(repeats - 1):
-            self.group1.append(
-                FusedMBConv(
-                    channels1,
-                    out,
-                    expand_ratio,
-                    kernel,
-                    1,
-                    drop_connect * (start + 1 + i_) / total,
-                    pad_same,
-                    eps,
-                    momentum,
-                )
+            m1 = FusedMBConv(
+                channels1,
+                out,
+                expand_ratio,
+                kernel,
+                1,
+                drop_connect * (start + 1 + i_) / total,
+                pad_same,
+                eps,
+                momentum,
             )
-            channels1 = out
+            self.group1.append(m1)
+            channels1 = m1.out_channels
         self.out_channels = channels1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -314,7 +286,7 @@ class SqueezeExcitation(nn.Module):
 
 
 class MBConvLayers(nn.Module):
-    """block MBConvLayers (specs/lib/efficientnet.arch:48)."""
+    """block MBConvLayers (specs/lib/efficientnet.arch:44)."""
 
     def __init__(
         self,
@@ -385,26 +357,25 @@ class MBConv(nn.Module):
         momentum: float = 0.01,
     ) -> None:
         super().__init__()
+        self.mb_conv_layers1 = MBConvLayers(
+            in_channels, out, expand_ratio, kernel, stride, pad_same, eps, momentum
+        )
         if stride == 1 and in_channels == out:
-            m1 = MBConvLayers(
-                in_channels, out, expand_ratio, kernel, stride, pad_same, eps, momentum
-            )
-            self.choice1 = Residual(m1, drop_path=drop)
-            channels1 = m1.out_channels
+            self.residual1 = DropPath(drop)
         else:
-            self.choice1 = MBConvLayers(
-                in_channels, out, expand_ratio, kernel, stride, pad_same, eps, momentum
-            )
-            channels1 = self.choice1.out_channels
-        self.out_channels = channels1
+            self.residual1 = None
+        self.out_channels = self.mb_conv_layers1.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.choice1(x)
+        identity = x
+        x = self.mb_conv_layers1(x)
+        if self.residual1 is not None:
+            x = self.residual1(x) + identity
         return x
 
 
 class MBStage(nn.Module):
-    """block MBStage (specs/lib/efficientnet.arch:85)."""
+    """block MBStage (specs/lib/efficientnet.arch:77)."""
 
     def __init__(
         self,
