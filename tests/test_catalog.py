@@ -21,6 +21,7 @@ network Every(width = 4) {
     input [3, 20, 18]
     normalize([0.5, 0.4, 0.3], 0.2) rescale(2, offset = 1)
     conv(8, 3, pad = 1, groups = 1) bn relu spatial_dropout(0.2)
+    dropblock(5, 0.1)
     conv(width * 2, [3, 1], stride = 2, pad = same, groups = 2) bn(gamma = false) relu6
     dwconv(3, multiplier = 2) dwconv([1, 3], pad = valid) silu hardswish hardsigmoid gelu tanh sigmoid
     sepconv(12, 3, multiplier = 3, dilation = 2, pad = 2) leaky_relu(0.2) identity lrn(3)

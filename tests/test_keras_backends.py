@@ -8,9 +8,9 @@ its own (this module's worker functions), over a representative set of specs: ev
 archdsl.runtime.keras_layers, every layer kind, blocks, repetition, residual (shortcut, drop path), concat,
 scale, named tensors, flatten before layers of every kind, the padding modes (same, valid, sizes,
 chosen as the model is built), ceil-mode pooling, grouped, depthwise, separable and transposed
-convolutions, strides with dilation, unequal strides, LRN, dropout and drop path in inference,
-upsampling (by factors, to sizes and to a named tensor's size), crops to a tensor's size, channel
-slices and shuffles; and three
+convolutions, strides with dilation, unequal strides, LRN, dropout, DropBlock and drop path in
+inference, upsampling (by factors, to sizes and to a named tensor's size), crops to a tensor's size,
+channel slices and shuffles; and three
 networks of the zoo at small sizes (ResNet-20, MobileNetV2, GoogLeNet as the paper draws it)."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ network Every(g = 2, tf_pad = true) {
     sepconv(12, 3, stride = [1, 2], pad = 1)
     zeropad_channels([2, 2]) layernorm(eps = 1e-5) layerscale(0.5) silu
     crop([1, 0, 0, 1]) zeropad([0, 1, 1, 0]) tanh
-    conv(16, 1, groups = 4) hardsigmoid
+    conv(16, 1, groups = 4) hardsigmoid dropblock(3, 0.1)
     deconv(16, 3, stride = 2, pad = 1, output_pad = 1)
     deconv(16, [2, 3], stride = [1, 2], dilation = 2, pad = [1, 2], output_pad = [1, 0], groups = g) maxpool(2)
     leaky_relu(0.1) identity leaky_relu(slope = -0.1)

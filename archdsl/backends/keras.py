@@ -47,7 +47,7 @@ from .registry import KERAS
 _PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
 _PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "ChannelShuffle", "ChannelSlice",
                     "CenterCrop2D", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D", "LayerScale",
-                    "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D")
+                    "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropBlock2D")
 
 
 @functools.cache

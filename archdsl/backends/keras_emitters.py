@@ -79,6 +79,15 @@ def spatial_dropout(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> st
     return f.apply(Br("layers.SpatialDropout2D", [f.typed(node, node.args["rate"]), _name(path)]), src, dst)
 
 
+@keras_layer("dropblock")
+def dropblock(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    a = node.args
+    if is_zero(a["rate"]):  # at a rate of the constant 0 it does nothing: no layer
+        return src
+    f.m.need("DropBlock2D")
+    return f.apply(Br("DropBlock2D", [f.typed(node, a["size"]), f.typed(node, a["rate"]), _name(path)]), src, dst)
+
+
 @keras_layer("dense")
 def dense(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args

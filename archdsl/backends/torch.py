@@ -48,8 +48,7 @@ from .registry import TORCH, TORCH_FACTS, TORCH_FUNCTIONAL
 _PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
                   "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm1d", "PartialBatchNorm2d",
                   "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "center_crop", "ChannelSlice",
-                  "ChannelPad", "DropPath", "Concat",
-                  "Residual", "Scale")
+                  "ChannelPad", "DropPath", "DropBlock2d", "Concat", "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
                   "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"}}
@@ -164,7 +163,7 @@ class _Module:
             uses_math=any("math." in c for c in classes),
             uses_ordered=self.uses_ordered,
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
-                "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad"}),
+                "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad", "DropBlock2d"}),
             prelude=prelude_names,
             residual_drop_path=self.residual_drop_path,
             drop_per_batch=self.drop_per_batch,

@@ -228,6 +228,21 @@ def spatial_dropout(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     return Br("nn.Dropout2d", [] if const(rate) == 0.5 else [c.typed(node, rate)])
 
 
+@torch_module("dropblock")
+def dropblock(c, node: G.Layer, cin: Code, inplace: bool) -> Br | str:
+    a = node.args
+    if is_zero(a["rate"]):  # in a Sequential, where its place keeps the indices of the modules after it
+        return "nn.Identity()"
+    c.m.need("DropBlock2d")
+    return Br("DropBlock2d", [c.typed(node, a["size"]), c.typed(node, a["rate"])])
+
+
+@torch_functional("dropblock")
+def dropblock_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
+    # at a rate of the constant 0 it does nothing, and forward() writes nothing for it (as for DropPath)
+    return src if is_zero(node.args["rate"]) else None
+
+
 def _rank(c, node: G.Layer) -> int:
     return agreed(node, c.uses(node), lambda i: i.in_shape.rank, "the input rank", c.owner_desc(), default=3)
 

@@ -28,6 +28,7 @@ __all__ = [
     "ChannelShuffle",
     "ChannelSlice",
     "ConvTranspose2D",
+    "DropBlock2D",
     "GroupedConv2D",
     "Interpolate2D",
     "LayerScale",
@@ -589,3 +590,72 @@ class ChannelSlice(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "start": self.start, "count": self.count}
+
+
+class DropBlock2D(layers.Layer):
+    """DropBlock (Ghiasi et al., 2018) as archdsl's PyTorch DropBlock2d computes it (timm's
+    drop_block_2d with a mask per sample and channel), channels last: while training, seeds
+    drawn anywhere on the map at gamma = rate * H * W / (kh * kw) / ((H - kh + 1) *
+    (W - kw + 1)) (kh, kw: size clipped to the map) each zero the kh x kw block around them
+    (rows -(kh // 2) to (kh - 1) // 2 of the seed, clipped at the borders), and the kept
+    activations are scaled by numel / kept count; the identity in inference."""
+
+    def __init__(self, size=7, rate=0.1, seed=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size, self.rate, self.seed = size, rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0:
+            return x
+        sizes, blocks = [], []
+        for axis in (1, 2):
+            n = x.shape[axis]
+            if n is None:  # known only as the model runs
+                n = ops.cast(ops.shape(x)[axis], "float32")
+                blocks.append(ops.minimum(float(self.size), n))
+            else:
+                blocks.append(min(self.size, n))
+            sizes.append(n)
+        (h, w), (kh, kw) = sizes, blocks
+        gamma = self.rate * h * w / (kh * kw) / ((h - kh + 1) * (w - kw + 1))
+        noise = keras.random.uniform(ops.shape(x), seed=self.seed_generator)
+        dropped = ops.cast(noise < gamma, "float32")
+        dropped = self._spread(self._spread(dropped, 1, kh), 2, kw)
+        keep = 1.0 - dropped
+        scale = ops.cast(ops.size(keep), "float32") / (ops.sum(keep) + 1e-7)
+        return x * ops.cast(keep * scale, x.dtype)
+
+    def _spread(self, seeds, axis, k):
+        """Each seed spread along an axis over the k pixels from -(k // 2) to (k - 1) // 2 of
+        it, clipped at the borders: pixel i takes the max of the seeds from i - (k - 1) // 2
+        to i + k // 2, shifted copies of the seeds padded for the unclipped size (k may be
+        known only as the model runs)."""
+        before = (self.size - 1) // 2
+        padding = [[0, 0]] * 4
+        padding[axis] = [before, self.size // 2]
+        padded = ops.pad(seeds, padding)
+        out = None
+        for j in range(self.size):
+            offset = j - before  # this copy reads, at pixel i, the seed at i + offset
+            stop = j - (self.size - 1) or None
+            shifted = padded[:, j:stop] if axis == 1 else padded[:, :, j:stop]
+            if isinstance(k, int):
+                if not -((k - 1) // 2) <= offset <= k // 2:
+                    continue
+            else:
+                inside = ops.logical_and(offset >= -((k - 1) // 2), offset <= k // 2)
+                shifted = shifted * ops.cast(inside, shifted.dtype)
+            out = shifted if out is None else ops.maximum(out, shifted)
+        return out
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "rate": self.rate,
+            "seed": self.seed,
+        }
