@@ -592,6 +592,7 @@ class ChannelSlice(layers.Layer):
         return {**super().get_config(), "start": self.start, "count": self.count}
 
 
+@keras.saving.register_keras_serializable(package="archdsl")
 class DropBlock2D(layers.Layer):
     """DropBlock (Ghiasi et al., 2018) as archdsl's PyTorch DropBlock2d computes it (timm's
     drop_block_2d with a mask per sample and channel), channels last: while training, seeds
