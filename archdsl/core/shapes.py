@@ -134,6 +134,16 @@ def _need_bool(v: Value, op: str, e: G.Expr, env: _Env) -> None:
         raise ArchError(f"'{op}' needs true or false, got {describe(v)}", e.span, context=env.context)
 
 
+def _flag(e: G.Expr | None, env: _Env, what: str) -> bool:
+    """The value of a condition, which must be true or false; true where there is none."""
+    if e is None:
+        return True
+    v = evaluate(e, env)
+    if not isinstance(v, bool):
+        raise ArchError(f"{what} must be true or false, got {describe(v)}", e.span, context=env.context)
+    return v
+
+
 @dataclass
 class _State:
     shape: Shape
@@ -322,22 +332,9 @@ class Expander:
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
                 raise ArchError(f"drop_path must be a number in [0, 1), got {describe(rate)}", node.drop_path.span,
                                 context=env.context)
-            use = True
-            if node.condition is not None:
-                use = evaluate(node.condition, env)
-                if not isinstance(use, bool):
-                    raise ArchError(f"a shortcut condition must be true or false, got {describe(use)}",
-                                    node.condition.span, context=env.context)
-            per_batch = evaluate(node.per_batch, env)
-            if not isinstance(per_batch, bool):
-                raise ArchError(f"per_batch must be true or false, got {describe(per_batch)}", node.per_batch.span,
-                                context=env.context)
-            skip = True
-            if node.when is not None:
-                skip = evaluate(node.when, env)
-                if not isinstance(skip, bool):
-                    raise ArchError(f"a residual's condition must be true or false, got {describe(skip)}",
-                                    node.when.span, context=env.context)
+            use = _flag(node.condition, env, "a shortcut condition")
+            per_batch = _flag(node.per_batch, env, "per_batch")
+            skip = _flag(node.when, env, "a residual's condition")
             inst.args = {"shortcut": use and node.shortcut is not None, "drop_path": float(rate),
                          "per_batch": per_batch, "skip": skip}
             body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
