@@ -346,22 +346,15 @@ def refers_to_params(e: G.Expr) -> bool:
     return False
 
 
-def block_calls(seq: G.Seq) -> Iterator[G.BlockCall]:
-    """The block calls in a body, at any depth."""
-    for item in seq.items:
-        if isinstance(item, G.BlockCall):
-            yield item
-        elif isinstance(item, G.Seq):
-            yield from block_calls(item)
-        elif isinstance(item, G.Concat):
-            for branch in item.branches:
-                yield from block_calls(branch)
-        elif isinstance(item, (G.Residual, G.Scale, G.Choice, G.Repeat, G.Output)):
-            for part in (getattr(item, a, None) for a in ("body", "shortcut", "then", "otherwise")):
-                if isinstance(part, G.Seq):
-                    yield from block_calls(part)
-                elif isinstance(part, G.Node):
-                    yield from block_calls(G.Seq(span=part.span, name="", items=[part]))
+def block_calls(node: G.Node) -> Iterator[G.BlockCall]:
+    """The block calls in a body (or any node), at any depth."""
+    if isinstance(node, G.BlockCall):
+        yield node
+    parts = node.items if isinstance(node, G.Seq) else node.branches if isinstance(node, G.Concat) else \
+        [getattr(node, a, None) for a in ("body", "shortcut", "then", "otherwise")]
+    for part in parts:
+        if isinstance(part, G.Node):
+            yield from block_calls(part)
 
 
 def fixed_values(program: G.Program, owner: G.BlockDef | G.NetworkDef, e: G.Expr) -> frozenset | None:

@@ -43,11 +43,9 @@ from .common import (
 from .layout import Br, Compound, Suite, lay
 from .registry import KERAS
 
-# the prelude's functions (keras_prelude.py.j2), then the classes of archdsl/runtime/keras_layers.py, in this order
+# the prelude's functions (keras_prelude.py.j2), in this order; then the classes of
+# archdsl/runtime/keras_layers.py that the module needs, in that file's order
 _PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
-_PRELUDE_CLASSES = ("Pad2D", "SamePad2D", "PaddedAvgPool2D", "ChannelPad", "ChannelShuffle", "ChannelSlice",
-                    "CenterCrop2D", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D", "LayerScale",
-                    "LeakyReLUAnySlope", "LocalResponseNorm", "AdaptiveAvgPool2D", "DropBlock2D")
 
 
 @functools.cache
@@ -100,7 +98,7 @@ class _Module:
         functions = [_Function(self, b).render().rstrip() for b in program.blocks.values()]
         functions.append(_Function(self, program.network).render().rstrip())
         root = self.elab.root
-        classes = [layer_sources()[n] for n in _PRELUDE_CLASSES if n in self.prelude]
+        classes = [source for name, source in layer_sources().items() if name in self.prelude]
         return templates().get_template("keras.py.j2").render(
             source=header_source(program.spec),
             network=program.network.name,
@@ -321,7 +319,7 @@ class _Function(CodeUnit):
                 batch = "None" if is_false(node.per_batch) else "1" if is_true(node.per_batch) else \
                     f"1 if {self.expr(node.per_batch)} else None"
                 if len(ranks) == 1:
-                    noise = f"({batch},{' 1,' * ranks.pop()})".replace(",)", ")")
+                    noise = f"({', '.join([batch, *['1'] * ranks.pop()])})"
                 else:  # pragma: no cover - a residual used on maps and on flat features
                     noise = f"({batch},) + (1,) * (len({body}.shape) - 1)"
                 self.out.assign(dst, Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",

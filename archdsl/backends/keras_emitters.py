@@ -179,10 +179,9 @@ def _sides(f, node: G.Layer, arg: str) -> str:
 
 @keras_layer("crop")
 def crop(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
-    like = node.args["like"]
-    if isinstance(like, G.TensorRef):  # at the centre, to the tensor's size
+    if isinstance(node.args["like"], G.TensorRef):  # at the centre, to the tensor's size
         f.m.need("CenterCrop2D")
-        return f.apply(Br("CenterCrop2D", [_name(path)]), f"[{src}, {f.tensors[like.name]}]", dst)
+        return f.apply(Br("CenterCrop2D", [_name(path)]), _with_like(f, node, src), dst)
     return f.apply(Br("layers.Cropping2D", [_sides(f, node, "crop"), _name(path)]), src, dst)
 
 
@@ -216,9 +215,13 @@ def upsample(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
         [f"scale={f.typed(node, a['factor'])}"] if not is_none(a["factor"]) else []
     if mode != NEAREST:
         args += [f"mode={f.typed(node, a['mode'])}", f"align_corners={f.typed(node, a['align_corners'])}"]
-    like = a["like"]
-    inputs = f"[{src}, {f.tensors[like.name]}]" if isinstance(like, G.TensorRef) else src
-    return f.apply(Br("Interpolate2D", [*args, _name(path)]), inputs, dst)
+    return f.apply(Br("Interpolate2D", [*args, _name(path)]), _with_like(f, node, src), dst)
+
+
+def _with_like(f, node: G.Layer, src: str) -> str:
+    """A layer's inputs: [src, the named tensor it takes its size from] (`like = t`), or src alone."""
+    like = node.args["like"]
+    return f"[{src}, {f.tensors[like.name]}]" if isinstance(like, G.TensorRef) else src
 
 
 @keras_layer("channel_shuffle")

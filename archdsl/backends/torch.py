@@ -45,10 +45,6 @@ from .common import (
 from .layout import Br, Suite, lay
 from .registry import TORCH, TORCH_FACTS, TORCH_FUNCTIONAL
 
-_PRELUDE_ORDER = ("make_divisible", "same_padding", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "conv2d",
-                  "max_pool2d", "avg_pool2d", "SeparableConv2d", "PartialBatchNorm1d", "PartialBatchNorm2d",
-                  "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "center_crop", "ChannelSlice",
-                  "ChannelPad", "DropPath", "DropBlock2d", "Concat", "Residual", "Scale")
 _PRELUDE_NEEDS = {"Conv2dSame": {"same_padding"}, "MaxPool2dSame": {"same_padding"},
                   "AvgPool2dSame": {"same_padding"}, "SeparableConv2d": {"Conv2dSame"}, "conv2d": {"Conv2dSame"},
                   "max_pool2d": {"MaxPool2dSame"}, "avg_pool2d": {"AvgPool2dSame"}}
@@ -152,7 +148,6 @@ class _Module:
             classes.append(_Class(self, block).render().rstrip())
         net = _Class(self, program.network)
         classes.append(net.render().rstrip())
-        prelude_names = [n for n in _PRELUDE_ORDER if n in self.prelude]
         net_def = program.network
         root = self.elab.root
         return templates().get_template("torch.py.j2").render(
@@ -164,7 +159,7 @@ class _Module:
             uses_ordered=self.uses_ordered,
             uses_functional=any("F." in c for c in classes) or bool(self.prelude & {
                 "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "LayerNorm2d", "ChannelPad", "DropBlock2d"}),
-            prelude=prelude_names,
+            prelude=self.prelude,  # the helpers, in the template's order
             residual_drop_path=self.residual_drop_path,
             drop_per_batch=self.drop_per_batch,
             inference=self.inference,

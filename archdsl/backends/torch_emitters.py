@@ -312,11 +312,11 @@ def zeropad_channels(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
 @torch_functional("crop")
 def crop_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
     """To a named tensor's size: center_crop() in forward(), which holds the tensor; else a module."""
-    like = node.args["like"]
-    if not isinstance(like, G.TensorRef):
+    like = _like(c, node)
+    if like is None:
         return None
     c.m.need("center_crop")
-    return f"center_crop({src}, {c.tensors[like.name][0]})"
+    return f"center_crop({src}, {like})"
 
 
 @torch_module("channel_slice")
@@ -358,10 +358,16 @@ def upsample(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
 @torch_functional("upsample")
 def upsample_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
     """To a named tensor's size: F.interpolate in forward(), which holds the tensor; else a module."""
-    like = node.args["like"]
-    if not isinstance(like, G.TensorRef):
+    like = _like(c, node)
+    if like is None:
         return None
-    return Br("F.interpolate", [src, f"size={c.tensors[like.name][0]}.shape[-2:]", *_interpolation(c, node)]).flat()
+    return Br("F.interpolate", [src, f"size={like}.shape[-2:]", *_interpolation(c, node)]).flat()
+
+
+def _like(c, node: G.Layer) -> str | None:
+    """The variable of the named tensor a layer takes its size from (`like = t`), if it takes one."""
+    like = node.args["like"]
+    return c.tensors[like.name][0] if isinstance(like, G.TensorRef) else None
 
 
 def _interpolation(c, node: G.Layer) -> list[str]:

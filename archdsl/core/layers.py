@@ -440,19 +440,17 @@ def _upsample(a: dict, x: Shape) -> Result:
     if a["like"] is not None:
         _need_map(a["like"], "upsample's like")
         h, w = a["like"].height, a["like"].width
-        jumps = (None, None)
     elif a["size"] is not None:
         h, w = a["size"]
-        jumps = (None, None)
     else:
         sh, sw = a["factor"]
         h = None if x.height is None else math.floor(x.height * sh)
         w = None if x.width is None else math.floor(x.width * sw)
         if (h is not None and h < 1) or (w is not None and w < 1):
             raise ArgError(f"a factor of {describe(a['factor'])} leaves nothing of {x}", "factor")
-        jumps = (1 / Fraction(sh).limit_denominator(1000), None)
-    jump = jumps[0] if jumps[0] is not None else (
-        Fraction(x.height, h) if x.height is not None and h is not None else None)
+    # output pixels per input pixel along the height: the factor's inverse, or the sizes' ratio
+    jump = 1 / Fraction(a["factor"][0]).limit_denominator(1000) if a["factor"] is not None else \
+        Fraction(x.height, h) if x.height is not None and h is not None else None
     taps = 2 if a["mode"] == BILINEAR else 1  # the input pixels an output pixel reads, along an axis
     return Result(Shape((x.channels, h, w)), window=None if jump is None else (taps, jump))
 

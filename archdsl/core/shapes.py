@@ -338,24 +338,8 @@ class Expander:
             inst.args = {"shortcut": use and node.shortcut is not None, "drop_path": float(rate),
                          "per_batch": per_batch, "skip": skip}
             body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
-            if not skip:  # `residual if` whose condition is false: the body alone
-                end = body_end
-                inst.out_shape = end.shape
-                inst.rf = (end.rf, end.jump)
-                return end
-            sc_end = state
-            if node.shortcut is not None and use:
-                sc_end = self._seq(node.shortcut, state, env, _join(base, node.shortcut.name), inst.children)
-            if body_end.shape != sc_end.shape:
-                what = "the shortcut" if node.shortcut is not None and use else "the identity shortcut"
-                notes = []
-                if node.shortcut is not None and not use:
-                    notes.append("the shortcut's condition is false here, so the input is added unchanged")
-                elif node.shortcut is None:
-                    notes.append("add a projection: `residual { ... } shortcut { conv(...) bn }`")
-                raise ArchError(f"residual add of unequal shapes: the body gives {body_end.shape}, "
-                                f"{what} gives {sc_end.shape}", node.span, context=env.context, notes=notes)
-            end = _State(body_end.shape, max(body_end.rf, sc_end.rf), body_end.jump)
+            # `residual if` whose condition is false: the body alone
+            end = self._residual_sum(node, state, body_end, use, env, base, inst) if skip else body_end
         elif isinstance(node, G.Scale):
             base = parent if node.inline else path
             body_end = self._seq(node.body, state, env, _join(base, node.body.name), inst.children)
@@ -366,6 +350,23 @@ class Expander:
         inst.out_shape = end.shape
         inst.rf = (end.rf, end.jump)
         return end
+
+    def _residual_sum(self, node: G.Residual, state: _State, body_end: _State, use: bool, env: _Env, base: str,
+                      inst: Inst) -> _State:
+        """The end of a residual's sum: the shortcut (or the identity) added to the body's end."""
+        sc_end = state
+        if node.shortcut is not None and use:
+            sc_end = self._seq(node.shortcut, state, env, _join(base, node.shortcut.name), inst.children)
+        if body_end.shape != sc_end.shape:
+            what = "the shortcut" if node.shortcut is not None and use else "the identity shortcut"
+            notes = []
+            if node.shortcut is not None and not use:
+                notes.append("the shortcut's condition is false here, so the input is added unchanged")
+            elif node.shortcut is None:
+                notes.append("add a projection: `residual { ... } shortcut { conv(...) bn }`")
+            raise ArchError(f"residual add of unequal shapes: the body gives {body_end.shape}, "
+                            f"{what} gives {sc_end.shape}", node.span, context=env.context, notes=notes)
+        return _State(body_end.shape, max(body_end.rf, sc_end.rf), body_end.jump)
 
     def _least(self, node: G.Node) -> int:
         """The fewest instances a node can expand to, whatever the parameters: each layer, block call and

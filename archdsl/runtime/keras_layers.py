@@ -193,25 +193,6 @@ class PaddedAvgPool2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class LeakyReLUAnySlope(layers.Layer):
-    """x where x >= 0, negative_slope * x elsewhere, for any slope (Keras' LeakyReLU refuses a
-    negative one, which PyTorch's takes)."""
-
-    def __init__(self, negative_slope: float = 0.01, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.negative_slope = negative_slope
-
-    def call(self, x):
-        return ops.where(x >= 0, x, x * self.negative_slope)
-
-    def compute_output_shape(self, shape):
-        return shape
-
-    def get_config(self):
-        return {**super().get_config(), "negative_slope": self.negative_slope}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
 class ChannelPad(layers.Layer):
     """Adds (before, after) zero channels, channels last."""
 
@@ -227,6 +208,71 @@ class ChannelPad(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pad": self.pad}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelShuffle(layers.Layer):
+    """ShuffleNet's channel shuffle, as PyTorch's nn.ChannelShuffle: the channels, read as
+    [groups, channels / groups], transposed (output channel j * groups + i is input channel
+    i * channels / groups + j); channels last."""
+
+    def __init__(self, groups, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, x):
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        x = ops.reshape(
+            x, (-1, shape[1], shape[2], self.groups, channels // self.groups)
+        )
+        x = ops.transpose(x, (0, 1, 2, 4, 3))
+        return ops.reshape(x, (-1, shape[1], shape[2], channels))
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelSlice(layers.Layer):
+    """Channels start to start + count - 1 of its input (one part of a split), channels last."""
+
+    def __init__(self, start, count, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.start, self.count = start, count
+
+    def call(self, x):
+        return x[..., self.start : self.start + self.count]
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], self.count)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "count": self.count}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class CenterCrop2D(layers.Layer):
+    """Crops its first input at the centre to the height and width of its second: (excess // 2)
+    rows and columns before, the rest after (the U-Net paper's crop before a concatenation)."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        sizes = [
+            (n if n is not None else ops.shape(t)[axis])
+            for t in (x, reference)
+            for axis, n in ((1, t.shape[1]), (2, t.shape[2]))
+        ]
+        (height_in, width_in, height, width) = sizes
+        top, left = (height_in - height) // 2, (width_in - width) // 2
+        return x[:, top : top + height, left : left + width, :]
+
+    def compute_output_shape(self, shape):
+        (batch, _, _, channels), (_, height, width, _) = shape
+        return (batch, height, width, channels)
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
@@ -353,97 +399,6 @@ class ConvTranspose2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class LayerScale(layers.Layer):
-    """Multiplies each channel by a learned scale."""
-
-    def __init__(self, init: float = 1e-6, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.init = init
-
-    def build(self, shape):
-        self.gamma = self.add_weight(
-            shape=(shape[-1],),
-            initializer=keras.initializers.Constant(self.init),
-            name="gamma",
-        )
-
-    def call(self, x):
-        return x * self.gamma
-
-    def get_config(self):
-        return {**super().get_config(), "init": self.init}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class LocalResponseNorm(layers.Layer):
-    """Local response normalization across channels, as torch.nn.LocalResponseNorm computes it:
-    x / (k + alpha / size * sum of x^2 over `size` neighbouring channels) ** beta."""
-
-    def __init__(
-        self,
-        size: int,
-        alpha: float = 1e-4,
-        beta: float = 0.75,
-        k: float = 1.0,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-
-    def call(self, x):
-        channels = x.shape[-1]
-        squared = ops.pad(
-            ops.square(x),
-            [[0, 0], [0, 0], [0, 0], [self.size // 2, (self.size - 1) // 2]],
-        )
-        total = squared[..., 0:channels]
-        for i in range(1, self.size):
-            total = total + squared[..., i : i + channels]
-        return x / ops.power(self.k + self.alpha / self.size * total, self.beta)
-
-    def get_config(self):
-        config = {
-            "size": self.size,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "k": self.k,
-        }
-        return {**super().get_config(), **config}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class AdaptiveAvgPool2D(layers.Layer):
-    """Average pooling to a fixed output size with PyTorch's windows: output cell i covers input
-    rows floor(i * n / out) to ceil((i + 1) * n / out)."""
-
-    def __init__(self, output_size, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.output_size = (
-            tuple(output_size)
-            if isinstance(output_size, (tuple, list))
-            else (output_size,) * 2
-        )
-
-    def call(self, x):
-        (oh, ow), (h, w) = self.output_size, (x.shape[1], x.shape[2])
-        rows = []
-        for i in range(oh):
-            r0, r1 = i * h // oh, -(-(i + 1) * h // oh)
-            cells = []
-            for j in range(ow):
-                c0, c1 = j * w // ow, -(-(j + 1) * w // ow)
-                cells.append(ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
-            rows.append(ops.stack(cells, axis=1))
-        return ops.stack(rows, axis=1)
-
-    def compute_output_shape(self, shape):
-        return (shape[0], *self.output_size, shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "output_size": self.output_size}
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
 class Interpolate2D(layers.Layer):
     """PyTorch's F.interpolate over height and width, channels last: to a size, by a scale, or
     (called on [x, reference]) to the reference's height and width; nearest (PyTorch's "nearest":
@@ -528,68 +483,113 @@ class Interpolate2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class ChannelShuffle(layers.Layer):
-    """ShuffleNet's channel shuffle, as PyTorch's nn.ChannelShuffle: the channels, read as
-    [groups, channels / groups], transposed (output channel j * groups + i is input channel
-    i * channels / groups + j); channels last."""
+class LayerScale(layers.Layer):
+    """Multiplies each channel by a learned scale."""
 
-    def __init__(self, groups, **kwargs) -> None:
+    def __init__(self, init: float = 1e-6, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.groups = groups
+        self.init = init
+
+    def build(self, shape):
+        self.gamma = self.add_weight(
+            shape=(shape[-1],),
+            initializer=keras.initializers.Constant(self.init),
+            name="gamma",
+        )
 
     def call(self, x):
-        shape = ops.shape(x)
-        channels = x.shape[-1]
-        x = ops.reshape(
-            x, (-1, shape[1], shape[2], self.groups, channels // self.groups)
-        )
-        x = ops.transpose(x, (0, 1, 2, 4, 3))
-        return ops.reshape(x, (-1, shape[1], shape[2], channels))
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class LeakyReLUAnySlope(layers.Layer):
+    """x where x >= 0, negative_slope * x elsewhere, for any slope (Keras' LeakyReLU refuses a
+    negative one, which PyTorch's takes)."""
+
+    def __init__(self, negative_slope: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.negative_slope = negative_slope
+
+    def call(self, x):
+        return ops.where(x >= 0, x, x * self.negative_slope)
 
     def compute_output_shape(self, shape):
         return shape
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
+        return {**super().get_config(), "negative_slope": self.negative_slope}
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class CenterCrop2D(layers.Layer):
-    """Crops its first input at the centre to the height and width of its second: (excess // 2)
-    rows and columns before, the rest after (the U-Net paper's crop before a concatenation)."""
+class LocalResponseNorm(layers.Layer):
+    """Local response normalization across channels, as torch.nn.LocalResponseNorm computes it:
+    x / (k + alpha / size * sum of x^2 over `size` neighbouring channels) ** beta."""
 
-    def call(self, inputs):
-        x, reference = inputs
-        sizes = [
-            (n if n is not None else ops.shape(t)[axis])
-            for t in (x, reference)
-            for axis, n in ((1, t.shape[1]), (2, t.shape[2]))
-        ]
-        (height_in, width_in, height, width) = sizes
-        top, left = (height_in - height) // 2, (width_in - width) // 2
-        return x[:, top : top + height, left : left + width, :]
-
-    def compute_output_shape(self, shape):
-        (batch, _, _, channels), (_, height, width, _) = shape
-        return (batch, height, width, channels)
-
-
-@keras.saving.register_keras_serializable(package="archdsl")
-class ChannelSlice(layers.Layer):
-    """Channels start to start + count - 1 of its input (one part of a split), channels last."""
-
-    def __init__(self, start, count, **kwargs) -> None:
+    def __init__(
+        self,
+        size: int,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 1.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
-        self.start, self.count = start, count
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def call(self, x):
-        return x[..., self.start : self.start + self.count]
-
-    def compute_output_shape(self, shape):
-        return (*shape[:-1], self.count)
+        channels = x.shape[-1]
+        squared = ops.pad(
+            ops.square(x),
+            [[0, 0], [0, 0], [0, 0], [self.size // 2, (self.size - 1) // 2]],
+        )
+        total = squared[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + squared[..., i : i + channels]
+        return x / ops.power(self.k + self.alpha / self.size * total, self.beta)
 
     def get_config(self):
-        return {**super().get_config(), "start": self.start, "count": self.count}
+        config = {
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "k": self.k,
+        }
+        return {**super().get_config(), **config}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class AdaptiveAvgPool2D(layers.Layer):
+    """Average pooling to a fixed output size with PyTorch's windows: output cell i covers input
+    rows floor(i * n / out) to ceil((i + 1) * n / out)."""
+
+    def __init__(self, output_size, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output_size = (
+            tuple(output_size)
+            if isinstance(output_size, (tuple, list))
+            else (output_size,) * 2
+        )
+
+    def call(self, x):
+        (oh, ow), (h, w) = self.output_size, (x.shape[1], x.shape[2])
+        rows = []
+        for i in range(oh):
+            r0, r1 = i * h // oh, -(-(i + 1) * h // oh)
+            cells = []
+            for j in range(ow):
+                c0, c1 = j * w // ow, -(-(j + 1) * w // ow)
+                cells.append(ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
+            rows.append(ops.stack(cells, axis=1))
+        return ops.stack(rows, axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.output_size, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
