@@ -306,27 +306,27 @@ class _Function(CodeUnit):
                         self.out.add(choice)
                 else:
                     other = self.seq(node.shortcut, identity, self.fresh("shortcut"), sc_path)
-            outer = self.out
+            suite = self.out
             if when is not None:  # the skip where the condition holds, else the body alone
                 if body != dst:
                     self.out.assign(dst, body)
                     body = dst
-                self.out = self.out.if_(self.expr(when)).body
-            if not is_zero(node.drop_path):
-                # stochastic depth: a dropout of whole samples, or of the whole batch (Keras scales the
-                # kept ones by 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
-                ranks = {inst.out_shape.rank for inst in self.uses(node)}
-                batch = "None" if is_false(node.per_batch) else "1" if is_true(node.per_batch) else \
-                    f"1 if {self.expr(node.per_batch)} else None"
-                if len(ranks) == 1:
-                    noise = f"({', '.join([batch, *['1'] * ranks.pop()])})"
-                else:  # pragma: no cover - a residual used on maps and on flat features
-                    noise = f"({batch},) + (1,) * (len({body}.shape) - 1)"
-                self.out.assign(dst, Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
-                                                           f"name={here.suffix('drop_path').code()}"]), f"({body})")
-                body = dst
-            self.out.assign(dst, Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]))
-            self.out = outer
+                suite = self.out.if_(self.expr(when)).body
+            with self.into(suite):
+                if not is_zero(node.drop_path):
+                    # stochastic depth: a dropout of whole samples, or of the whole batch (Keras scales the
+                    # kept ones by 1 / (1 - rate), as PyTorch's DropPath does); nothing in inference
+                    ranks = {inst.out_shape.rank for inst in self.uses(node)}
+                    batch = "None" if is_false(node.per_batch) else "1" if is_true(node.per_batch) else \
+                        f"1 if {self.expr(node.per_batch)} else None"
+                    if len(ranks) == 1:
+                        noise = f"({', '.join([batch, *['1'] * ranks.pop()])})"
+                    else:  # pragma: no cover - a residual used on maps and on flat features
+                        noise = f"({batch},) + (1,) * (len({body}.shape) - 1)"
+                    self.out.assign(dst, Br("layers.Dropout", [self.expr(node.drop_path), f"noise_shape={noise}",
+                                                               f"name={here.suffix('drop_path').code()}"]), f"({body})")
+                    body = dst
+                self.out.assign(dst, Br(f"layers.Add(name={here.code()})", [Br("", [body, other], "[", "]")]))
             return dst
         if isinstance(node, G.Scale):
             gate = self.fresh("scaled")
