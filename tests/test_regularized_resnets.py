@@ -148,7 +148,7 @@ def test_whole_network_training_passes_drop_whole_blocks_in_both_frameworks(sd):
     x = np.random.default_rng(1).standard_normal((2, 3, RESOLUTION, RESOLUTION)).astype("float32")
     seen: list[tuple] = []
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, i[0].clone(), o.clone()))) for m in torch_drops]
-    passes = {"torch": 4, "keras": 2}
+    passes = {"torch": 2, "keras": 1}
     torch.manual_seed(0)
     torch_model.train()
     with torch.no_grad():
@@ -217,7 +217,7 @@ def test_evaluation_is_the_plain_network_exactly_and_huangs_rule_with_bn2_scaled
 
 # ResNet-50 with DropBlock ------------------------------------------------------------------------------
 
-DB_RESOLUTION = 64  # layer3 at 4 x 4, layer4 at 2 x 2: blocks clipped to the map
+DB_RESOLUTION = 32  # layer3 at 2 x 2, layer4 at 1 x 1: blocks clipped to the map
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,7 @@ def test_pytorch_is_timms_layout_and_draws_for_draw_in_training(db):
     zeros = []
     hooks = [m.register_forward_hook(lambda m, i, o: zeros.append(int((o == 0).sum())))
              for _, m in _torch_dropblocks(model, tm)]
-    x = torch.randn(2, 3, DB_RESOLUTION, DB_RESOLUTION)
+    x = torch.randn(8, 3, DB_RESOLUTION, DB_RESOLUTION)  # 8 samples: 72 masks, some drop (p ~ 0.999)
     model.train()
     ref.train()
     with torch.no_grad():
@@ -311,7 +311,7 @@ def test_every_dropblock_zeroes_the_predicted_share_in_shared_blocks_in_both_fra
 
 def test_keras_training_pass_drops_shared_blocks_in_the_network(db):
     """A training pass of the Keras network: after each DropBlock the zeros of every sample are the
-    same in all channels, in blocks (clipped to the 4 x 4 and 2 x 2 maps), the rest scaled."""
+    same in all channels, in blocks (clipped to the 2 x 2 and 1 x 1 maps), the rest scaled."""
     import keras
 
     _, _, _, keras_model = db
