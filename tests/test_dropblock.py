@@ -33,14 +33,15 @@ def gamma_of(size: int, rate: float, h: int, w: int) -> tuple[int, int, float]:
     return kh, kw, float(rate * h * w) / float(kh * kw) / float((h - kh + 1) * (w - kw + 1))
 
 
-def timm_drop_block(x: torch.Tensor, size: int, rate: float, seeds: torch.Tensor | None = None) -> torch.Tensor:
+def timm_drop_block(x: torch.Tensor, size: int, rate: float, seeds: torch.Tensor | None = None,
+                    per_channel: bool = True) -> torch.Tensor:
     """timm/layers/drop.py's drop_block_2d (timm 1.0.23 and later) with gamma_scale=1, with_noise=False,
-    couple_channels=False, scale_by_keep=True; the seeds drawn as timm draws them (a Bernoulli tensor of
-    x's shape, B x C x H x W) unless given."""
+    couple_channels=not per_channel, scale_by_keep=True; the seeds drawn as timm draws them (a Bernoulli
+    tensor of B x C x H x W, or B x 1 x H x W for a mask per sample) unless given."""
     b, c, h, w = x.shape
     kh, kw, gamma = gamma_of(size, rate, h, w)
     if seeds is None:
-        seeds = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device).bernoulli_(gamma)
+        seeds = torch.empty((b, c if per_channel else 1, h, w), dtype=x.dtype, device=x.device).bernoulli_(gamma)
     dropped = F.max_pool2d(seeds, kernel_size=(kh, kw), stride=1, padding=(kh // 2, kw // 2))
     if kh % 2 == 0 or kw % 2 == 0:  # a pooling of an even size gives one row (column) more: the first goes
         dropped = dropped[..., (kh + 1) % 2:, (kw + 1) % 2:]
@@ -98,11 +99,15 @@ def _layers(tmp_path, body: str, input_shape: str = "[8, 12, 10]"):
 
 def test_shape_arguments_and_description(tmp_path):
     default, given = _layers(tmp_path, "conv(8, 3, pad = 1) dropblock dropblock(3, rate = 0.25) flatten")
-    assert default.args == {"size": 7, "rate": 0.1} and given.args == {"size": 3, "rate": 0.25}
+    assert default.args == {"size": 7, "rate": 0.1, "per_channel": True}
+    assert given.args == {"size": 3, "rate": 0.25, "per_channel": True}
     for inst in (default, given):
         assert tuple(inst.out_shape.dims) == tuple(inst.in_shape.dims) == (8, 12, 10)
         assert (inst.params, inst.macs) == (0, 0)
     assert LAYERS["dropblock"].description(default.args) == "dropblock 7, 0.1"
+    (shared,) = _layers(tmp_path, "dropblock(5, 0.025, per_channel = false)")
+    assert shared.args == {"size": 5, "rate": 0.025, "per_channel": False}
+    assert LAYERS["dropblock"].description(shared.args) == "dropblock 5, 0.025, shared"
     assert LAYERS["dropblock"].category == "regularization" and not LAYERS["dropblock"].weights
     # a block larger than the map is clipped to it, not refused
     (big,) = _layers(tmp_path, "dropblock(size = 9)", "[4, 5, 3]")
@@ -115,7 +120,8 @@ def test_shape_arguments_and_description(tmp_path):
     ("dropblock(3, -0.1)", "'rate' must be in [0, 1), got -0.1", 18),
     ("dropblock(0)", "'size' must be at least 1, got 0", 15),
     ("dropblock(2.5)", "'size' expects an integer, got 2.5", 15),
-    ("dropblock(3, 0.1, 2)", "dropblock takes 2 arguments (size, rate), got 3", 23),
+    ("dropblock(3, 0.1, 2)", "'per_channel' expects true or false, got 2", 23),
+    ("dropblock(3, 0.1, false, 2)", "dropblock takes 3 arguments (size, rate, per_channel), got 4", 30),
 ])
 def test_bad_arguments_are_refused_with_a_located_message(tmp_path, body, message, column):
     check_error(tmp_path, net(body), message, 3, column)
@@ -144,16 +150,19 @@ def test_evaluation_is_the_identity_with_weights_in_both_frameworks(tmp_path):
 
 def test_the_generated_modules_are_ruff_clean_and_formatted(tmp_path):
     """The prelude's DropBlock2d and the copied DropBlock2D as ruff lays them out, in the plain and the
-    inference emission."""
+    inference emission, and with per_channel (a mask shared by the channels)."""
     from .test_generated import _ruff
 
     spec = tmp_path / "weights.arch"
     spec.write_text(WEIGHTS)
-    elab = load(str(spec))
+    shared = tmp_path / "shared.arch"  # one mask per sample: DropBlock2d's per_channel
+    shared.write_text(WEIGHTS.replace("dropblock(3, r)", "dropblock(3, r, per_channel = false)"))
     folder = tmp_path / "generated"
     folder.mkdir()
     for name, target, optimize in (("plain", "torch", None), ("inference", "torch", "inference"),
-                                   ("functional", "keras", None)):
+                                   ("functional", "keras", None), ("shared", "torch", None),
+                                   ("shared_functional", "keras", None)):
+        elab = load(str(shared if name.startswith("shared") else spec))
         code = generate(elab, target, optimize)
         assert ("class DropBlock2d(nn.Module):" if target == "torch" else "class DropBlock2D(layers.Layer):") in code
         (folder / f"{name}_{target}.py").write_text(code)
@@ -206,10 +215,11 @@ CASES = [((4, 3, 24, 24), 7, 0.1), ((4, 3, 5, 9), 7, 0.3), ((3, 5, 10, 11), 4, 0
          ((2, 3, 6, 6), 6, 0.5), ((4, 2, 7, 3), 2, 0.25), ((4, 2, 9, 8), 1, 0.2)]
 
 
-def _modules(tmp_path):
-    """The generated modules of a one-layer spec: their DropBlock2d and DropBlock2D classes."""
+def _modules(tmp_path, per_channel: bool = True):
+    """The generated modules of a one-layer spec: their DropBlock2d and DropBlock2D classes (PyTorch's
+    takes per_channel only where a spec gives it false)."""
     spec = tmp_path / "one.arch"
-    spec.write_text("network One {\n    input [3, 8, 8]\n    dropblock(3, 0.5)\n}\n")
+    spec.write_text(f"network One {{\n    input [3, 8, 8]\n    dropblock(3, 0.5, {str(per_channel).lower()})\n}}\n")
     elab = load(str(spec))
     modules = []
     for target in ("torch", "keras"):
@@ -268,6 +278,70 @@ def test_keras_dropblock_is_the_same_math_on_the_same_seeds(tmp_path, monkeypatc
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
     assert np.array_equal(np.asarray(km.DropBlock2D(size, rate)(x.transpose(0, 2, 3, 1), training=False)),
                           x.transpose(0, 2, 3, 1))
+
+
+# One mask per sample, shared by its channels (per_channel = false; timm's couple_channels=True, what its
+# ResNet's drop_block_rate builds): the same math on seeds drawn B x 1 x H x W.
+
+def test_a_shared_mask_is_written_only_where_a_spec_asks_for_it(tmp_path):
+    plain, shared = (generate(load(str(p)), "torch") for p in _specs(tmp_path))
+    assert "per_channel" not in plain and "DropBlock2d(3, 0.5)" in plain
+    assert "self.dropblock1 = DropBlock2d(3, 0.5, per_channel=False)" in shared
+    assert "self, size: int = 7, rate: float = 0.1, per_channel: bool = True" in shared
+    keras_code = generate(load(str(_specs(tmp_path)[1])), "keras")
+    assert 'DropBlock2D(3, 0.5, per_channel=False, name="dropblock1")' in keras_code
+
+
+def _specs(tmp_path):
+    paths = []
+    for flag in ("true", "false"):
+        path = tmp_path / f"flag_{flag}.arch"
+        path.write_text(f"network F {{\n    input [3, 8, 8]\n    dropblock(3, 0.5, per_channel = {flag})\n}}\n")
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("shape, size, rate", CASES[:4])
+def test_a_shared_mask_is_timms_coupled_channels_draw_for_draw(tmp_path, shape, size, rate):
+    drop = pytest.importorskip("timm.layers.drop")
+    tm, _ = _modules(tmp_path, per_channel=False)
+    x = torch.rand(shape) + 1.0
+    layer = tm.DropBlock2d(size, rate, per_channel=False).train()
+    torch.manual_seed(7)
+    got = layer(x)
+    torch.manual_seed(7)
+    assert torch.equal(got, timm_drop_block(x, size, rate, per_channel=False))
+    if "couple_channels" in inspect.signature(drop.drop_block_2d).parameters:
+        torch.manual_seed(7)
+        assert torch.equal(got, drop.drop_block_2d(x, rate, size, couple_channels=True))
+    zero = (got == 0).numpy()
+    assert np.array_equal(zero, np.broadcast_to(zero[:, :1], zero.shape))  # every channel, one mask
+
+
+@pytest.mark.parametrize("shape, size, rate", CASES[:4])
+def test_keras_shared_mask_is_the_same_math_on_the_same_seeds(tmp_path, monkeypatch, shape, size, rate):
+    import keras
+
+    _, km = _modules(tmp_path, per_channel=False)
+    b, _, h, w = shape
+    noise = np.random.default_rng(size).uniform(size=(b, h, w, 1)).astype(np.float32)
+    drawn = []
+
+    def uniform(shape, seed=None, **kw):
+        drawn.append(tuple(shape))
+        return keras.ops.convert_to_tensor(noise)
+
+    monkeypatch.setattr(keras.random, "uniform", uniform)
+    x = np.random.default_rng(1).uniform(1.0, 2.0, shape).astype(np.float32)
+    layer = km.DropBlock2D(size, rate, per_channel=False)
+    got = np.asarray(layer(x.transpose(0, 2, 3, 1), training=True)).transpose(0, 3, 1, 2)
+    assert [tuple(int(n) for n in d) for d in drawn] == [(b, h, w, 1)]  # one draw per sample and pixel
+    _, _, gamma = gamma_of(size, rate, h, w)
+    seeds = torch.from_numpy((noise < np.float32(gamma)).astype(np.float32).transpose(0, 3, 1, 2).copy())
+    expected = timm_drop_block(torch.from_numpy(x), size, rate, seeds).numpy()
+    assert np.array_equal(got == 0, expected == 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+    assert km.DropBlock2D.from_config(layer.get_config()).per_channel is False
 
 
 # Training: the generated models, statistically --------------------------------------------------------

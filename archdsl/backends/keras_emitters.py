@@ -85,7 +85,10 @@ def dropblock(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     if is_zero(a["rate"]):  # at a rate of the constant 0 it does nothing: no layer
         return src
     f.m.need("DropBlock2D")
-    return f.apply(Br("DropBlock2D", [f.typed(node, a["size"]), f.typed(node, a["rate"]), _name(path)]), src, dst)
+    args = [f.typed(node, a["size"]), f.typed(node, a["rate"])]
+    if not is_true(a["per_channel"]):
+        args.append(f"per_channel={f.typed(node, a['per_channel'])}")
+    return f.apply(Br("DropBlock2D", [*args, _name(path)]), src, dst)
 
 
 @keras_layer("dense")

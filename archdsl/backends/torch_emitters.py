@@ -234,7 +234,11 @@ def dropblock(c, node: G.Layer, cin: Code, inplace: bool) -> Br | str:
     if is_zero(a["rate"]):  # in a Sequential, where its place keeps the indices of the modules after it
         return "nn.Identity()"
     c.m.need("DropBlock2d")
-    return Br("DropBlock2d", [c.typed(node, a["size"]), c.typed(node, a["rate"])])
+    args = [c.typed(node, a["size"]), c.typed(node, a["rate"])]
+    if not is_true(a["per_channel"]):  # one mask per sample: DropBlock2d takes per_channel
+        c.m.dropblock_shared = True
+        args.append(f"per_channel={c.typed(node, a['per_channel'])}")
+    return Br("DropBlock2d", args)
 
 
 @torch_functional("dropblock")

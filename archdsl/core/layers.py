@@ -670,12 +670,16 @@ _add(LayerType("spatial_dropout", (P("rate", k_rate, 0.5, "probability of zeroin
 _add(LayerType("dropblock", (
     P("size", k_int, 7, "side of the square blocks zeroed (clipped to the map's height and width)"),
     P("rate", k_rate, 0.1, "the drop rate that gamma, the rate of block seeds, is computed from"),
+    P("per_channel", k_bool, True, "a mask per sample and channel; false: one per sample, shared by its channels "
+                                   "(timm's couple_channels=True, its default and its ResNet's)"),
 ), _same_shape("dropblock", True), "regularization",
-   "DropBlock (Ghiasi et al., 2018; active in training only), as timm's drop_block_2d(couple_channels=False): "
-   "seeds drawn per sample, channel and pixel at gamma = rate * H * W / (kh * kw) / ((H - kh + 1) * (W - kw + 1)), "
-   "kh = min(size, H), kw = min(size, W), each zeroing the kh x kw block from kh // 2 rows above it to (kh - 1) // 2 "
-   "below (columns alike, clipped at the borders); the kept activations scaled by numel / kept count of the batch",
-   describe=lambda a: f"dropblock {a['size']}, {a['rate']:g}", channels=IN))
+   "DropBlock (Ghiasi et al., 2018; active in training only), as timm's drop_block_2d(couple_channels=not "
+   "per_channel): seeds drawn per sample, channel (per_channel) and pixel at gamma = rate * H * W / (kh * kw) / "
+   "((H - kh + 1) * (W - kw + 1)), kh = min(size, H), kw = min(size, W), each zeroing the kh x kw block from "
+   "kh // 2 rows above it to (kh - 1) // 2 below (columns alike, clipped at the borders); the kept activations "
+   "scaled by numel / kept count of the batch",
+   describe=lambda a: f"dropblock {a['size']}, {a['rate']:g}" + ("" if a.get("per_channel", True) else ", shared"),
+   channels=IN))
 _add(LayerType("bn", (
     P("eps", k_float, 1e-5, "added to the variance"),
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),

@@ -595,15 +595,17 @@ class AdaptiveAvgPool2D(layers.Layer):
 @keras.saving.register_keras_serializable(package="archdsl")
 class DropBlock2D(layers.Layer):
     """DropBlock (Ghiasi et al., 2018) as archdsl's PyTorch DropBlock2d computes it (timm's
-    drop_block_2d with a mask per sample and channel), channels last: while training, seeds
-    drawn anywhere on the map at gamma = rate * H * W / (kh * kw) / ((H - kh + 1) *
-    (W - kw + 1)) (kh, kw: size clipped to the map) each zero the kh x kw block around them
-    (rows -(kh // 2) to (kh - 1) // 2 of the seed, clipped at the borders), and the kept
-    activations are scaled by numel / kept count; the identity in inference."""
+    drop_block_2d with a mask per sample and channel, or with per_channel=False one per
+    sample that all its channels share), channels last: while training, seeds drawn anywhere
+    on the map at gamma = rate * H * W / (kh * kw) / ((H - kh + 1) * (W - kw + 1)) (kh, kw:
+    size clipped to the map) each zero the kh x kw block around them (rows -(kh // 2) to
+    (kh - 1) // 2 of the seed, clipped at the borders), and the kept activations are scaled
+    by numel / kept count; the identity in inference."""
 
-    def __init__(self, size=7, rate=0.1, seed=None, **kwargs) -> None:
+    def __init__(self, size=7, rate=0.1, per_channel=True, seed=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.size, self.rate, self.seed = size, rate, seed
+        self.per_channel = per_channel
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, x, training=None):
@@ -620,7 +622,8 @@ class DropBlock2D(layers.Layer):
             sizes.append(n)
         (h, w), (kh, kw) = sizes, blocks
         gamma = self.rate * h * w / (kh * kw) / ((h - kh + 1) * (w - kw + 1))
-        noise = keras.random.uniform(ops.shape(x), seed=self.seed_generator)
+        shape = ops.shape(x) if self.per_channel else (*ops.shape(x)[:3], 1)
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
         dropped = ops.cast(noise < gamma, "float32")
         dropped = self._spread(self._spread(dropped, 1, kh), 2, kw)
         keep = 1.0 - dropped
@@ -658,5 +661,6 @@ class DropBlock2D(layers.Layer):
             **super().get_config(),
             "size": self.size,
             "rate": self.rate,
+            "per_channel": self.per_channel,
             "seed": self.seed,
         }
