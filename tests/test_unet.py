@@ -2,7 +2,8 @@
 Ronneberger, Fischer and Brox (2015), Fig. 1 and section 2, not from the generated code: the same
 parameter count (31,030,658, the spec header's hand count), the module's weights loaded by order into
 the generated model give its outputs, and the shape report follows Fig. 1 from the 572x572 tile to the
-388x388x2 map."""
+388x388x2 map. A functional Keras U-Net written the same way (the benchmarks' Keras reference) gives the
+generated Keras model's outputs from its weights."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from torch import nn
 
 from archdsl.api import generate, load
 from archdsl.language.errors import ArchError
-from archdsl.runtime.interop import load_torch_reference
+from archdsl.runtime.interop import load_keras_reference, load_torch_reference
 
-from .frameworks import ROOT, count_torch, import_path, sample_input
+from .frameworks import ROOT, count_keras, count_torch, import_path, keras_outputs, sample_input
 
 PARAMS = 31_030_658  # specs/unet.arch's header, per layer
 
@@ -68,6 +69,31 @@ class PaperUNet(nn.Module):
         return self.classifier(x)
 
 
+def paper_unet_keras(resolution: int = 572, in_channels: int = 1, classes: int = 2, base: int = 64):
+    """The same network as PaperUNet, written as a functional Keras model (channels last)."""
+    import keras
+    from keras import layers
+
+    def two_convolutions(x, width):
+        x = layers.Conv2D(width, 3, activation="relu")(x)
+        return layers.Conv2D(width, 3, activation="relu")(x)
+
+    inputs = keras.Input(shape=(resolution, resolution, in_channels))
+    x, copies = inputs, []
+    for level in range(5):
+        x = two_convolutions(x if level == 0 else layers.MaxPooling2D(2)(x), base * 2**level)
+        copies.append(x)
+    copies.pop()
+    for level in reversed(range(4)):
+        x = layers.Conv2DTranspose(base * 2**level, 2, strides=2)(x)
+        copy = copies.pop()
+        excess = copy.shape[1] - x.shape[1], copy.shape[2] - x.shape[2]
+        copy = layers.Cropping2D(((excess[0] // 2, excess[0] - excess[0] // 2),
+                                  (excess[1] // 2, excess[1] - excess[1] // 2)))(copy)
+        x = two_convolutions(layers.Concatenate()([copy, x]), base * 2**level)
+    return keras.Model(inputs, layers.Conv2D(classes, 1)(x), name="paper_unet")
+
+
 def _load(resolution: int):
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -114,6 +140,26 @@ def test_the_paper_module_has_the_spec_parameter_count_and_its_weights_give_its_
     x = torch.from_numpy(sample_input((1, 188, 188), batch=1, seed=11))
     with torch.no_grad():
         expected, got = reference(x).numpy(), model(x).numpy()
+    assert expected.shape == got.shape == (1, 2, 4, 4)
+    scale = float(np.abs(expected).max())
+    assert scale > 1e-4, "outputs are all but zero, nothing is compared"
+    assert float(np.abs(got - expected).max()) <= 1e-5 * max(1.0, scale)
+
+
+def test_a_hand_written_keras_unet_has_the_count_and_its_weights_give_its_outputs(tmp_path):
+    """The functional Keras U-Net the benchmarks compare with (benchmarks/models.py)."""
+    import keras
+
+    keras.utils.set_random_seed(12)
+    reference = paper_unet_keras(188)
+    assert count_keras(reference) == PARAMS
+    path = tmp_path / "unet_keras.py"
+    path.write_text(generate(_load(188), "keras"))
+    model = import_path(path, "test_unet_keras").build_model()
+    load_keras_reference(model, reference)
+    x = sample_input((1, 188, 188), batch=1, seed=13)
+    expected = np.asarray(reference(x.transpose(0, 2, 3, 1), training=False)).transpose(0, 3, 1, 2)
+    got = keras_outputs(model, x)[0]
     assert expected.shape == got.shape == (1, 2, 4, 4)
     scale = float(np.abs(expected).max())
     assert scale > 1e-4, "outputs are all but zero, nothing is compared"
