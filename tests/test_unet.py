@@ -19,6 +19,7 @@ from archdsl.language.errors import ArchError
 from archdsl.runtime.interop import load_keras_reference, load_torch_reference
 
 from .frameworks import ROOT, count_keras, count_torch, import_path, keras_outputs, sample_input
+from .unet_keras import paper_unet_keras
 
 PARAMS = 31_030_658  # specs/unet.arch's header, per layer
 
@@ -50,8 +51,8 @@ class PaperUNet(nn.Module):
 
     @staticmethod
     def _two_convolutions(c_in: int, c_out: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=3), nn.ReLU(),
-                             nn.Conv2d(c_out, c_out, kernel_size=3), nn.ReLU())
+        return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=3), nn.ReLU(inplace=True),
+                             nn.Conv2d(c_out, c_out, kernel_size=3), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         copies = []
@@ -67,31 +68,6 @@ class PaperUNet(nn.Module):
             copy = copy[:, :, top:top + x.shape[2], left:left + x.shape[3]]
             x = step["convs"](torch.cat([copy, x], dim=1))
         return self.classifier(x)
-
-
-def paper_unet_keras(resolution: int = 572, in_channels: int = 1, classes: int = 2, base: int = 64):
-    """The same network as PaperUNet, written as a functional Keras model (channels last)."""
-    import keras
-    from keras import layers
-
-    def two_convolutions(x, width):
-        x = layers.Conv2D(width, 3, activation="relu")(x)
-        return layers.Conv2D(width, 3, activation="relu")(x)
-
-    inputs = keras.Input(shape=(resolution, resolution, in_channels))
-    x, copies = inputs, []
-    for level in range(5):
-        x = two_convolutions(x if level == 0 else layers.MaxPooling2D(2)(x), base * 2**level)
-        copies.append(x)
-    copies.pop()
-    for level in reversed(range(4)):
-        x = layers.Conv2DTranspose(base * 2**level, 2, strides=2)(x)
-        copy = copies.pop()
-        excess = copy.shape[1] - x.shape[1], copy.shape[2] - x.shape[2]
-        copy = layers.Cropping2D(((excess[0] // 2, excess[0] - excess[0] // 2),
-                                  (excess[1] // 2, excess[1] - excess[1] // 2)))(copy)
-        x = two_convolutions(layers.Concatenate()([copy, x]), base * 2**level)
-    return keras.Model(inputs, layers.Conv2D(classes, 1)(x), name="paper_unet")
 
 
 def _load(resolution: int):
