@@ -33,7 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import interleaved, median, ratio_stats, spread, write_json
-from models import KERAS_KEYS, entry, generated_module, optimize_available, optimized_module, reference_args
+from models import (
+    HANDWRITTEN,
+    HANDWRITTEN_KEYS,
+    KERAS_KEYS,
+    entry,
+    generated_module,
+    handwritten_input,
+    handwritten_keras,
+    optimize_available,
+    optimized_module,
+    reference_args,
+)
 
 GOAL = 1.02
 BATCH = 8
@@ -57,6 +68,32 @@ def _layer_counts(model) -> dict[str, int]:
     return dict(Counter(kind(layer) for layer in model.layers))
 
 
+def build(key: str):
+    """The reference, the generated model, the batch and the input (channels, height, width): a
+    keras.applications model at batch 8, 224x224x3 (its 1-D weights perturbed, so the outputs are not
+    trivially alike), or a hand-written one (models.HANDWRITTEN) at its pair's input."""
+    import keras
+
+    e = entry(key)
+    if key in HANDWRITTEN:
+        batch, shape = handwritten_input(key)
+        return (handwritten_keras(key), generated_module(key, "keras", HANDWRITTEN[key]["sets"]).build_model(),
+                batch, shape)
+    ref = getattr(keras.applications, e.keras_reference)(weights=None, input_shape=(224, 224, 3),
+                                                        **reference_args(e.keras_reference_args))
+    rng = np.random.default_rng(5)
+    ref.set_weights([w + rng.uniform(-0.1, 0.1, w.shape).astype(w.dtype) if w.ndim == 1 else w
+                     for w in ref.get_weights()])
+    return ref, generated_module(key, "keras").build_model(), BATCH, (3, 224, 224)
+
+
+def reference_name(key: str) -> str:
+    if key in HANDWRITTEN:
+        batch, shape = handwritten_input(key)
+        return f"{HANDWRITTEN[key]['keras']}, batch {batch}, {'x'.join(map(str, shape))}"
+    return f"keras.applications.{entry(key).keras_reference}"
+
+
 def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimized: bool, device: str) -> dict:
     import keras
     import tensorflow as tf
@@ -65,21 +102,17 @@ def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimize
 
     e = entry(key)
     with tf.device(device):
-        ref = getattr(keras.applications, e.keras_reference)(weights=None, input_shape=(224, 224, 3),
-                                                            **reference_args(e.keras_reference_args))
-        rng = np.random.default_rng(5)
-        ref.set_weights([w + rng.uniform(-0.1, 0.1, w.shape).astype(w.dtype) if w.ndim == 1 else w
-                         for w in ref.get_weights()])
-        gen = generated_module(key, "keras").build_model()
+        ref, gen, batch, (channels, height, width) = build(key)
         load_keras_reference(gen, ref)
-        x = tf.constant(np.random.default_rng(0).standard_normal((BATCH, 224, 224, 3)).astype(np.float32))
+        x = np.random.default_rng(0).standard_normal((batch, height, width, channels)).astype(np.float32)
+        x = tf.constant(x)
 
         a = np.asarray(_outputs(gen(x, training=False))[e.output])
         b = np.asarray(_outputs(ref(x, training=False))[0])
     max_diff = float(np.abs(a - b).max())
     scale = float(np.abs(b).max())
-    result: dict = {"key": key, "reference": f"keras.applications.{e.keras_reference}", "device": device,
-                    "batch": BATCH, "max_abs_diff": max_diff, "max_abs_ref": scale,
+    result: dict = {"key": key, "reference": reference_name(key), "device": device,
+                    "batch": batch, "max_abs_diff": max_diff, "max_abs_ref": scale,
                     "outputs_match": max_diff <= 1e-4 * max(1.0, scale) and scale > 1e-3,
                     "gen_params": int(sum(np.prod(w.shape) for w in gen.trainable_weights)),
                     "ref_params": int(sum(np.prod(w.shape) for w in ref.trainable_weights)),
@@ -132,7 +165,7 @@ def bench_pair(key: str, repeats: int, repeats_train: int, warmup: int, optimize
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--keys", default=",".join(KERAS_KEYS))
+    ap.add_argument("--keys", default=",".join(KERAS_KEYS + HANDWRITTEN_KEYS))
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--repeats-train", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)

@@ -35,7 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # before anything that could import tensorflow
 import torchvision
 from common import interleaved, median, ratio_stats, spread, write_json
-from models import TORCH_KEYS, entry, generated_module, optimize_available, optimized_module, reference_args
+from models import (
+    HANDWRITTEN,
+    HANDWRITTEN_KEYS,
+    TORCH_KEYS,
+    entry,
+    generated_module,
+    handwritten_input,
+    handwritten_torch,
+    optimize_available,
+    optimized_module,
+    reference_args,
+)
 
 from archdsl.runtime.interop import load_torch_reference
 
@@ -56,6 +67,8 @@ def _loss(out) -> torch.Tensor:
 
 
 def build(key: str, device: str):
+    if key in HANDWRITTEN:
+        return build_handwritten(key, device)
     e = entry(key)
     lib, _, name = e.torch_reference.partition(":")
     assert lib == "torchvision", e.torch_reference
@@ -64,6 +77,30 @@ def build(key: str, device: str):
     gen = generated_module(key, "torch").build_model().eval()
     load_torch_reference(gen, ref)
     return e, gen.to(device), ref.to(device)
+
+
+def build_handwritten(key: str, device: str):
+    """A network torchvision does not have (models.HANDWRITTEN): its hand-written reference, and the
+    generated model at the pair's input with the reference's weights (loaded by order)."""
+    ref = handwritten_torch(key).eval()
+    gen = generated_module(key, "torch", HANDWRITTEN[key]["sets"]).build_model().eval()
+    load_torch_reference(gen, ref)
+    return entry(key), gen.to(device), ref.to(device)
+
+
+def pair_input(key: str) -> tuple[int, ...]:
+    """A pair's input, (batch, channels, height, width): batch 8 at 224x224x3, or a hand-written pair's own."""
+    if key in HANDWRITTEN:
+        batch, shape = handwritten_input(key)
+        return (batch, *shape)
+    return (BATCH, 3, 224, 224)
+
+
+def reference_name(key: str) -> str:
+    if key in HANDWRITTEN:
+        batch, shape = handwritten_input(key)
+        return f"{HANDWRITTEN[key]['torch']}, batch {batch}, {'x'.join(map(str, shape))}"
+    return entry(key).torch_reference
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:
@@ -111,7 +148,7 @@ def bench_pair(key: str, device: str, repeats: int, repeats_train: int, warmup: 
                optimized: bool) -> dict:
     e, gen, ref = build(key, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
-    x = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randn(*pair_input(key), generator=torch.Generator().manual_seed(0)).to(device)
 
     with torch.no_grad():
         a = _outputs(gen(x))[e.output]
@@ -119,7 +156,7 @@ def bench_pair(key: str, device: str, repeats: int, repeats_train: int, warmup: 
     max_diff = float((a - b).abs().max())
     scale = float(b.abs().max())
     same = max_diff <= 1e-4 * max(1.0, scale) and scale > 1e-3
-    result: dict = {"key": key, "reference": e.torch_reference, "device": device, "batch": BATCH,
+    result: dict = {"key": key, "reference": reference_name(key), "device": device, "batch": x.shape[0],
                     "max_abs_diff": max_diff, "max_abs_ref": scale, "outputs_match": same,
                     "gen_params": sum(p.numel() for p in gen.parameters()),
                     "ref_params": sum(p.numel() for p in ref.parameters()),
@@ -187,7 +224,7 @@ def bench_pair(key: str, device: str, repeats: int, repeats_train: int, warmup: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--keys", default=",".join(TORCH_KEYS))
+    ap.add_argument("--keys", default=",".join(TORCH_KEYS + HANDWRITTEN_KEYS))
     ap.add_argument("--repeats", type=int, default=11, help="timed forward repeats per model")
     ap.add_argument("--repeats-train", type=int, default=7, help="timed forward+backward repeats per model")
     ap.add_argument("--warmup", type=int, default=2)

@@ -41,19 +41,65 @@ def _import(path: str, name: str):
     return module
 
 
-def generated_module(key: str, target: str):
+def generated_module(key: str, target: str, sets: dict | None = None):
     """The generated module of a registry entry at its registry settings (the spec's default input,
-    224x224 for every network benchmarked here)."""
+    224x224 for every network compared with torchvision or keras.applications), and `sets`."""
     e = entry(key)
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        code = generate(load(os.path.relpath(e.spec_path(ROOT), ROOT), e.sets), target)
+        code = generate(load(os.path.relpath(e.spec_path(ROOT), ROOT), {**e.sets, **(sets or {})}), target)
     finally:
         os.chdir(cwd)
     path = os.path.join(_TMP, f"{key}_{target}.py")
     Path(path).write_text(code, encoding="utf-8")
     return _import(path, f"bench_{key}_{target}")
+
+
+# Networks that neither torchvision nor keras.applications has (issue 15): each compared with an
+# independent hand-written model of its paper, at an input of its own.
+# U-Net (Ronneberger et al., 2015): 252x252x1 tiles, batch 2. 252 = 16 * 8 + 124 is a valid tile (its
+# poolings all see even sizes) whose 68x68 output keeps the expansive path's share of the work: at the
+# smallest tile, 188, the output is 4x4 and the crops discard most of the copies, so the decoder's
+# up-convolutions, crops and concatenations would hardly be timed. The paper's 572 costs 150 G MACs
+# a tile; 252 costs 15.1 G, so a batch of 2 (30 G MACs a forward) weighs what ResNet-50's batch of
+# 8 at 224 does (33 G). References: tests/test_unet.py's PaperUNet (PyTorch) and tests/unet_keras.py
+# (Keras), which the tests check against the generated models (parameter count, outputs).
+HANDWRITTEN = {"unet": {"sets": {"resolution": 252}, "batch": 2,
+                        "torch": "hand-written PyTorch U-Net (tests/test_unet.py: PaperUNet)",
+                        "keras": "hand-written functional Keras U-Net (tests/unet_keras.py)"}}
+HANDWRITTEN_KEYS = tuple(HANDWRITTEN)  # compared in both frameworks
+
+
+def handwritten_input(key: str) -> tuple[int, tuple[int, ...]]:
+    """The batch and the one-sample input shape (channels, height, width) a hand-written pair runs at."""
+    h = HANDWRITTEN[key]
+    e = entry(key)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        shape = load(os.path.relpath(e.spec_path(ROOT), ROOT), {**e.sets, **h["sets"]}).root.in_shape.dims
+    finally:
+        os.chdir(cwd)
+    return h["batch"], tuple(shape)
+
+
+def handwritten_torch(key: str):
+    """The hand-written PyTorch model of a HANDWRITTEN key (imports torch)."""
+    if key == "unet":
+        from tests.test_unet import PaperUNet
+
+        return PaperUNet()
+    raise KeyError(key)
+
+
+def handwritten_keras(key: str):
+    """The hand-written Keras model of a HANDWRITTEN key, built for its input (imports keras, never torch)."""
+    if key == "unet":
+        from tests.unet_keras import paper_unet_keras
+
+        return paper_unet_keras(HANDWRITTEN[key]["sets"]["resolution"])
+    raise KeyError(key)
 
 
 # Item 4 (optimized inference emission) -------------------------------------------------------------

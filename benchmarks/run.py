@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_compile
 import bench_scale
 from common import BENCH, PYTHON, ROOT, Load, machine, median, write_json
-from models import KERAS_KEYS, TORCH_KEYS
+from models import HANDWRITTEN_KEYS, KERAS_KEYS, TORCH_KEYS
 
 PARTS = ("compile", "scale", "torch", "keras")
+# the framework comparisons: registry keys with a torchvision / keras.applications reference, then
+# those with a hand-written one (models.HANDWRITTEN)
+TORCH_PAIRS = TORCH_KEYS + HANDWRITTEN_KEYS
+KERAS_PAIRS = KERAS_KEYS + HANDWRITTEN_KEYS
 IMPORT_CLI = "python -c 'import archdsl.cli'"
 
 FULL = {"compile_repeats": 5, "all_repeats": 5, "scale_sizes": (1_000, 10_000, 100_000), "scale_rounds": 3,
@@ -146,10 +150,10 @@ def part_torch(cfg: dict, gpu: dict, tmp: Path) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"]), "--profile-runs", "0"]
     rounds = cfg["torch_rounds"]
-    result = {"cpu": run_rounds("bench_torch.py", TORCH_KEYS, common, rounds, tmp / "torch_cpu.json",
+    result = {"cpu": run_rounds("bench_torch.py", TORCH_PAIRS, common, rounds, tmp / "torch_cpu.json",
                                 ["--profile-runs", str(cfg["profile_runs"])])}
     if gpu.get("torch"):  # item 5: the same comparisons on the lent GPU
-        result["gpu"] = run_rounds("bench_torch.py", TORCH_KEYS, [*common, "--device", "cuda"], rounds,
+        result["gpu"] = run_rounds("bench_torch.py", TORCH_PAIRS, [*common, "--device", "cuda"], rounds,
                                    tmp / "torch_gpu.json", [])
     return result
 
@@ -158,10 +162,10 @@ def part_keras(cfg: dict, gpu: dict, tmp: Path) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"])]
     rounds = cfg["framework_rounds"]
-    result = {"cpu": run_rounds("bench_keras.py", KERAS_KEYS, [*common, "--device", "/CPU:0"], rounds,
+    result = {"cpu": run_rounds("bench_keras.py", KERAS_PAIRS, [*common, "--device", "/CPU:0"], rounds,
                                 tmp / "keras_cpu.json", [])}
     if gpu.get("tensorflow"):
-        result["gpu"] = run_rounds("bench_keras.py", KERAS_KEYS, [*common, "--device", "/GPU:0"], rounds,
+        result["gpu"] = run_rounds("bench_keras.py", KERAS_PAIRS, [*common, "--device", "/GPU:0"], rounds,
                                    tmp / "keras_gpu.json", [])
     return result
 
@@ -390,7 +394,8 @@ def _framework_section(part: dict, name: str, title: str, summary: list) -> list
         mode = ("eval mode under torch.no_grad()" if name == "PyTorch" else "`model(x, training=False)`")
         train = ("train mode, loss = sum of all outputs, backward" if name == "PyTorch" else
                  "`model(x, training=True)` under tf.GradientTape, loss = sum of all outputs, gradients")
-        out += [(f"Device: {dev}; {data.get('threads', '?')} threads; batch 8, 224x224. Forward: {mode}; "
+        out += [(f"Device: {dev}; {data.get('threads', '?')} threads; batch 8, 224x224 (the hand-written "
+                f"references' pairs: the batch and input their reference column gives). Forward: {mode}; "
                 f"forward+backward: {train}. Ratio (the goal's measure) = the median over {data.get('rounds', 1)} "
                 "rounds, each a fresh process, of the round's median over repeats of generated / reference, "
                 "each pair timed back to back; in brackets the rounds' own ratios, the ratio of the medians "

@@ -4,8 +4,9 @@ For every registry entry (so every spec in specs/), at its test settings, the nu
 computes without any framework are compared with what the generated PyTorch model does:
 
 - parameters: `sum(p.numel())` of the model, and of each layer's module;
-- MACs: a forward-hook counter over the model's nn.Conv2d and nn.Linear modules (the generated
-  helpers Conv2dSame and SeparableConv2d are, or contain, nn.Conv2d), in total and per layer;
+- MACs: a forward-hook counter over the model's nn.Conv2d, nn.ConvTranspose2d and nn.Linear modules
+  (the generated helpers Conv2dSame and SeparableConv2d are, or contain, nn.Conv2d), in total and per
+  layer;
 - activations: the shape of each layer's real output tensor (batch 1). Layers that are modules are
   seen by forward hooks; the activations and flatten that forward() calls as functions are seen by
   a TorchFunctionMode and matched to the rows of the module whose forward() calls them.
@@ -40,6 +41,11 @@ REGISTRY = {e.key: e for e in ENTRIES}
 # _ACT_FUNCTIONAL and leaky_relu), by the function's __name__, which is the layer type's name.
 FUNCTIONAL = frozenset({"relu", "relu6", "tanh", "sigmoid", "softmax", "silu", "hardswish", "hardsigmoid", "gelu",
                         "leaky_relu", "flatten"})
+# The layers whose function has another name (archdsl/backends/torch_emitters.py, torch_functional):
+# an upsampling to a named tensor's size is F.interpolate, a crop to one (center_crop) and a channel
+# slice of constants index the tensor.
+CALLED_AS = {"upsample": "interpolate", "crop": "__getitem__", "channel_slice": "__getitem__"}
+RECORDED = FUNCTIONAL | set(CALLED_AS.values())
 
 
 def _layer_type(row: Row) -> str:
@@ -87,13 +93,17 @@ class Recorder(TorchFunctionMode):
             if isinstance(module, nn.Conv2d):  # grouped and depthwise too: each output sees C_in / groups channels
                 kh, kw = module.kernel_size
                 self.macs[key] += per_sample * (module.in_channels // module.groups) * kh * kw
+            elif isinstance(module, nn.ConvTranspose2d):  # each input element times its group's kernel
+                kh, kw = module.kernel_size
+                inputs = math.prod(args[0].shape[1:])
+                self.macs[key] += inputs * (module.out_channels // module.groups) * kh * kw
             elif isinstance(module, nn.Linear):
                 self.macs[key] += per_sample * module.in_features
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = getattr(func, "__name__", None)
-        if name in FUNCTIONAL and isinstance(out, torch.Tensor) and self.stack:
+        if name in RECORDED and isinstance(out, torch.Tensor) and self.stack:
             self.functional[self.stack[-1]].append((name, tuple(out.shape)))
         return out
 
@@ -158,7 +168,7 @@ def measure(entry: Entry, tmp) -> Measured:
                              sum(recorder.macs[id(m)] for m in module.modules()),
                              recorder.calls[key], recorder.inputs.get(key), recorder.outputs.get(key))
     uncounted = [f"{path}.{name}" for path, module in model.named_modules()
-                 if not isinstance(module, (nn.Conv2d, nn.Linear))
+                 if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
                  for name, p in module.named_parameters(recurse=False) if p.dim() >= 2]
     return Measured(entry, elab, rows(elab), sum(p.numel() for p in model.parameters()),
                     sum(recorder.macs.values()), modules, dict(recorder.functional), uncounted)
@@ -192,7 +202,7 @@ def test_parameters_equal_the_generated_model(measured):
 def test_macs_equal_a_forward_hook_count(measured):
     m = measured
     assert not m.uncounted_weights, f"{m.entry.key}: weights outside nn.Conv2d/nn.Linear: {m.uncounted_weights}"
-    for r in _module_rows(m):  # conv, dwconv, sepconv and dense rows: their counts; every other layer: 0
+    for r in _module_rows(m):  # conv, dwconv, sepconv, deconv and dense rows: their counts; every other layer: 0
         assert m.modules[r.path].macs == r.macs, f"{m.entry.key}: {r.path} ({r.layer})"
     for r in _function_rows(m):
         assert r.macs == 0, f"{m.entry.key}: {r.path} ({r.layer})"
@@ -222,7 +232,8 @@ def test_activations_equal_the_output_tensor_sizes(measured):
             continue
         owner = _parent(r.path)
         assert owner in m.modules, f"{m.entry.key}: {r.path} ({r.layer}) is neither a module nor in one"
-        expected[owner].append((_layer_type(r), (1, *r.out_shape.dims)))  # activations = their numel
+        call = CALLED_AS.get(_layer_type(r), _layer_type(r))
+        expected[owner].append((call, (1, *r.out_shape.dims)))  # activations = their numel
     layer_paths = {r.path for r in m.table}
     for path in m.modules:
         if path in layer_paths:  # a layer's module (nn.ReLU calls F.relu inside, nn.Flatten .flatten)
