@@ -292,7 +292,7 @@ def dilated_stage(
     return x
 
 
-def fcn_head(x: keras.KerasTensor, channels_: int, *, name: str) -> keras.KerasTensor:
+def fcn_head(x: keras.KerasTensor, classes: int, *, name: str) -> keras.KerasTensor:
     """block FCNHead (specs/lib/segmentation.arch:9)."""
     in_channels = x.shape[-1]
     x = layers.Conv2D(
@@ -301,7 +301,7 @@ def fcn_head(x: keras.KerasTensor, channels_: int, *, name: str) -> keras.KerasT
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(x)
     x = layers.Activation("relu", name=f"{name}-relu1")(x)
     x = layers.Dropout(0.1, name=f"{name}-dropout1")(x)
-    x = layers.Conv2D(channels_, 1, name=f"{name}-conv2")(x)
+    x = layers.Conv2D(classes, 1, name=f"{name}-conv2")(x)
     return x
 
 

@@ -246,13 +246,13 @@ class DilatedStage(nn.Module):
 class FCNHead(nn.Module):
     """block FCNHead (specs/lib/segmentation.arch:9)."""
 
-    def __init__(self, in_channels: int, channels_: int) -> None:
+    def __init__(self, in_channels: int, classes: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, in_channels // 4, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(in_channels // 4)
         self.dropout1 = nn.Dropout(0.1)
-        self.conv2 = nn.Conv2d(in_channels // 4, channels_, 1)
-        self.out_channels = channels_
+        self.conv2 = nn.Conv2d(in_channels // 4, classes, 1)
+        self.out_channels = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
