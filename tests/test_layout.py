@@ -43,6 +43,14 @@ def test_a_long_statement_is_laid_out_at_its_suites_indent():
     assert all(len(line) <= 88 for line in lines)
 
 
+def test_a_layer_applied_to_a_list_of_tensors_breaks_the_call_of_the_list_first():
+    suite = Suite()  # as ruff format lays it out: the last brackets split first where the rest fits
+    suite.assign("x", Br("Interpolate2D", ['mode="bilinear"', "align_corners=False", 'name=f"{name}-upsample1"']),
+                 "([x, inputs])")
+    assert suite.lines(4) == ['    x = Interpolate2D(mode="bilinear", align_corners=False, name=f"{name}-upsample1")(',
+                              "        [x, inputs]", "    )"]
+
+
 def test_unread_assignments_are_dropped_with_what_only_they_read():
     suite = Suite()
     suite.assign("a", "1")
