@@ -364,8 +364,8 @@ class _Class(CodeUnit):
             return Leaf(f"{attr}.out_channels")
         if isinstance(node, G.Merge):
             names = [self.tensors[r.name][0] for r in node.inputs]
-            if node.op == "add":
-                self.fwd.assign(dst, " + ".join(names))
+            if node.op in ("add", "mul"):
+                self.fwd.assign(dst, (" + " if node.op == "add" else " * ").join(names))
                 return self.tensors[node.inputs[0].name][1]
             self.fwd.assign(dst, Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]))
             return plus(*(self.tensors[r.name][1] for r in node.inputs))
