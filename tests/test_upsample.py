@@ -21,6 +21,13 @@ block Up(filters) {
     upsample(like = skip, mode = bilinear)
 }
 
+# back to the size of the block's own input, which the chain has overwritten (DeepLab's image
+# pooling does this from one pixel, where a wrong size would go unseen: a constant map)
+block Restore(filters) {
+    maxpool(2) conv(filters, 1) relu
+    upsample(like = in, mode = bilinear)
+}
+
 network UpNet(classes = 3) {
     input [4, 9, 11]
     e = conv(8, 3, pad = 1) relu
@@ -31,6 +38,7 @@ network UpNet(classes = 3) {
     upsample(like = e)
     channel_shuffle(2)
     Up(8)
+    Restore(8)
     upsample(factor = [2, 3], mode = bilinear)
     { upsample(0.5) conv(classes, 1) }
     upsample(size = [5, 23], mode = bilinear)
@@ -81,6 +89,14 @@ def test_upsampling_and_shuffling_compute_the_same_in_both_frameworks(tmp_path):
     elab, tm, km, paths = build(tmp_path, SPEC)
     assert elab.root.out_shape.dims == (3, 15, 16)
     assert_parity(elab, tm, km, tol=1e-5)
+    # Restore's `like = in` is the block's input, in both frameworks, however the chain rebinds x
+    restore = next(i for i in elab.root.walk() if i.kind == "Restore")
+    sizes = []
+    model = tm.build_model()
+    model.restore1.register_forward_hook(lambda module, args, out: sizes.append(tuple(out.shape[1:])))
+    model(torch.zeros(1, *tm.INPUT_SHAPE))
+    assert sizes == [tuple(restore.out_shape.dims)] == [(8, 9, 11)]
+    assert tuple(km.build_model().get_layer("restore1-upsample1").output.shape[1:]) == (9, 11, 8)
     keras_code = paths["keras"].read_text()
     assert 'layers.UpSampling2D(2, interpolation="bilinear"' in keras_code  # Keras' own layer where exact
     assert "Interpolate2D(scale=1.5" in keras_code

@@ -7,6 +7,7 @@ the same outputs. docs/zoo.md is current."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -45,7 +46,13 @@ def torch_reference(entry: Entry):
     if lib == "torchvision":
         import torchvision
 
-        return getattr(torchvision.models, name)(weights=None, **_args(entry.torch_reference_args)).eval()
+        builder = torchvision.models  # a dotted name reaches a subpackage: "segmentation.fcn_resnet50"
+        for part in name.split("."):
+            builder = getattr(builder, part)
+        args = _args(entry.torch_reference_args)
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            args = {"weights_backbone": None, **args}  # its default downloads ImageNet weights
+        return builder(weights=None, **args).eval()
     if lib == "timm":
         import timm
 
@@ -141,11 +148,14 @@ def test_torch_reference_weights_give_reference_outputs(net):
     x = sample_input(net.input_shape, batch=2, seed=4)
     with torch.no_grad():
         ref = reference(torch.from_numpy(x))
-    ref = ref[0] if isinstance(ref, tuple) else ref
     # in eval mode, as the reference: the outputs that are not auxiliary
-    name = net.modules["torch"].OUTPUT_NAMES[net.entry.output]
-    ours = torch_outputs(net.torch_model, x)[eval_output_names(net.modules["torch"]).index(name)]
-    _close(ours, ref.numpy(), f"{net.entry.key} vs {net.entry.torch_reference}")
+    ours = dict(zip(eval_output_names(net.modules["torch"]), torch_outputs(net.torch_model, x)))
+    if isinstance(ref, dict):  # torchvision's segmentation models: out (and aux), by the spec's names
+        assert sorted(ref) == sorted(ours), f"{net.entry.key}: outputs {sorted(ours)}, the reference's {sorted(ref)}"
+    else:
+        ref = {net.modules["torch"].OUTPUT_NAMES[net.entry.output]: ref[0] if isinstance(ref, tuple) else ref}
+    for name, value in ref.items():
+        _close(ours[name], value.numpy(), f"{net.entry.key}.{name} vs {net.entry.torch_reference}")
 
 
 def test_keras_reference_weights_give_reference_outputs(net):

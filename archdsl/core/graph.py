@@ -296,8 +296,9 @@ def names_input(seq: Seq) -> bool:
             return True
         if isinstance(item, Merge) and any(r.name == "in" for r in item.inputs):
             return True
-        if isinstance(item, BlockCall) and any(isinstance(a, TensorRef) and a.name == "in" for a in item.args.values()):
-            return True
+        if isinstance(item, (BlockCall, Layer)) and any(isinstance(a, TensorRef) and a.name == "in"
+                                                        for a in item.args.values()):
+            return True  # a tensor argument: a block's, or a layer's `like = in`
     return False
 
 
