@@ -43,6 +43,16 @@ def test_a_long_statement_is_laid_out_at_its_suites_indent():
     assert all(len(line) <= 88 for line in lines)
 
 
+def test_a_layer_applied_to_a_list_splits_the_list_first_as_ruff_format_does():
+    """Keras' `Layer(...)([x, t])` (a layer of two inputs, as an upsampling to a named tensor's size)
+    that does not fit: the last brackets split first where the layer's call fits on the first line."""
+    suite = Suite()
+    suite.assign("x", Br("Interpolate2D", ['mode="bilinear"', "align_corners=False", 'name=f"{name}-upsample1"']),
+                 "([x, inputs])")
+    assert suite.lines(4) == ['    x = Interpolate2D(mode="bilinear", align_corners=False, name=f"{name}-upsample1")(',
+                              "        [x, inputs]", "    )"]
+
+
 def test_unread_assignments_are_dropped_with_what_only_they_read():
     suite = Suite()
     suite.assign("a", "1")

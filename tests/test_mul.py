@@ -39,8 +39,8 @@ def test_mul_computes_the_same_in_both_frameworks(tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("mul(p, in) conv(classes, 1)", "mul multiplies 'p' [4, 9, 7] by tensors of its shape or one that broadcasts "
-                                    "to it (e.g. [4, 1, 1]); 'in' is [6, 9, 7]"),
+    ("mul(p, in) conv(classes, 1)", ("mul multiplies 'p' [4, 9, 7] by tensors of its shape or one that broadcasts "
+                                     "to it (e.g. [4, 1, 1]); 'in' is [6, 9, 7]")),
     ("g = avgpool(global)\n    mul(g, p)", "'p' is [4, 9, 7]"),  # the gate comes second
     ("{ mul(p, b) }", "can be used only at the top level"),
     ("mul(p)", "mul(...) needs at least two tensors"),

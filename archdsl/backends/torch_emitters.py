@@ -356,12 +356,12 @@ def upsample(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
 
 
 @torch_functional("upsample")
-def upsample_function(c, node: G.Layer, src: str, inplace: bool) -> str | None:
+def upsample_function(c, node: G.Layer, src: str, inplace: bool) -> Br | None:
     """To a named tensor's size: F.interpolate in forward(), which holds the tensor; else a module."""
     like = _like(c, node)
     if like is None:
         return None
-    return Br("F.interpolate", [src, f"size={like}.shape[-2:]", *_interpolation(c, node)]).flat()
+    return Br("F.interpolate", [src, f"size={like}.shape[-2:]", *_interpolation(c, node)])
 
 
 def _like(c, node: G.Layer) -> str | None:
