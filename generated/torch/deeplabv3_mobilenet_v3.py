@@ -99,9 +99,9 @@ class Bneck(nn.Module):
         momentum = 0.001 if keras_layout else 0.01
         if expanded != in_channels:
             if hs:
-                m1 = nn.Hardswish()
+                m1 = nn.Hardswish(inplace=True)
             else:
-                m1 = nn.ReLU()
+                m1 = nn.ReLU(inplace=True)
             self.expand = nn.Sequential(
                 nn.Conv2d(in_channels, expanded, 1, bias=False),
                 nn.BatchNorm2d(expanded, eps=0.001, momentum=momentum),
@@ -112,9 +112,9 @@ class Bneck(nn.Module):
             self.expand = nn.Identity()
             channels1 = in_channels
         if hs:
-            m2 = nn.Hardswish()
+            m2 = nn.Hardswish(inplace=True)
         else:
-            m2 = nn.ReLU()
+            m2 = nn.ReLU(inplace=True)
         self.depthwise = nn.Sequential(
             conv2d(
                 channels1,
