@@ -37,9 +37,11 @@ ENTRIES = read_registry(ROOT)
 REGISTRY = {e.key: e for e in ENTRIES}
 
 # What generated forward() code calls for a layer that is not a module (archdsl/backends/torch.py,
-# _ACT_FUNCTIONAL and leaky_relu), by the function's __name__, which is the layer type's name.
+# _ACT_FUNCTIONAL and leaky_relu), by the function's __name__, which is the layer type's name, or the
+# layer type FUNCTION_LAYERS gives it.
 FUNCTIONAL = frozenset({"relu", "relu6", "tanh", "sigmoid", "softmax", "silu", "hardswish", "hardsigmoid", "gelu",
-                        "leaky_relu", "flatten"})
+                        "leaky_relu", "flatten", "interpolate"})
+FUNCTION_LAYERS = {"interpolate": "upsample"}  # upsample(like = t): F.interpolate(x, size=t.shape[-2:])
 
 
 def _layer_type(row: Row) -> str:
@@ -94,7 +96,7 @@ class Recorder(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         name = getattr(func, "__name__", None)
         if name in FUNCTIONAL and isinstance(out, torch.Tensor) and self.stack:
-            self.functional[self.stack[-1]].append((name, tuple(out.shape)))
+            self.functional[self.stack[-1]].append((FUNCTION_LAYERS.get(name, name), tuple(out.shape)))
         return out
 
     def remove(self) -> None:

@@ -43,10 +43,8 @@ def test_a_long_statement_is_laid_out_at_its_suites_indent():
     assert all(len(line) <= 88 for line in lines)
 
 
-def test_a_layer_applied_to_a_list_splits_the_list_first_as_ruff_format_does():
-    """Keras' `Layer(...)([x, t])` (a layer of two inputs, as an upsampling to a named tensor's size)
-    that does not fit: the last brackets split first where the layer's call fits on the first line."""
-    suite = Suite()
+def test_a_layer_applied_to_a_list_of_tensors_breaks_the_call_of_the_list_first():
+    suite = Suite()  # as ruff format lays it out: the last brackets split first where the rest fits
     suite.assign("x", Br("Interpolate2D", ['mode="bilinear"', "align_corners=False", 'name=f"{name}-upsample1"']),
                  "([x, inputs])")
     assert suite.lines(4) == ['    x = Interpolate2D(mode="bilinear", align_corners=False, name=f"{name}-upsample1")(',

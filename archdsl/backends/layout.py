@@ -82,7 +82,7 @@ def lay(code: str | Br, indent: int, prefix: str = "", suffix: str = "") -> list
     one = f"{pad}{prefix}{flat(code)}{suffix}"
     if len(one) <= LINE_LENGTH:
         return [one]
-    trailer = re.fullmatch(r"\((\w+|\[[\w, ]+\])\)", suffix)  # a call of a variable or a list of them
+    trailer = re.fullmatch(r"\((\w+|\[\w+(?:, \w+)*\])\)", suffix)  # a call of a variable or a list of them
     if trailer and len(f"{pad}{prefix}{flat(code)}(") <= LINE_LENGTH:  # split the last brackets first
         return [f"{pad}{prefix}{flat(code)}(", f"{pad}    {trailer.group(1)}", f"{pad})"]
     if not isinstance(code, Br) or not code.args:
