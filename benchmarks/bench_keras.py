@@ -1,5 +1,5 @@
-"""Part 3b, generated Keras vs keras.applications (weights=None): ResNet50, DenseNet121, MobileNetV2
-at batch 8, 224x224x3, TensorFlow backend, intra-op and inter-op threads set to 2.
+"""Part 3b, generated Keras vs keras.applications (weights=None): ResNet50, DenseNet121, MobileNetV2,
+MobileNetV3Large at batch 8, 224x224x3, TensorFlow backend, intra-op and inter-op threads set to 2.
 
 For each pair: the reference's 1-D weights (batch-norm statistics and affine weights, biases) are
 perturbed so the outputs are not trivially alike, its weights are loaded into the generated model

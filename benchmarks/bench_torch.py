@@ -1,5 +1,5 @@
-"""Part 3a, generated PyTorch vs torchvision: ResNet-50, DenseNet-121, MobileNetV2, GoogLeNet at
-batch 8, 224x224, torch.set_num_threads(2).
+"""Part 3a, generated PyTorch vs torchvision: ResNet-50, DenseNet-121, MobileNetV2, GoogLeNet,
+MobileNetV3 Large at batch 8, 224x224, torch.set_num_threads(2).
 
 For each pair: the reference's weights are loaded into the generated model
 (archdsl.runtime.interop.load_torch_reference) and the outputs compared once, so both compute the same

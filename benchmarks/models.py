@@ -17,9 +17,10 @@ sys.path.insert(0, str(ROOT))
 from archdsl.api import generate, load
 from archdsl.tools.zoo import Entry, read_registry
 
-# The pairs of issue 5, item 3: registry key -> reference.
-TORCH_KEYS = ("resnet50", "densenet121", "mobilenet_v2", "googlenet")
-KERAS_KEYS = ("resnet50_keras", "densenet121_keras", "mobilenet_v2_keras")
+# Registry keys; each entry names its reference.
+# The pairs of issue 5, item 3, and issue 15's MobileNetV3 Large.
+TORCH_KEYS = ("resnet50", "densenet121", "mobilenet_v2", "googlenet", "mobilenet_v3_large")
+KERAS_KEYS = ("resnet50_keras", "densenet121_keras", "mobilenet_v2_keras", "mobilenet_v3_large_keras")
 
 _TMP = tempfile.mkdtemp(prefix="archdsl-bench-models-")
 

@@ -90,7 +90,7 @@ PLAIN = ("stem", "head", "body", "feat", "trunk", "stage", "cell", "proj", "mix"
          "up", "left", "right", "tail", "core", "branch_a", "pre", "post", "mid", "lo", "hi")
 RESERVED_WORDS = frozenset(RESERVED) | {"in"}
 NOT_VALUE_NAMES = frozenset(FUNCTION_NAMES) | frozenset(SYMBOL_NAMES)  # not a parameter, let or index
-LAYERS = frozenset(LAYER_NAMES) | {"add", "concat"}
+LAYERS = frozenset(LAYER_NAMES) | {"add", "mul", "concat"}
 
 
 @dataclass

@@ -166,3 +166,11 @@ network N {
     # after a block whose result is its own, an activation works in place; after one ending in relu not
     assert "x = self.fresh2(x)\n        x = F.relu(x, inplace=True)" in forward
     assert "x = self.ends2(x)\n        x = F.relu6(x)" in forward
+    # inside a group, an activation chosen by an `if` works in place after a batch norm as a lone one
+    # does (torchvision's MobileNetV3: nn.Sequential(conv, bn, nn.Hardswish(inplace=True))), and
+    # the one after it does not
+    spec.write_text("network N(hs = true) {\n    input [4, 8, 8]\n    { conv(4, 1) bn if hs { hardswish } else { relu }"
+                    " if hs { hardswish relu } }\n}\n")
+    code = generate(load(str(spec)), "torch")
+    assert code.count("m1 = nn.Hardswish(inplace=True)") == code.count("m1 = nn.ReLU(inplace=True)") == 1, code
+    assert "nn.Sequential(nn.Hardswish(), nn.ReLU())" in code, code

@@ -261,7 +261,7 @@ class _Function(CodeUnit):
         if isinstance(node, G.Layer):
             return self.layer(node, src, dst, here)
         if isinstance(node, G.Merge):
-            cls = {"add": "layers.Add", "concat": "layers.Concatenate"}[node.op]
+            cls = {"add": "layers.Add", "mul": "layers.Multiply", "concat": "layers.Concatenate"}[node.op]
             names = [self.tensors[r.name] for r in node.inputs]
             self.out.assign(dst, Br(f"{cls}(name={here.code()})", [Br("", names, "[", "]")]))
             return dst

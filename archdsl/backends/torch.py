@@ -366,8 +366,8 @@ class _Class(CodeUnit):
             return Leaf(f"{attr}.out_channels")
         if isinstance(node, G.Merge):
             names = [self.tensors[r.name][0] for r in node.inputs]
-            if node.op == "add":
-                self.fwd.assign(dst, " + ".join(names))
+            if node.op in ("add", "mul"):
+                self.fwd.assign(dst, (" + " if node.op == "add" else " * ").join(names))
                 return self.tensors[node.inputs[0].name][1]
             self.fwd.assign(dst, Br("torch.cat", [Br("", names, "[", "]"), "dim=1"]))
             return plus(*(self.tensors[r.name][1] for r in node.inputs))
@@ -463,10 +463,11 @@ class _Class(CodeUnit):
     # nested items: modules built as expressions
 
     def build(self, node: G.Node, cin: Code, target: str | None, suite: Suite,
-              inplace: bool = False) -> tuple[Br | str | None, Code]:
+              inplace: bool = False, owned: bool = False) -> tuple[Br | str | None, Code]:
         """(module expression, or None where the statements written into suite assigned target
         already; out channels). With inplace (the input is the previous module's own result), an
-        activation may work in place."""
+        activation may work in place; owned (the same, for a sequence or a choice) passes that on to
+        their first items, so `bn if hs { hardswish } else { relu }` is written in place as well."""
         if isinstance(node, G.Layer):
             return self.layer(node, cin, inplace)
         if isinstance(node, G.BlockCall):
@@ -481,9 +482,9 @@ class _Class(CodeUnit):
             return var, Leaf(f"{var}.out_channels")
         if isinstance(node, G.Seq):
             if len(node.items) == 1 and node.nodes and node.nodes[0].label is None:
-                return self.build(node.nodes[0], cin, target, suite)
+                only = node.nodes[0]
+                return self.build(only, cin, target, suite, owned and self.m.in_place(only), owned)
             parts: list[tuple[str | None, Br | str]] = []
-            owned = False
             for item in node.items:
                 if isinstance(item, G.Check):  # checked when the spec was expanded
                     continue
@@ -493,7 +494,7 @@ class _Class(CodeUnit):
                     suite.assign(self.m.local(item.name), self.expr(item.value))
                     continue
                 inplace = owned and self.m.in_place(item)
-                code, cin = self.build(item, cin, None, suite, inplace=inplace)
+                code, cin = self.build(item, cin, None, suite, inplace=inplace, owned=owned)
                 owned = self.m.owned_after(item, inplace, owned)
                 self.previous = item
                 parts.append((item.label and item.name, code))  # type: ignore[arg-type]
@@ -550,8 +551,8 @@ class _Class(CodeUnit):
         if isinstance(node, G.Choice):
             var = target or self.fresh("m")
             choice = suite.if_(self.expr(node.condition))
-            c_then, o_then = self.build(node.then, cin, var, choice.body)
-            c_else, o_else = self.build(node.otherwise, cin, var, choice.orelse)
+            c_then, o_then = self.build(node.then, cin, var, choice.body, owned=owned)
+            c_else, o_else = self.build(node.otherwise, cin, var, choice.orelse, owned=owned)
             for code, branch in ((c_then, choice.body), (c_else, choice.orelse)):
                 if code is not None:
                     branch.assign(var, code)

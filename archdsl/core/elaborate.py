@@ -21,9 +21,9 @@ from . import graph as G
 from .layers import FUNCTIONS, LAYERS, REQUIRED, SYMBOLS, k_tensor
 
 IN_ATTRS = ("channels", "height", "width")
-MERGES = ("add", "concat")  # the items that take named tensors as their inputs
+MERGES = ("add", "mul", "concat")  # the items that take named tensors as their inputs
 _TENSOR_USE = ("a named tensor can start a chain (`h = p conv(...)`), or be an argument of add(...), "
-               "concat(...), of a block's tensor parameter or of upsample(like = ...)")
+               "mul(...), concat(...), of a block's tensor parameter or of upsample(like = ...)")
 
 # Attributes of torch.nn.Module (and what generated code defines): a layer named like one of these
 # would shadow it, so such names get a trailing underscore in the module path.

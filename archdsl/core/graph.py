@@ -189,9 +189,9 @@ class Concat(Node):
 
 @dataclass(eq=False)
 class Merge(Node):
-    """`add(a, b, ...)` or `concat(a, b, ...)` of named tensors (it starts a chain)."""
+    """`add(a, b, ...)`, `mul(a, b, ...)` or `concat(a, b, ...)` of named tensors (it starts a chain)."""
 
-    op: str  # "add" or "concat"
+    op: str  # "add", "mul" or "concat"
     inputs: list[TensorRef]
 
 

@@ -466,6 +466,14 @@ class Expander:
         shapes = [s.shape for s in ins]
         if node.op == "concat":
             end = self._concat(node, ins, env, [f"'{r.name}'" for r in node.inputs])
+        elif node.op == "mul":
+            first = shapes[0]
+            for r, s in zip(node.inputs[1:], shapes[1:]):
+                if not (s.rank == first.rank and all(b in (a, 1) for a, b in zip(first.dims, s.dims))):
+                    raise ArchError(f"mul multiplies '{node.inputs[0].name}' {first} by tensors of its shape or one "
+                                    f"that broadcasts to it (e.g. [{first.channels}, 1, 1]); '{r.name}' is {s}",
+                                    node.span, context=env.context)
+            end = _State(first, max(s.rf for s in ins), max(s.jump for s in ins))
         else:
             if len(set(shapes)) > 1:
                 listing = ", ".join(f"'{r.name}' is {s}" for r, s in zip(node.inputs, shapes))

@@ -209,7 +209,7 @@ class _Builder:
             return self._block(node, inst, port, tensors)
         if isinstance(node, G.Merge):
             inputs = tuple(tensors[r.name] for r in node.inputs)
-            label = "+" if node.op == "add" else "concat"
+            label = {"add": "+", "mul": "*"}.get(node.op, "concat")
             return self._add(self._id(inst.path), label, "join",
                              f"{inst.path}: {node.op}({', '.join(r.name for r in node.inputs)}) -> {inst.out_shape}",
                              inst.out_shape, inputs)

@@ -22,6 +22,23 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def padded(
+    x: keras.KerasTensor, pad, value: float = 0.0, *, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """A layer's input and the Keras padding to give the layer, for a padding from the block's
+    parameters, chosen as the model is built: TensorFlow's "same" and "valid" are Keras' own; a
+    size pads the input first with value (zeros; -inf before a max pooling, which padding must
+    never win), as PyTorch does."""
+    if pad in ("same", "valid"):
+        return x, pad
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    if ph == pw == 0:
+        return x, "valid"
+    if value == 0.0:
+        return layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=name)(x), "valid"
+    return Pad2D(((ph, ph), (pw, pw)), value=value, name=name)(x), "valid"
+
+
 def conv2d_groups(
     x: keras.KerasTensor, filters: int, kernel, groups: int, **options
 ) -> keras.KerasTensor:
@@ -34,6 +51,33 @@ def conv2d_groups(
         multiplier = filters // groups
         return layers.DepthwiseConv2D(kernel, depth_multiplier=multiplier, **options)(x)
     return GroupedConv2D(filters, kernel, groups=groups, **options)(x)
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class Pad2D(layers.Layer):
+    """Pads height and width with a constant: ((top, bottom), (left, right)), channels last."""
+
+    def __init__(self, padding, value: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(p) for p in padding)
+        self.value = value
+
+    def call(self, x):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(
+            x,
+            [[0, 0], [top, bottom], [left, right], [0, 0]],
+            constant_values=self.value,
+        )
+
+    def compute_output_shape(self, shape):
+        (top, bottom), (left, right) = self.padding
+        h = None if shape[1] is None else shape[1] + top + bottom
+        w = None if shape[2] is None else shape[2] + left + right
+        return (shape[0], h, w, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "value": self.value}
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
@@ -64,7 +108,7 @@ class GroupedConv2D(layers.Conv2D):
 def squeeze_excitation(
     x: keras.KerasTensor, squeeze: int, *, name: str
 ) -> keras.KerasTensor:
-    """block SqueezeExcitation (specs/mobilenet_v3.arch:11)."""
+    """block SqueezeExcitation (specs/lib/mobilenet_v3.arch:10)."""
     in_channels = x.shape[-1]
     scaled1 = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}-scale1-0")(x)
     scaled1 = layers.Conv2D(squeeze, 1, name=f"{name}-scale1-fc1")(scaled1)
@@ -83,33 +127,42 @@ def bneck(
     se: bool,
     hs: bool,
     stride: int = 1,
+    keras_layout: bool = False,
+    dilation: int = 1,
     *,
     name: str,
 ) -> keras.KerasTensor:
-    """block Bneck (specs/mobilenet_v3.arch:23)."""
+    """block Bneck (specs/lib/mobilenet_v3.arch:24)."""
     in_channels = x.shape[-1]
+    momentum = 0.001 if keras_layout else 0.01
     identity = x
     if expanded != in_channels:
         x = layers.Conv2D(expanded, 1, use_bias=False, name=f"{name}-expand-0")(x)
         x = layers.BatchNormalization(
-            epsilon=0.001, momentum=0.99, name=f"{name}-expand-1"
+            epsilon=0.001, momentum=1 - momentum, name=f"{name}-expand-1"
         )(x)
         if hs:
             x = layers.Activation("hard_swish", name=f"{name}-expand-2")(x)
         else:
             x = layers.Activation("relu", name=f"{name}-expand-2")(x)
-    x = layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}-depthwise-0--pad")(x)
+    x, padding1 = padded(
+        x,
+        "same" if keras_layout else (kernel - 1) // 2 * dilation,
+        name=f"{name}-depthwise-0--pad",
+    )
     x = conv2d_groups(
         x,
         expanded,
         kernel,
         expanded,
         strides=stride,
+        padding=padding1,
+        dilation_rate=dilation,
         use_bias=False,
         name=f"{name}-depthwise-0",
     )
     x = layers.BatchNormalization(
-        epsilon=0.001, momentum=0.99, name=f"{name}-depthwise-1"
+        epsilon=0.001, momentum=1 - momentum, name=f"{name}-depthwise-1"
     )(x)
     if hs:
         x = layers.Activation("hard_swish", name=f"{name}-depthwise-2")(x)
@@ -119,7 +172,7 @@ def bneck(
         x = squeeze_excitation(x, make_divisible(expanded // 4, 8), name=f"{name}-se")
     x = layers.Conv2D(out, 1, use_bias=False, name=f"{name}-project-0")(x)
     x = layers.BatchNormalization(
-        epsilon=0.001, momentum=0.99, name=f"{name}-project-1"
+        epsilon=0.001, momentum=1 - momentum, name=f"{name}-project-1"
     )(x)
     if stride == 1 and in_channels == out:
         x = layers.Add(name=f"{name}-residual1")([x, identity])
@@ -131,43 +184,53 @@ def build_model(
     classes: int = 1000,
     resolution: int = 224,
     dropout_rate: float = 0.2,
+    keras_layout: bool = False,
 ) -> keras.Model:
-    """network MobileNetV3 (specs/mobilenet_v3.arch:38)."""
+    """network MobileNetV3 (specs/mobilenet_v3.arch:15)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
-    x = layers.ZeroPadding2D(1, name="features-0-0--pad")(inputs)
-    x = layers.Conv2D(16, 3, strides=2, use_bias=False, name="features-0-0")(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.99, name="features-0-1")(x)
+    momentum = 0.001 if keras_layout else 0.01
+    x, padding1 = padded(
+        inputs, "same" if keras_layout else 1, name="features-0-0--pad"
+    )
+    x = layers.Conv2D(
+        16, 3, strides=2, padding=padding1, use_bias=False, name="features-0-0"
+    )(x)
+    x = layers.BatchNormalization(
+        epsilon=0.001, momentum=1 - momentum, name="features-0-1"
+    )(x)
     x = layers.Activation("hard_swish", name="features-0-2")(x)
     if small:
-        x = bneck(x, 3, 16, 16, True, False, 2, name="features-1-0")
-        x = bneck(x, 3, 72, 24, False, False, 2, name="features-1-1")
-        x = bneck(x, 3, 88, 24, False, False, name="features-1-2")
-        x = bneck(x, 5, 96, 40, True, True, 2, name="features-1-3")
-        x = bneck(x, 5, 240, 40, True, True, name="features-1-4")
-        x = bneck(x, 5, 240, 40, True, True, name="features-1-5")
-        x = bneck(x, 5, 120, 48, True, True, name="features-1-6")
-        x = bneck(x, 5, 144, 48, True, True, name="features-1-7")
-        x = bneck(x, 5, 288, 96, True, True, 2, name="features-1-8")
-        x = bneck(x, 5, 576, 96, True, True, name="features-1-9")
-        x = bneck(x, 5, 576, 96, True, True, name="features-1-10")
+        x = bneck(x, 3, 16, 16, True, False, 2, keras_layout, name="features-1-0")
+        x = bneck(x, 3, 72, 24, False, False, 2, keras_layout, name="features-1-1")
+        x = bneck(x, 3, 88, 24, False, False, 1, keras_layout, name="features-1-2")
+        x = bneck(x, 5, 96, 40, True, True, 2, keras_layout, name="features-1-3")
+        x = bneck(x, 5, 240, 40, True, True, 1, keras_layout, name="features-1-4")
+        x = bneck(x, 5, 240, 40, True, True, 1, keras_layout, name="features-1-5")
+        x = bneck(x, 5, 120, 48, True, True, 1, keras_layout, name="features-1-6")
+        x = bneck(x, 5, 144, 48, True, True, 1, keras_layout, name="features-1-7")
+        x = bneck(x, 5, 288, 96, True, True, 2, keras_layout, name="features-1-8")
+        x = bneck(x, 5, 576, 96, True, True, 1, keras_layout, name="features-1-9")
+        x = bneck(x, 5, 576, 96, True, True, 1, keras_layout, name="features-1-10")
     else:
-        x = bneck(x, 3, 16, 16, False, False, name="features-1-0")
-        x = bneck(x, 3, 64, 24, False, False, 2, name="features-1-1")
-        x = bneck(x, 3, 72, 24, False, False, name="features-1-2")
-        x = bneck(x, 5, 72, 40, True, False, 2, name="features-1-3")
-        x = bneck(x, 5, 120, 40, True, False, name="features-1-4")
-        x = bneck(x, 5, 120, 40, True, False, name="features-1-5")
-        x = bneck(x, 3, 240, 80, False, True, 2, name="features-1-6")
-        x = bneck(x, 3, 200, 80, False, True, name="features-1-7")
-        x = bneck(x, 3, 184, 80, False, True, name="features-1-8")
-        x = bneck(x, 3, 184, 80, False, True, name="features-1-9")
-        x = bneck(x, 3, 480, 112, True, True, name="features-1-10")
-        x = bneck(x, 3, 672, 112, True, True, name="features-1-11")
-        x = bneck(x, 5, 672, 160, True, True, 2, name="features-1-12")
-        x = bneck(x, 5, 960, 160, True, True, name="features-1-13")
-        x = bneck(x, 5, 960, 160, True, True, name="features-1-14")
+        x = bneck(x, 3, 16, 16, False, False, 1, keras_layout, name="features-1-0")
+        x = bneck(x, 3, 64, 24, False, False, 2, keras_layout, name="features-1-1")
+        x = bneck(x, 3, 72, 24, False, False, 1, keras_layout, name="features-1-2")
+        x = bneck(x, 5, 72, 40, True, False, 2, keras_layout, name="features-1-3")
+        x = bneck(x, 5, 120, 40, True, False, 1, keras_layout, name="features-1-4")
+        x = bneck(x, 5, 120, 40, True, False, 1, keras_layout, name="features-1-5")
+        x = bneck(x, 3, 240, 80, False, True, 2, keras_layout, name="features-1-6")
+        x = bneck(x, 3, 200, 80, False, True, 1, keras_layout, name="features-1-7")
+        x = bneck(x, 3, 184, 80, False, True, 1, keras_layout, name="features-1-8")
+        x = bneck(x, 3, 184, 80, False, True, 1, keras_layout, name="features-1-9")
+        x = bneck(x, 3, 480, 112, True, True, 1, keras_layout, name="features-1-10")
+        x = bneck(x, 3, 672, 112, True, True, 1, keras_layout, name="features-1-11")
+        x = bneck(x, 5, 672, 160, True, True, 2, keras_layout, name="features-1-12")
+        x = bneck(x, 5, 960, 160, True, True, 1, keras_layout, name="features-1-13")
+        x = bneck(x, 5, 960, 160, True, True, 1, keras_layout, name="features-1-14")
     x = layers.Conv2D(576 if small else 960, 1, use_bias=False, name="features-2-0")(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.99, name="features-2-1")(x)
+    x = layers.BatchNormalization(
+        epsilon=0.001, momentum=1 - momentum, name="features-2-1"
+    )(x)
     x = layers.Activation("hard_swish", name="features-2-2")(x)
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool1")(x)
     x = layers.Flatten(name="flatten1")(x)

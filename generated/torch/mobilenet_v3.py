@@ -5,6 +5,7 @@
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # One sample's input (channels, height, width), None where the spec leaves a size open; the outputs,
@@ -24,8 +25,40 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def same_padding(x: torch.Tensor, kernel, stride, dilation) -> list[int]:
+    """TensorFlow's `same` padding for x, as F.pad wants it: the odd pixel goes right and bottom."""
+    pads: list[int] = []
+    for n, k, s, d in zip(
+        x.shape[:1:-1], _pair(kernel)[::-1], _pair(stride)[::-1], _pair(dilation)[::-1]
+    ):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's `same` padding, which depends on the input size when stride > 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(
+            F.pad(x, same_padding(x, self.kernel_size, self.stride, self.dilation))
+        )
+
+
+def conv2d(*args, padding=0, **options) -> nn.Conv2d:
+    """nn.Conv2d with a padding from the block's parameters, chosen as the model is built:
+    TensorFlow's "same" (Conv2dSame: nn.Conv2d cannot pad so at a stride), "valid" or a size."""
+    if padding == "same":
+        return Conv2dSame(*args, **options)
+    return nn.Conv2d(*args, padding=padding, **options)
+
+
 class SqueezeExcitation(nn.Module):
-    """block SqueezeExcitation (specs/mobilenet_v3.arch:11)."""
+    """block SqueezeExcitation (specs/lib/mobilenet_v3.arch:10)."""
 
     def __init__(self, in_channels: int, squeeze: int) -> None:
         super().__init__()
@@ -48,7 +81,7 @@ class SqueezeExcitation(nn.Module):
 
 
 class Bneck(nn.Module):
-    """block Bneck (specs/mobilenet_v3.arch:23)."""
+    """block Bneck (specs/lib/mobilenet_v3.arch:24)."""
 
     def __init__(
         self,
@@ -59,16 +92,19 @@ class Bneck(nn.Module):
         se: bool,
         hs: bool,
         stride: int = 1,
+        keras_layout: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
+        momentum = 0.001 if keras_layout else 0.01
         if expanded != in_channels:
             if hs:
-                m1 = nn.Hardswish()
+                m1 = nn.Hardswish(inplace=True)
             else:
-                m1 = nn.ReLU()
+                m1 = nn.ReLU(inplace=True)
             self.expand = nn.Sequential(
                 nn.Conv2d(in_channels, expanded, 1, bias=False),
-                nn.BatchNorm2d(expanded, eps=0.001, momentum=0.01),
+                nn.BatchNorm2d(expanded, eps=0.001, momentum=momentum),
                 m1,
             )
             channels1 = expanded
@@ -76,20 +112,21 @@ class Bneck(nn.Module):
             self.expand = nn.Identity()
             channels1 = in_channels
         if hs:
-            m2 = nn.Hardswish()
+            m2 = nn.Hardswish(inplace=True)
         else:
-            m2 = nn.ReLU()
+            m2 = nn.ReLU(inplace=True)
         self.depthwise = nn.Sequential(
-            nn.Conv2d(
+            conv2d(
                 channels1,
                 expanded,
                 kernel,
                 stride=stride,
-                padding=(kernel - 1) // 2,
+                padding="same" if keras_layout else (kernel - 1) // 2 * dilation,
+                dilation=dilation,
                 groups=expanded,
                 bias=False,
             ),
-            nn.BatchNorm2d(expanded, eps=0.001, momentum=0.01),
+            nn.BatchNorm2d(expanded, eps=0.001, momentum=momentum),
             m2,
         )
         if se:
@@ -98,7 +135,7 @@ class Bneck(nn.Module):
             self.se = nn.Identity()
         self.project = nn.Sequential(
             nn.Conv2d(expanded, out, 1, bias=False),
-            nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
+            nn.BatchNorm2d(out, eps=0.001, momentum=momentum),
         )
         self.residual1 = stride == 1 and in_channels == out
         self.out_channels = out
@@ -115,7 +152,7 @@ class Bneck(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    """network MobileNetV3 (specs/mobilenet_v3.arch:38)."""
+    """network MobileNetV3 (specs/mobilenet_v3.arch:15)."""
 
     def __init__(
         self,
@@ -123,52 +160,61 @@ class MobileNetV3(nn.Module):
         classes: int = 1000,
         resolution: int = 224,
         dropout_rate: float = 0.2,
+        keras_layout: bool = False,
     ) -> None:
         super().__init__()
+        momentum = 0.001 if keras_layout else 0.01
         if small:
             m1 = nn.Sequential(
-                Bneck(16, 3, 16, 16, True, False, 2),
-                Bneck(16, 3, 72, 24, False, False, 2),
-                Bneck(24, 3, 88, 24, False, False),
-                Bneck(24, 5, 96, 40, True, True, 2),
-                Bneck(40, 5, 240, 40, True, True),
-                Bneck(40, 5, 240, 40, True, True),
-                Bneck(40, 5, 120, 48, True, True),
-                Bneck(48, 5, 144, 48, True, True),
-                Bneck(48, 5, 288, 96, True, True, 2),
-                Bneck(96, 5, 576, 96, True, True),
-                Bneck(96, 5, 576, 96, True, True),
+                Bneck(16, 3, 16, 16, True, False, 2, keras_layout),
+                Bneck(16, 3, 72, 24, False, False, 2, keras_layout),
+                Bneck(24, 3, 88, 24, False, False, 1, keras_layout),
+                Bneck(24, 5, 96, 40, True, True, 2, keras_layout),
+                Bneck(40, 5, 240, 40, True, True, 1, keras_layout),
+                Bneck(40, 5, 240, 40, True, True, 1, keras_layout),
+                Bneck(40, 5, 120, 48, True, True, 1, keras_layout),
+                Bneck(48, 5, 144, 48, True, True, 1, keras_layout),
+                Bneck(48, 5, 288, 96, True, True, 2, keras_layout),
+                Bneck(96, 5, 576, 96, True, True, 1, keras_layout),
+                Bneck(96, 5, 576, 96, True, True, 1, keras_layout),
             )
             channels1 = 96
         else:
             m1 = nn.Sequential(
-                Bneck(16, 3, 16, 16, False, False),
-                Bneck(16, 3, 64, 24, False, False, 2),
-                Bneck(24, 3, 72, 24, False, False),
-                Bneck(24, 5, 72, 40, True, False, 2),
-                Bneck(40, 5, 120, 40, True, False),
-                Bneck(40, 5, 120, 40, True, False),
-                Bneck(40, 3, 240, 80, False, True, 2),
-                Bneck(80, 3, 200, 80, False, True),
-                Bneck(80, 3, 184, 80, False, True),
-                Bneck(80, 3, 184, 80, False, True),
-                Bneck(80, 3, 480, 112, True, True),
-                Bneck(112, 3, 672, 112, True, True),
-                Bneck(112, 5, 672, 160, True, True, 2),
-                Bneck(160, 5, 960, 160, True, True),
-                Bneck(160, 5, 960, 160, True, True),
+                Bneck(16, 3, 16, 16, False, False, 1, keras_layout),
+                Bneck(16, 3, 64, 24, False, False, 2, keras_layout),
+                Bneck(24, 3, 72, 24, False, False, 1, keras_layout),
+                Bneck(24, 5, 72, 40, True, False, 2, keras_layout),
+                Bneck(40, 5, 120, 40, True, False, 1, keras_layout),
+                Bneck(40, 5, 120, 40, True, False, 1, keras_layout),
+                Bneck(40, 3, 240, 80, False, True, 2, keras_layout),
+                Bneck(80, 3, 200, 80, False, True, 1, keras_layout),
+                Bneck(80, 3, 184, 80, False, True, 1, keras_layout),
+                Bneck(80, 3, 184, 80, False, True, 1, keras_layout),
+                Bneck(80, 3, 480, 112, True, True, 1, keras_layout),
+                Bneck(112, 3, 672, 112, True, True, 1, keras_layout),
+                Bneck(112, 5, 672, 160, True, True, 2, keras_layout),
+                Bneck(160, 5, 960, 160, True, True, 1, keras_layout),
+                Bneck(160, 5, 960, 160, True, True, 1, keras_layout),
             )
             channels1 = 160
         self.features = nn.Sequential(
             nn.Sequential(
-                nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(16, eps=0.001, momentum=0.01),
+                conv2d(
+                    3,
+                    16,
+                    3,
+                    stride=2,
+                    padding="same" if keras_layout else 1,
+                    bias=False,
+                ),
+                nn.BatchNorm2d(16, eps=0.001, momentum=momentum),
                 nn.Hardswish(inplace=True),
             ),
             m1,
             nn.Sequential(
                 nn.Conv2d(channels1, 576 if small else 960, 1, bias=False),
-                nn.BatchNorm2d(576 if small else 960, eps=0.001, momentum=0.01),
+                nn.BatchNorm2d(576 if small else 960, eps=0.001, momentum=momentum),
                 nn.Hardswish(inplace=True),
             ),
         )
