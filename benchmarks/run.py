@@ -146,28 +146,39 @@ def merge_rounds(datas: list[dict]) -> dict:
     return out
 
 
-def part_torch(cfg: dict, gpu: dict, tmp: Path) -> dict:
+def part_torch(cfg: dict, gpu: dict, tmp: Path, keys: tuple[str, ...] = TORCH_PAIRS) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"]), "--profile-runs", "0"]
     rounds = cfg["torch_rounds"]
-    result = {"cpu": run_rounds("bench_torch.py", TORCH_PAIRS, common, rounds, tmp / "torch_cpu.json",
+    result = {"cpu": run_rounds("bench_torch.py", keys, common, rounds, tmp / "torch_cpu.json",
                                 ["--profile-runs", str(cfg["profile_runs"])])}
     if gpu.get("torch"):  # item 5: the same comparisons on the lent GPU
-        result["gpu"] = run_rounds("bench_torch.py", TORCH_PAIRS, [*common, "--device", "cuda"], rounds,
+        result["gpu"] = run_rounds("bench_torch.py", keys, [*common, "--device", "cuda"], rounds,
                                    tmp / "torch_gpu.json", [])
     return result
 
 
-def part_keras(cfg: dict, gpu: dict, tmp: Path) -> dict:
+def part_keras(cfg: dict, gpu: dict, tmp: Path, keys: tuple[str, ...] = KERAS_PAIRS) -> dict:
     common = ["--repeats", str(cfg["repeats"]), "--repeats-train", str(cfg["repeats_train"]),
               "--warmup", str(cfg["warmup"])]
     rounds = cfg["framework_rounds"]
-    result = {"cpu": run_rounds("bench_keras.py", KERAS_PAIRS, [*common, "--device", "/CPU:0"], rounds,
+    result = {"cpu": run_rounds("bench_keras.py", keys, [*common, "--device", "/CPU:0"], rounds,
                                 tmp / "keras_cpu.json", [])}
     if gpu.get("tensorflow"):
-        result["gpu"] = run_rounds("bench_keras.py", KERAS_PAIRS, [*common, "--device", "/GPU:0"], rounds,
+        result["gpu"] = run_rounds("bench_keras.py", keys, [*common, "--device", "/GPU:0"], rounds,
                                    tmp / "keras_gpu.json", [])
     return result
+
+
+def keep_others(new: dict, old: dict, order: tuple[str, ...]) -> dict:
+    """A framework part measured for some networks (--keys), completed with the other networks' results of
+    an earlier run (--merge), per device, in the benchmarks' order of networks."""
+    out = {}
+    for where, data in new.items():
+        pairs = {p["key"]: p for p in old.get(where, {}).get("pairs", [])}
+        pairs.update({p["key"]: p for p in data.get("pairs", [])})
+        out[where] = {**data, "pairs": [pairs[k] for k in order if k in pairs]}
+    return out
 
 
 # The report -----------------------------------------------------------------------------------------
@@ -200,6 +211,10 @@ def report(res: dict) -> str:
         for part, r in runs.items():
             lines.append(f"- {part}: `{r['command']}` on {r['date']}, commit `{r['git']['commit'][:12]}`, "
                          f"{r['git']['tree']}")
+            if r.get("keys"):  # --keys: the part's other networks come from the run before
+                e = r["earlier"]
+                lines.append(f"  (networks {', '.join(r['keys'])}; the others: `{e['command']}` on {e['date']}, "
+                             f"commit `{e['git']['commit'][:12]}`)")
         lines += ["", _same_generators(sorted({c for _, c in distinct if c})), ""]
     lines += [f"- archdsl {v['archdsl']}, commit `{g['commit'][:12]}`, {g['tree']}",
              (f"- machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
@@ -485,6 +500,8 @@ def main() -> None:
                     help="the Markdown report; the raw numbers go next to it as .json")
     ap.add_argument("--at", metavar="REV", help="measure the committed tree REV instead of the working tree")
     ap.add_argument("--render", metavar="JSON", help="only write the Markdown report of an earlier run's JSON")
+    ap.add_argument("--keys", help="comma-separated networks: the torch and keras parts measure only these; with "
+                                    "--merge they keep the other networks' results of the existing report")
     ap.add_argument("--merge", action="store_true",
                     help="run only the --only parts and keep the other parts of the existing results (the report "
                          "says when and at which commit each part ran)")
@@ -511,6 +528,11 @@ def main() -> None:
     json_path = output.with_suffix(".json")
     this_run = {k: res[k] for k in ("command", "date", "git", "config")}
     res["runs"] = {}
+    keys = tuple(k.strip() for k in args.keys.split(",") if k.strip()) if args.keys else ()
+    unknown = set(keys) - set(TORCH_PAIRS) - set(KERAS_PAIRS)
+    if unknown:
+        ap.error(f"unknown network(s): {', '.join(sorted(unknown))}")
+    old: dict = {}
     if args.merge and json_path.exists():
         old = json.loads(json_path.read_text())
         for part in PARTS:
@@ -536,12 +558,20 @@ def main() -> None:
             elif part == "scale":
                 res["scale"] = bench_scale.run(cfg["scale_sizes"], cfg["scale_rounds"])
                 res["scale"]["depth_probe"] = bench_scale.depth_probe()
-            elif part == "torch":
-                res["torch"] = part_torch(cfg, res["gpu"], Path(tmp))
-            elif part == "keras":
-                res["keras"] = part_keras(cfg, res["gpu"], Path(tmp))
+            elif part in ("torch", "keras"):
+                every = TORCH_PAIRS if part == "torch" else KERAS_PAIRS
+                chosen = tuple(k for k in every if k in keys) if keys else every
+                if not chosen:
+                    continue
+                measure = part_torch if part == "torch" else part_keras
+                res[part] = measure(cfg, res["gpu"], Path(tmp), chosen)
+                if keys and part in old:
+                    res[part] = keep_others(res[part], old[part], every)
             res["load"][part] = load.stop()
             res["runs"][part] = this_run
+            if keys and part in old:
+                res["runs"][part] = {**this_run, "keys": list(chosen),
+                                     "earlier": old.get("runs", {}).get(part) or {k: old.get(k) for k in this_run}}
             print(f"   {part}: {res['load'][part]['wall_s']:.0f} s", flush=True)
             save()
     save()
@@ -557,7 +587,7 @@ def _run_at(args: argparse.Namespace, output: Path) -> None:
         shutil.rmtree(Path(tmp) / "benchmarks", ignore_errors=True)
         shutil.copytree(BENCH, Path(tmp) / "benchmarks", ignore=shutil.ignore_patterns("__pycache__", "results.*"))
         argv = ["--only", args.only, "-o", str(output)] + (["--quick"] if args.quick else []) + (
-            ["--merge"] if args.merge else [])
+            ["--merge"] if args.merge else []) + (["--keys", args.keys] if args.keys else [])
         env = {**os.environ, "ARCHDSL_BENCH_REV": rev,
                "ARCHDSL_BENCH_COMMAND": "python benchmarks/run.py " + " ".join(sys.argv[1:])}
         subprocess.run([PYTHON, str(Path(tmp) / "benchmarks" / "run.py"), *argv], env=env, check=True)
