@@ -283,9 +283,9 @@ def test_keras_dropblock_is_the_same_math_on_the_same_seeds(tmp_path, monkeypatc
 # One mask per sample, shared by its channels (per_channel = false; timm's couple_channels=True, what its
 # ResNet's drop_block_rate builds): the same math on seeds drawn B x 1 x H x W.
 
-def test_a_shared_mask_is_written_only_where_a_spec_asks_for_it(tmp_path):
+def test_a_shared_mask_is_asked_for_only_where_a_spec_asks_for_it(tmp_path):
     plain, shared = (generate(load(str(p)), "torch") for p in _specs(tmp_path))
-    assert "per_channel" not in plain and "DropBlock2d(3, 0.5)" in plain
+    assert "self.dropblock1 = DropBlock2d(3, 0.5)\n" in plain and "per_channel=False)" not in plain
     assert "self.dropblock1 = DropBlock2d(3, 0.5, per_channel=False)" in shared
     assert "self, size: int = 7, rate: float = 0.1, per_channel: bool = True" in shared
     keras_code = generate(load(str(_specs(tmp_path)[1])), "keras")

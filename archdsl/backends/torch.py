@@ -75,7 +75,6 @@ class _Module:
         self.uses_ordered = False
         self.residual_drop_path = False  # a Residual helper with stochastic depth is used
         self.drop_per_batch = False  # a stochastic depth drops for the whole batch
-        self.dropblock_shared = False  # a dropblock draws one mask per sample (DropBlock2d takes per_channel)
         self.out_formulas: dict[str, str] = {}  # block -> its out channels from its parameters
         self.size_args: dict[str, list[str]] = {}  # block -> the input sizes its class takes
         self.classes = {py_name(b.name) for b in elab.program.blocks.values()} | {py_name(elab.program.network.name)}
@@ -163,7 +162,6 @@ class _Module:
             prelude=self.prelude,  # the helpers, in the template's order
             residual_drop_path=self.residual_drop_path,
             drop_per_batch=self.drop_per_batch,
-            dropblock_shared=self.dropblock_shared,
             inference=self.inference,
             classes=classes,
             input_shape=literal(tuple(root.in_shape.dims)),

@@ -235,8 +235,7 @@ def dropblock(c, node: G.Layer, cin: Code, inplace: bool) -> Br | str:
         return "nn.Identity()"
     c.m.need("DropBlock2d")
     args = [c.typed(node, a["size"]), c.typed(node, a["rate"])]
-    if not is_true(a["per_channel"]):  # one mask per sample: DropBlock2d takes per_channel
-        c.m.dropblock_shared = True
+    if not is_true(a["per_channel"]):  # one mask per sample
         args.append(f"per_channel={c.typed(node, a['per_channel'])}")
     return Br("DropBlock2d", args)
 
