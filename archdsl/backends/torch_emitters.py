@@ -16,6 +16,7 @@ from ..core import graph as G
 from ..core.layers import GLOBAL, NEAREST, SAME, VALID
 from .common import (
     Code,
+    Leaf,
     agreed,
     const,
     is_false,
@@ -25,7 +26,9 @@ from .common import (
     is_zero,
     literal,
     pad_chosen,
+    parsed,
     plus,
+    times,
 )
 from .layout import Br
 from .registry import torch_functional, torch_module
@@ -333,6 +336,31 @@ def channel_slice_function(c, node: G.Layer, src: str, inplace: bool) -> Br:
         return Br(src, [":", f"{first}:{end}"], "[", "]")
     first, size = c.int_code(start), c.int_code(count)  # spaced as ruff format writes a slice of expressions
     return Br(src, [":", f": {size}" if const(start) == 0 else f"{first} : {plus(first, size)}"], "[", "]")
+
+
+def split_part(c, node: G.Layer, cin: Code) -> tuple[Code, Code]:
+    """(first channel, channel count) of a split's part as code: a listed size as the spec writes it
+    (a sum of literals folded), a part of equal ones in terms of the input's channels."""
+    parts, index = node.args["parts"], const(node.args["index"])
+    value = parts.items if isinstance(parts, G.ListE) else parts.value if isinstance(parts, G.Const) else None
+    if value is None:  # a parameter's value: the one every use agrees on (the names fix their number)
+        value = agreed(node, c.uses(node), lambda i: i.args["parts"], "the split's parts", c.owner_desc())
+    if isinstance(value, int):  # equal parts
+        count = Leaf(str(int(str(cin)) // value)) if str(cin).isdigit() else parsed(f"{cin.operand(6)} // {value}")
+        if str(count).isdigit():
+            return Leaf(str(index * int(str(count)))), count
+        return (Leaf("0") if index == 0 else count if index == 1 else times(Leaf(str(index)), count)), count
+    sizes = [c.int_code(e) if isinstance(e, G.Expr) else Leaf(str(e)) for e in value]  # type: ignore[union-attr]
+    before = sizes[:index]
+    if all(str(s).isdigit() for s in before):
+        return Leaf(str(sum(int(str(s)) for s in before))), sizes[index]
+    return plus(*before), sizes[index]
+
+
+@torch_module("split")
+def split(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    c.m.need("ChannelSlice")
+    return Br("ChannelSlice", [str(code) for code in split_part(c, node, cin)])
 
 
 @torch_module("crop")
