@@ -75,6 +75,26 @@ def test_each_name_gets_its_parts_shape(tmp_path):
     assert all(i.params == i.macs == 0 for i in elab.root.walk() if i.kind == "split")
 
 
+def test_summary_and_graph_show_each_part(tmp_path):
+    from archdsl.reports.draw import build as draw
+    from archdsl.reports.summary import rows
+
+    spec = tmp_path / "s.arch"
+    spec.write_text(SPEC)
+    elab = load(str(spec))
+    table = {r.path: r for r in rows(elab)}
+    assert str(table["split2"].out_shape) == "[4, 7, 6]" and table["split2"].layer == "split"
+    assert str(table["split2"].in_shape) == "[12, 7, 6]" and table["split2"].params == 0
+    drawing = draw(elab)
+    edges = {(e.tail, e.head): e.label for e in drawing.edges}
+    labels = {n.id: n.label for n in drawing.nodes()}
+    assert labels["split2"] == "split 2 of 3, 4 channels" and labels["unit1_split2"] == "split 2 of 2"
+    # each part from the split tensor, each part into the concat that joins them again
+    assert [edges[("unit1_channel_shuffle1", f"split{i}")] for i in (1, 2, 3)] == ["12x7x6"] * 3
+    assert [edges[(f"split{i}", "concat1")] for i in (1, 2, 3)] == ["3x7x6", "4x7x6", "5x7x6"]
+    assert edges[("unit1_split2", "unit1_conv1")] == "6x7x6"
+
+
 def test_split_computes_the_same_in_both_frameworks(tmp_path):
     elab, tm, km, paths = build(tmp_path, SPEC)
     assert elab.root.out_shape.dims == (4, 7, 6)
@@ -144,7 +164,8 @@ def test_channels_that_do_not_divide_are_a_located_error_from_the_command_line(t
             concat(b, a)
         }
         """))
-    done = subprocess.run([sys.executable, "-m", "archdsl", "check", str(spec)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "archdsl", "check", str(spec)], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"{spec}:3:21: error: ")
     assert "the input's 9 channels do not split into 2 equal parts" in done.stderr

@@ -573,7 +573,7 @@ def _split(a: dict, x: Shape) -> Result:
 
 def _describe_split(a: dict) -> str:
     parts = a["parts"]
-    return f"split {a['index'] + 1} of {a['names']}" + (f", {parts[a['index']]}" if isinstance(parts, tuple) else "")
+    return f"split {a['index'] + 1} of {a['names']}" + (f", {parts[a['index']]} channels" if isinstance(parts, tuple) else "")
 
 
 def _pool(name: str):
