@@ -86,7 +86,7 @@ network Maps {
 
 def _specs() -> dict[str, tuple[str | Path, dict]]:
     from .test_backends import DAG, POOLS
-    from .test_split import SPEC as SPLIT
+    from .test_split import KERAS as SPLIT
     from .test_upsample import SPEC as UPSAMPLING
     from .test_upsample import SPLITS
 

@@ -47,6 +47,21 @@ network SplitNet(sizes = [2, 6, 4]) {
 """
 
 
+# the Keras layer on each Keras backend (tests/test_keras_backends.py): sizes, and equal parts by a parameter
+KERAS = """
+block Three(n = 3) {
+    x, y, z = in split(n)
+    concat(z, x, y)
+}
+
+network KerasSplit {
+    input [6, 4, 5]
+    a, b = in split([2, 4])
+    concat(b, a) Three()
+}
+"""
+
+
 def test_split_parses_with_the_places_of_its_names():
     module = parse("network N {\n    input [8, 4, 4]\n    a, bb = in split(2)\n    concat(bb, a)\n}\n", "n.arch")
     stmt = module.networks[0].body.stmts[1]
