@@ -78,6 +78,26 @@ def test_split_is_formatted_and_read_back_unchanged():
     assert format_source(tidy) == tidy
 
 
+def test_split_is_highlighted_as_a_layer_and_its_names_as_names():
+    from pygments.token import Name, Operator, Punctuation
+
+    from archdsl.editor.highlight import ArchLexer
+
+    tokens = [(t, v) for t, v in ArchLexer().get_tokens("a,  bc = in split([2, 6])\n") if v.strip()]
+    assert tokens[:6] == [(Name.Variable, "a"), (Punctuation, ","), (Name.Variable, "bc"), (Operator, "="),
+                          (Name.Builtin.Pseudo, "in"), (Name.Builtin, "split")]
+    tokens = [(t, v) for t, v in ArchLexer().get_tokens("concat(a, b)\n") if v.strip()]
+    assert (Name, "a") in tokens and (Name, "b") in tokens  # a use, not a binding
+    # the editors' TextMate grammar alike
+    from .test_highlight import GRAMMAR_PATH, TextMate, load_json
+
+    text = "    a, bc = in split([2, 6])\n    concat(a, bc)\n"
+    scopes = TextMate(load_json(GRAMMAR_PATH)).scopes(text)
+    assigned = "variable.other.assignment.archdsl"
+    assert assigned in scopes[4] and assigned in scopes[7] and assigned not in scopes[text.index("a, bc)")]
+    assert "support.function.layer.archdsl" in scopes[text.index("split")]
+
+
 def test_each_name_gets_its_parts_shape(tmp_path):
     spec = tmp_path / "s.arch"
     spec.write_text(SPEC)
