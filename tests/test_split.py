@@ -136,8 +136,20 @@ def test_split_computes_the_same_in_both_frameworks(tmp_path):
     assert_parity(elab, tm, km, tol=1e-5)
     torch_code, keras_code = paths["torch"].read_text(), paths["keras"].read_text()
     assert "self.split2 = ChannelSlice(in_channels // 2, in_channels // 2)" in torch_code
-    assert "self.split3 = ChannelSlice(2 * (in_channels // 3), in_channels // 3)" in torch_code
+    assert "self.split3 = ChannelSlice(2 * (in_channels // n), in_channels // n)" in torch_code
     assert "self.split3 = ChannelSlice(7, 5)" in torch_code
+    assert "self.split6 = ChannelSlice(sizes[0] + sizes[1], sizes[2])" in torch_code  # a parameter's sizes
+    assert "self.three1 = Three(sizes[2] + sizes[0] + sizes[1])" in torch_code
+    # ... which the models take when built with other sizes
+    from archdsl.runtime.interop import torch_to_keras
+
+    from .frameworks import keras_outputs, sample_input, torch_outputs
+
+    torch_model, keras_model = tm.build_model(sizes=(6, 3, 3)), km.build_model(sizes=(6, 3, 3))
+    torch_to_keras(torch_model, keras_model)
+    x = sample_input(tm.INPUT_SHAPE)
+    [expected], [got] = torch_outputs(torch_model, x), keras_outputs(keras_model, x)
+    assert float(np.abs(expected - got).max()) <= 1e-5
     assert "a = self.split1(inputs)\n        b = self.split2(inputs)" in torch_code
     assert 'b = ChannelSplit(2, 1, name=f"{name}-split2")(inputs)' in keras_code
     assert 'q = ChannelSplit((3, 4, 5), 1, name="split2")(t_)' in keras_code

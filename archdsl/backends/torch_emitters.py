@@ -339,21 +339,28 @@ def channel_slice_function(c, node: G.Layer, src: str, inplace: bool) -> Br:
 
 
 def split_part(c, node: G.Layer, cin: Code) -> tuple[Code, Code]:
-    """(first channel, channel count) of a split's part as code: a listed size as the spec writes it
-    (a sum of literals folded), a part of equal ones in terms of the input's channels."""
+    """(first channel, channel count) of a split's part as code: a part of equal ones in terms of the
+    input's channels, a listed size as the spec writes it (a list, or a parameter's elements), with
+    the sums of literals folded."""
     parts, index = node.args["parts"], const(node.args["index"])
-    value = parts.items if isinstance(parts, G.ListE) else parts.value if isinstance(parts, G.Const) else None
-    if value is None:  # a parameter's value: the one every use agrees on (the names fix their number)
-        value = agreed(node, c.uses(node), lambda i: i.args["parts"], "the split's parts", c.owner_desc())
-    if isinstance(value, int):  # equal parts
-        count = Leaf(str(int(str(cin)) // value)) if str(cin).isdigit() else parsed(f"{cin.operand(6)} // {value}")
-        if str(count).isdigit():
-            return Leaf(str(index * int(str(count)))), count
-        return (Leaf("0") if index == 0 else count if index == 1 else times(Leaf(str(index)), count)), count
-    sizes = [c.int_code(e) if isinstance(e, G.Expr) else Leaf(str(e)) for e in value]  # type: ignore[union-attr]
+    if isinstance(parts, G.ListE):
+        sizes = [c.int_code(e) for e in parts.items]
+    else:  # a number of equal parts, or sizes given by a parameter (its value in every use, to tell which)
+        value = parts.value if isinstance(parts, G.Const) else \
+            agreed(node, c.uses(node), lambda i: i.args["parts"], "the split's parts", c.owner_desc())
+        if isinstance(value, int):
+            n = Leaf(str(value)) if isinstance(parts, G.Const) else c.int_code(parts)
+            if str(cin).isdigit() and str(n).isdigit():
+                count: Code = Leaf(str(int(str(cin)) // int(str(n))))
+                return Leaf(str(index * int(str(count)))), count
+            count = parsed(f"{cin.operand(6)} // {n.operand(7)}")
+            return (Leaf("0") if index == 0 else count if index == 1 else times(Leaf(str(index)), count)), count
+        whole = c.leaf(parts)
+        sizes = [Leaf(str(v)) if isinstance(parts, G.Const) else Leaf(f"{whole.operand(9)}[{i}]")
+                 for i, v in enumerate(value)]  # type: ignore[arg-type]
     before = sizes[:index]
-    if all(str(s).isdigit() for s in before):
-        return Leaf(str(sum(int(str(s)) for s in before))), sizes[index]
+    if all(str(size).isdigit() for size in before):
+        return Leaf(str(sum(int(str(size)) for size in before))), sizes[index]
     return plus(*before), sizes[index]
 
 
