@@ -726,13 +726,17 @@ class Generator:
         return lines, x
 
     def named_tensors(self, x: Shape) -> tuple[list[str], Shape]:
-        """`a = chain`, `b = a chain` and their `add`, `concat`, or a block with a tensor parameter."""
+        """`a = chain`, `b = a chain` and their `add`, `concat`, or a block with a tensor parameter; or `a`
+        split into named parts (`p, q = a split(2)`, `p, q, r = a split([1, 4, 2])`) joined again in
+        another order."""
         a = self.name("tensor")
         first, xa = self.chain(x, self.r.int(1, 2), 1)
         if xa.flat:
             return [" ".join(first)], xa
         b = self.name("tensor")
-        kind = self.r.pick(["add", "concat", "tensor_block"])
+        kind = self.r.pick(["add", "concat", "tensor_block", "split"])
+        if kind == "split":
+            return self.split(a, first, xa)
         second, xb = self.chain(xa, self.r.int(1, 2), 1)
         start = f"{a} " if self.r.prob(0.6) else ""  # a chain continues from the line before anyway
         if kind == "add":
@@ -768,6 +772,24 @@ class Generator:
         self.block_texts.append(f"block {name}(c, {prev}: tensor, extra = 1) {{\n{text}\n}}")
         lines.append(f"{name}({filters}, {prev} = {a})" if self.r.prob(0.5) else f"{name}(c = {filters}, {prev} = {a})")
         return lines, out
+
+    def split(self, a: str, first: list[str], x: Shape) -> tuple[list[str], Shape]:
+        c = x.c
+        if c < 2:
+            return [" ".join(first)], x
+        equal = [n for n in (2, 3) if c % n == 0]
+        if equal and self.r.prob(0.5):
+            n = self.r.pick(equal)
+            parts = f"split({n})"
+        else:
+            n = self.r.int(2, min(3, c))
+            cuts = sorted({self.r.int(1, c - 1) for _ in range(n - 1)})
+            sizes = [b - a_ for a_, b in zip([0, *cuts], [*cuts, c])]
+            n = len(sizes)
+            parts = f"split([{', '.join(map(str, sizes))}])"
+        names = [self.name("tensor") for _ in range(n)]
+        order = names[1:] + names[:1] if self.r.prob(0.7) else names[::-1]
+        return [f"{a} = {' '.join(first)}", f"{', '.join(names)} = {a} {parts}", f"concat({', '.join(order)})"], x
 
     # the network
 

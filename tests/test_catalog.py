@@ -27,8 +27,10 @@ network Every(width = 4) {
     sepconv(12, 3, multiplier = 3, dilation = 2, pad = 2) leaky_relu(0.2) identity lrn(3)
     upsample(2) channel_shuffle(3) upsample(like = in, mode = bilinear)
     deconv(width * 3, [2, 3], stride = 2, pad = [0, 1], output_pad = [1, 0], groups = 3)
-    crop(like = in) channel_slice(1, 10)
-    zeropad_channels([1, 3]) zeropad([1, 0, 2, 1]) crop([1, 0, 0, 1]) zeropad_channels(2)
+    t = crop(like = in) channel_slice(1, 10)
+    p, q = t split([4, 6])
+    r, s = t split(2)
+    concat(q, p, s, r) zeropad_channels([1, 3]) zeropad([1, 0, 2, 1]) crop([1, 0, 0, 1]) zeropad_channels(2)
     maxpool(2, ceil = true) avgpool(3, stride = 1, pad = 1, count_pad = false) layernorm layerscale
     adaptive_avgpool([2, 3]) flatten
     dense(10) dropout(0.1) bn layernorm dense(7, bias = false) softmax
@@ -83,7 +85,8 @@ def test_a_layer_that_changes_channels_says_so():
     """Only an entry's own rule says its channels are the input's: the layers that change them have
     another rule (the backends no longer fall back to the input's channels for a layer they do not know)."""
     changing = {name for name in CANONICAL if LAYERS[name].channels != IN}
-    assert changing == {"conv", "dwconv", "sepconv", "deconv", "dense", "zeropad_channels", "flatten", "channel_slice"}
+    assert changing == {"conv", "dwconv", "sepconv", "deconv", "dense", "zeropad_channels", "flatten", "channel_slice",
+                        "split"}
 
 
 def test_drawings_describe_layers_from_the_catalog(every):

@@ -86,6 +86,7 @@ network Maps {
 
 def _specs() -> dict[str, tuple[str | Path, dict]]:
     from .test_backends import DAG, POOLS
+    from .test_split import KERAS as SPLIT
     from .test_upsample import SPEC as UPSAMPLING
     from .test_upsample import SPLITS
 
@@ -98,6 +99,7 @@ def _specs() -> dict[str, tuple[str | Path, dict]]:
         "maps": (MAPS, {}),
         "upsampling": (UPSAMPLING, {}),  # Interpolate2D (nearest, bilinear, to a tensor), ChannelShuffle
         "splits": (SPLITS, {}),  # CenterCrop2D, ChannelSlice
+        "split": (SPLIT, {}),  # ChannelSplit (equal parts, sizes)
         # networks of the zoo, at small sizes: blocks imported from specs/lib, the paths of real models
         "resnet_cifar": (ROOT / "specs" / "resnet_cifar.arch", {"depth": 20}),
         "mobilenet_v2": (ROOT / "specs" / "mobilenet_v2.arch", {"resolution": 64, "classes": 10}),

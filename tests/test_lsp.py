@@ -373,6 +373,50 @@ async def test_definition_in_file_and_across_imports(client: LanguageClient, res
     doc.close()
 
 
+SPLIT = """\
+block Unit(c) {
+    a, b = in split(2)
+    b2 = b conv(c, 1) relu
+    concat(a, b2)
+}
+
+network Net {
+    input [8, 5, 5]
+    t = Unit(4)
+    p, q, r = t split([2, 3, 3])
+    concat(r, q, p)
+}
+"""
+
+
+async def test_the_names_of_a_split(client: LanguageClient, tmp_path: Path):
+    """The tensors a split names: each one's shape on hover, its definition, and completion offers them."""
+    path = tmp_path / "split.arch"
+    path.write_text(SPLIT)
+    doc = Doc(client, path)
+    assert await doc.diagnostics() == []
+    text = await doc.hover(doc.at("q, r = t split"))
+    assert "tensor **q**, a part of a channel split" in text and "`split2`: **[8, 5, 5] → [3, 5, 5]**" in text
+    text = await doc.hover(doc.at("b = in split"))
+    assert "`unit1.split2`: **[8, 5, 5] → [4, 5, 5]**" in text
+    text = await doc.hover(doc.at("b2 = b conv"))  # a name bound by `name = ...` too
+    assert "tensor **b2**" in text and "[4, 5, 5] → [4, 5, 5]" in text
+    text = await doc.hover(doc.at("split([2, 3, 3])", 1))
+    assert "split(parts, index = 0, names = 2)" in text
+    loc = await doc.definition(doc.at("q, p)"))
+    loc = loc[0] if isinstance(loc, list) else loc
+    assert loc.range.start == doc.at("q, r = t split") and loc.range.end.character == loc.range.start.character + 1
+    loc = await doc.definition(doc.at("b conv"))
+    loc = loc[0] if isinstance(loc, list) else loc
+    assert loc.range.start == doc.at("b = in split")
+    doc.edit("concat(r, q, p)", "concat(r, q, p, )")
+    labels = await doc.completion(doc.at("p, )", 3))
+    assert {"p", "q", "r", "t"} <= set(labels) and "a" not in labels  # the network's tensors, not Unit's
+    labels = await doc.completion(doc.at("b2 = ", 5))  # where a chain starts
+    assert {"a", "b", "b2"} <= set(labels) and "conv" in labels
+    doc.close()
+
+
 # completion -------------------------------------------------------------------------------------------
 
 async def test_completion_layers_blocks_and_keywords(client: LanguageClient, resnet: Path):

@@ -195,6 +195,13 @@ def channel_slice(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
                                        _name(path)]), src, dst)
 
 
+@keras_layer("split")
+def split(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    f.m.need("ChannelSplit")
+    return f.apply(Br("ChannelSplit", [f.typed(node, node.args["parts"]), f.typed(node, node.args["index"]),
+                                       _name(path)]), src, dst)
+
+
 @keras_layer("zeropad")
 def zeropad(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     return f.apply(Br("layers.ZeroPadding2D", [_sides(f, node, "pad"), _name(path)]), src, dst)

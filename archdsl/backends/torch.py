@@ -13,9 +13,9 @@ import re
 
 from ..core import graph as G
 from ..core.graph import Shape
-from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, Sum
+from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, SplitPart, Sum
 from ..language.errors import ArchError
-from . import torch_emitters  # noqa: F401 - registers the PyTorch emitters
+from . import torch_emitters  # registers the PyTorch emitters (and writes a split's parts)
 from .common import (
     Code,
     CodeUnit,
@@ -637,6 +637,8 @@ class _Class(CodeUnit):
                 self.arg_part(node, rule.name, rule.index)
         if isinstance(rule, InSize):
             return Leaf(str(self.in_size(node)[0 if rule.attr == "height" else 1]))
+        if isinstance(rule, SplitPart):
+            return torch_emitters.split_part(self, node, cin)[1]
         if isinstance(rule, Sum):
             return plus(*(self.channel_code(node, r, cin) for r in rule.terms))
         factors = [r for r in rule.factors if not self.is_unit(node, r)]  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from ..core import graph as G
 from ..core.layers import GLOBAL, NEAREST, SAME, VALID
 from .common import (
     Code,
+    Leaf,
     agreed,
     const,
     is_false,
@@ -25,7 +26,9 @@ from .common import (
     is_zero,
     literal,
     pad_chosen,
+    parsed,
     plus,
+    times,
 )
 from .layout import Br
 from .registry import torch_functional, torch_module
@@ -336,6 +339,38 @@ def channel_slice_function(c, node: G.Layer, src: str, inplace: bool) -> Br:
         return Br(src, [":", f"{first}:{end}"], "[", "]")
     first, size = c.int_code(start), c.int_code(count)  # spaced as ruff format writes a slice of expressions
     return Br(src, [":", f": {size}" if const(start) == 0 else f"{first} : {plus(first, size)}"], "[", "]")
+
+
+def split_part(c, node: G.Layer, cin: Code) -> tuple[Code, Code]:
+    """(first channel, channel count) of a split's part as code: a part of equal ones in terms of the
+    input's channels, a listed size as the spec writes it (a list, or a parameter's elements), with
+    the sums of literals folded."""
+    parts, index = node.args["parts"], const(node.args["index"])
+    if isinstance(parts, G.ListE):
+        sizes = [c.int_code(e) for e in parts.items]
+    else:  # a number of equal parts, or sizes given by a parameter (its value in every use, to tell which)
+        value = parts.value if isinstance(parts, G.Const) else \
+            agreed(node, c.uses(node), lambda i: i.args["parts"], "the split's parts", c.owner_desc())
+        if isinstance(value, int):
+            n = Leaf(str(value)) if isinstance(parts, G.Const) else c.int_code(parts)
+            if str(cin).isdigit() and str(n).isdigit():
+                count: Code = Leaf(str(int(str(cin)) // int(str(n))))
+                return Leaf(str(index * int(str(count)))), count
+            count = parsed(f"{cin.operand(6)} // {n.operand(7)}")
+            return (Leaf("0") if index == 0 else count if index == 1 else times(Leaf(str(index)), count)), count
+        whole = c.leaf(parts)
+        sizes = [Leaf(str(v)) if isinstance(parts, G.Const) else Leaf(f"{whole.operand(9)}[{i}]")
+                 for i, v in enumerate(value)]  # type: ignore[arg-type]
+    before = sizes[:index]
+    if all(str(size).isdigit() for size in before):
+        return Leaf(str(sum(int(str(size)) for size in before))), sizes[index]
+    return plus(*before), sizes[index]
+
+
+@torch_module("split")
+def split(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    c.m.need("ChannelSlice")
+    return Br("ChannelSlice", [str(code) for code in split_part(c, node, cin)])
 
 
 @torch_module("crop")

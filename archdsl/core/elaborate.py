@@ -326,18 +326,20 @@ class _Elaborator:
             self.tensor_params = {n: 0 for n, k in scope.frames[0].items() if k == "tensor" and n != "in"}
         unbound: S.Stmt | None = None  # the last statement, when its result goes only to the next one
         for stmt in body.stmts:
-            if isinstance(stmt, (S.Chain, S.Bind)) and top:
+            if isinstance(stmt, (S.Chain, S.Bind, S.Split)) and top:
                 starts = self._starts_fresh(stmt.items[0], scope)
                 if starts and unbound is not None:
                     raise ArchError("the result of this line is never used: the next line starts from "
                                     f"{starts}", unbound.span,
                                     notes=["name it (`name = ...`) to use it later, or remove it"])
                 unbound = stmt if isinstance(stmt, S.Chain) else None
-                items.extend(self._statement(stmt, scope, network))
+                items.extend(self._split(stmt, scope) if isinstance(stmt, S.Split)
+                             else self._statement(stmt, scope, network))
                 continue
-            if isinstance(stmt, S.Bind):
+            if isinstance(stmt, (S.Bind, S.Split)):
                 raise ArchError("named tensors (`name = ...`) can be bound only at the top level of a block or "
-                                "network body, not inside a group, branch, repetition or `if`", stmt.name_span)
+                                "network body, not inside a group, branch, repetition or `if`",
+                                stmt.name_span if isinstance(stmt, S.Bind) else stmt.name_spans[0])
             if isinstance(stmt, S.Output):
                 unbound = None
             if isinstance(stmt, S.Let):
@@ -428,14 +430,54 @@ class _Elaborator:
                 raise ArchError(f"{op}(...) takes its inputs from its arguments, so it starts a chain", item.span)
             out.append(self._item(item, scope, network, top=True))
         if isinstance(stmt, S.Bind):
-            self._bind_name(stmt, scope)
+            self._bind_name(stmt.name, stmt.name_span, scope)
             out.append(G.Store(stmt.name_span, stmt.name))
         elif not out:  # pragma: no cover - the grammar makes a chain at least one item
             raise ArchError("empty statement", stmt.span)
         return out
 
-    def _bind_name(self, stmt: S.Bind, scope: _Scope) -> None:
-        name, span = stmt.name, stmt.name_span
+    def _split(self, stmt: S.Split, scope: _Scope) -> list:
+        """`a, b = x split(2)`: for each name, the tensor x through one part of the split (a `split` layer
+        whose index is the part's), stored under the name. A number of parts that is not a literal is
+        checked against the names where the spec is expanded (the layer's `names`)."""
+        call, source = stmt.items[-1], stmt.items[:-1]
+        names = ", ".join(stmt.names)
+        if not isinstance(call, S.Call) or call.name != "split":
+            raise ArchError(f"`{names} = ...` names the parts of a channel split, so it ends with split(...): "
+                            f"`{names} = x split({len(stmt.names)})`", call.span)
+        name = self._tensor_name(source[0], scope) if len(source) == 1 else None
+        if name is None:
+            where = source[1].span if len(source) > 1 and self._tensor_name(source[0], scope) else \
+                source[0].span if source else call.span
+            raise ArchError("split(...) takes the named tensor (or `in`) just before it, "
+                            f"`{names} = x split({len(stmt.names)})`; name a chain's result first (`t = ...`) "
+                            "to split it", where)
+        for item in (source[0], call):
+            if item.label is not None:
+                raise ArchError("a label names a layer or block; the parts of a split are named by "
+                                f"`{names} = ...`", item.label_span or item.span)
+        for i, arg in enumerate(call.args):
+            if arg.name == "index" or (arg.name is None and i == 1):
+                raise ArchError("a split's parts take their indices from the names before `=`; split takes "
+                                "only its parts (a number, or a list of sizes)", arg.span)
+        parts = self._bind([("parts", REQUIRED)], call, scope, "split")["parts"]
+        count = len(parts.items) if isinstance(parts, G.ListE) else parts.value \
+            if isinstance(parts, G.Const) and isinstance(parts.value, int) else None
+        out: list = []
+        if count is not None and count != len(stmt.names):
+            what = f"{count} sizes" if isinstance(parts, G.ListE) else f"{count} parts"
+            raise ArchError(f"split into {what}, but {len(stmt.names)} names are given ({names}): "
+                            "one name a part", parts.span)
+        for part, (target, span) in enumerate(zip(stmt.names, stmt.name_spans, strict=True)):
+            self._bind_name(target, span, scope)
+            self._use(name, source[0].span)
+            out += [G.Load(source[0].span, name),
+                    G.Layer(call.span, "", LAYERS["split"], {"parts": parts, "index": G.Const(call.span, part),
+                                                             "names": G.Const(call.span, len(stmt.names))}),
+                    G.Store(span, target)]
+        return out
+
+    def _bind_name(self, name: str, span: Span, scope: _Scope) -> None:
         kind = scope.lookup(name)
         if kind == "tensor":
             where = self.tensors[name][0] if name in self.tensors else None
@@ -543,6 +585,9 @@ class _Elaborator:
         raise AssertionError(item)  # pragma: no cover
 
     def _call(self, call: S.Call, scope: _Scope, top: bool = False) -> G.Node:
+        if call.name == "split":
+            raise ArchError("split(...) gives one tensor a part, so its parts are named where it is used: "
+                            "`a, b = x split(2)`", call.name_span)
         if call.name in LAYERS:
             ltype = LAYERS[call.name]
             tensors = {p.name for p in ltype.params if p.kind is k_tensor}

@@ -147,6 +147,15 @@ def k_zpad(v: Value) -> tuple[int, int, int, int]:
     return (ph, ph, pw, pw)
 
 
+def k_parts(v: Value) -> int | tuple[int, ...]:
+    """A split's parts: their number (equal parts), or a list of their sizes."""
+    if isinstance(v, tuple):
+        if not v:
+            raise ArgError("expects a number of parts or a list of sizes, got []")
+        return tuple(k_int(x) for x in v)
+    return k_int(v)
+
+
 # Layer types ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -218,6 +227,12 @@ class Product(Chan):
     factors: tuple[Chan, ...]
 
 
+@dataclass(frozen=True)
+class SplitPart(Chan):
+    """One part of a split (`a, b = x split(parts)`): the input's channels over `parts` for equal parts,
+    the part's own size for a list of sizes; `index` says which part."""
+
+
 IN = InChannels()
 
 
@@ -230,6 +245,8 @@ def channels_of(rule: Chan, args: dict, x: Shape) -> int | None:
         return value if rule.index is None else value[rule.index]
     if isinstance(rule, InSize):
         return getattr(x, rule.attr) if x.rank == 3 else 1
+    if isinstance(rule, SplitPart):
+        return split_sizes(args["parts"], rule_channels(x))[args["index"]]
     parts = [channels_of(r, args, x) for r in (rule.terms if isinstance(rule, Sum) else rule.factors)]  # type: ignore[attr-defined]
     if None in parts:
         return None
@@ -530,6 +547,35 @@ def _channel_slice(a: dict, x: Shape) -> Result:
     return Result(Shape((a["count"], *x.dims[1:])))
 
 
+def rule_channels(x: Shape) -> int:
+    return x.channels if x.rank == 3 else x.dims[0]
+
+
+def split_sizes(parts: int | tuple[int, ...], channels: int) -> tuple[int, ...]:
+    """The sizes of a split's parts: `parts` equal ones, or the sizes listed."""
+    return parts if isinstance(parts, tuple) else (channels // parts,) * parts
+
+
+def _split(a: dict, x: Shape) -> Result:
+    channels, parts = rule_channels(x), a["parts"]
+    count = len(parts) if isinstance(parts, tuple) else parts
+    if count != a["names"]:
+        what = "sizes" if isinstance(parts, tuple) else "parts"
+        raise ArgError(f"split into {count} {what}, but {a['names']} names are given: one name a part", "parts")
+    if isinstance(parts, tuple) and sum(parts) != channels:
+        raise ArgError(f"the sizes {describe(parts)} add up to {sum(parts)}, not to the input's {channels} "
+                       "channels", "parts")
+    if not isinstance(parts, tuple) and channels % parts:
+        raise ArgError(f"the input's {channels} channels do not split into {parts} equal parts "
+                       f"({channels} is not a multiple of {parts}); give the sizes as a list", "parts")
+    return Result(Shape((split_sizes(parts, channels)[a["index"]], *x.dims[1:])))
+
+
+def _describe_split(a: dict) -> str:
+    parts = a["parts"]
+    return f"split {a['index'] + 1} of {a['names']}" + (f", {parts[a['index']]} channels" if isinstance(parts, tuple) else "")
+
+
 def _pool(name: str):
     def infer(a: dict, x: Shape) -> Result:
         _need_map(x, name)
@@ -730,6 +776,12 @@ _add(LayerType("channel_slice", (P("start", k_int0, doc="the first channel taken
                                  P("count", k_int, doc="how many channels are taken")),
                _channel_slice, "shape", "channels start to start + count - 1 (a split: one slice a part)",
                channels=Arg("count"), describe=lambda a: f"channels {a['start']}..{a['start'] + a['count'] - 1}"))
+_add(LayerType("split", (P("parts", k_parts, doc="the number of equal parts, or a list of their sizes"),
+                         P("index", k_int0, 0, "which part (from 0): set by `a, b = x split(2)`, one a name"),
+                         P("names", k_int, 2, "how many names the parts are given: set by `a, b = ...`")),
+               _split, "shape", "channel split into named tensors: `a, b = x split(2)` (equal halves), "
+               "`a, b, c = x split([16, 32, 16])` (sizes that add up to the channels); one layer a part",
+               channels=SplitPart(), describe=_describe_split))
 _add(LayerType("flatten", (), _flatten, "shape", "flattens [C, H, W] to [C*H*W] (channel-major, as PyTorch)",
                channels=IN * InSize("height") * InSize("width")))
 _add(LayerType("zeropad", (P("pad", k_zpad, doc="p, [ph, pw], or [top, bottom, left, right]"),),
@@ -749,7 +801,7 @@ _add(LayerType("channel_shuffle", (P("groups", k_int, doc="the groups whose chan
 
 # argument kinds whose values are integers (generated code passes them through int() unless the
 # expression is surely an integer)
-INT_KINDS = frozenset({k_int, k_int0, k_int2, k_int2_0, k_stride, k_pad, k_pool, k_zpad, k_pad2})
+INT_KINDS = frozenset({k_parts, k_int, k_int0, k_int2, k_int2_0, k_stride, k_pad, k_pool, k_zpad, k_pad2})
 
 
 

@@ -88,6 +88,8 @@ class ArchLexer(RegexLexer):
             (rf"({_NAME})(\s*)(:)(\s*)(tensor)\b",
              bygroups(Name.Variable, Whitespace, Punctuation, Whitespace, Keyword.Type)),
             (rf"({_NAME})([^\S\n]*)(:)", bygroups(Name.Label, Whitespace, Punctuation)),
+            # `a, b = x split(2)` binds a tensor a name: those before a comma here, the last as below
+            (rf"{_NAME}(?=(?:[^\S\n]*,[^\S\n]*{_NAME})+[^\S\n]*=(?!=))", Name.Variable),
             # `name = chain` binds a tensor (`==` is a comparison)
             (rf"({_NAME})([^\S\n]*)(=)(?!=)", bygroups(Name.Variable, Whitespace, Operator)),
             (r"\(", Punctuation, "args"),

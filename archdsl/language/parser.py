@@ -494,6 +494,10 @@ class _ToSyntax:
     def bind_stmt(self, meta, name, chain):
         return S.Bind(self._span(meta), str(name), self._tok(name), chain.items)
 
+    def split_stmt(self, meta, *rest):
+        *names, chain = rest
+        return S.Split(self._span(meta), [str(n) for n in names], [self._tok(n) for n in names], chain.items)
+
     # items
     def repeat(self, meta, item, count):
         return S.Repeat(self._span(meta), item, count)

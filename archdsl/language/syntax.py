@@ -222,6 +222,16 @@ class Bind(Stmt):
 
 
 @dataclass
+class Split(Stmt):
+    """`a, b = x split(2)`: a tensor's channels split into parts, each named; the chain is the tensor
+    and the split(...) call (elaboration checks that it is)."""
+
+    names: list[str]
+    name_spans: list[Span]
+    items: list[Item]
+
+
+@dataclass
 class Body:
     stmts: list[Stmt]
     span: Span

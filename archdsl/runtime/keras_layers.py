@@ -27,6 +27,7 @@ __all__ = [
     "ChannelPad",
     "ChannelShuffle",
     "ChannelSlice",
+    "ChannelSplit",
     "ConvTranspose2D",
     "DropBlock2D",
     "GroupedConv2D",
@@ -252,6 +253,33 @@ class ChannelSlice(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "start": self.start, "count": self.count}
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class ChannelSplit(layers.Layer):
+    """Part `index` (from 0) of a split of the channels into `parts`: a number of equal parts, or a
+    list of their sizes; channels last."""
+
+    def __init__(self, parts, index, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.parts, self.index = parts, index
+
+    def _bounds(self, channels):
+        if isinstance(self.parts, (list, tuple)):
+            sizes = list(self.parts)
+        else:
+            sizes = [channels // self.parts] * self.parts
+        return sum(sizes[: self.index]), sizes[self.index]
+
+    def call(self, x):
+        start, count = self._bounds(x.shape[-1])
+        return x[..., start : start + count]
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], self._bounds(shape[-1])[1])
+
+    def get_config(self):
+        return {**super().get_config(), "parts": self.parts, "index": self.index}
 
 
 @keras.saving.register_keras_serializable(package="archdsl")

@@ -66,21 +66,30 @@ class ChannelShuffle(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archdsl")
-class ChannelSlice(layers.Layer):
-    """Channels start to start + count - 1 of its input (one part of a split), channels last."""
+class ChannelSplit(layers.Layer):
+    """Part `index` (from 0) of a split of the channels into `parts`: a number of equal parts, or a
+    list of their sizes; channels last."""
 
-    def __init__(self, start, count, **kwargs) -> None:
+    def __init__(self, parts, index, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.start, self.count = start, count
+        self.parts, self.index = parts, index
+
+    def _bounds(self, channels):
+        if isinstance(self.parts, (list, tuple)):
+            sizes = list(self.parts)
+        else:
+            sizes = [channels // self.parts] * self.parts
+        return sum(sizes[: self.index]), sizes[self.index]
 
     def call(self, x):
-        return x[..., self.start : self.start + self.count]
+        start, count = self._bounds(x.shape[-1])
+        return x[..., start : start + count]
 
     def compute_output_shape(self, shape):
-        return (*shape[:-1], self.count)
+        return (*shape[:-1], self._bounds(shape[-1])[1])
 
     def get_config(self):
-        return {**super().get_config(), "start": self.start, "count": self.count}
+        return {**super().get_config(), "parts": self.parts, "index": self.index}
 
 
 def down_unit(inputs: keras.KerasTensor, out: int, *, name: str) -> keras.KerasTensor:
@@ -124,8 +133,8 @@ def unit(inputs: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
     """block Unit (specs/shufflenet_v2.arch:29)."""
     in_channels = inputs.shape[-1]
     half = in_channels // 2
-    a = ChannelSlice(0, half, name=f"{name}-channel_slice1")(inputs)
-    b = ChannelSlice(half, half, name=f"{name}-channel_slice2")(inputs)
+    a = ChannelSplit(2, 0, name=f"{name}-split1")(inputs)
+    b = ChannelSplit(2, 1, name=f"{name}-split2")(inputs)
     b2 = layers.Conv2D(half, 1, use_bias=False, name=f"{name}-branch2-0")(b)
     b2 = layers.BatchNormalization(
         epsilon=1e-05, momentum=0.9, name=f"{name}-branch2-1"
@@ -150,7 +159,7 @@ def unit(inputs: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
 def stage(
     x: keras.KerasTensor, out: int, repeats: int, *, name: str
 ) -> keras.KerasTensor:
-    """block Stage (specs/shufflenet_v2.arch:42)."""
+    """block Stage (specs/shufflenet_v2.arch:41)."""
     x = down_unit(x, out, name=f"{name}-down_unit1")
     for i in range(repeats - 1):
         x = unit(x, name=f"{name}-unit1-{i}")
@@ -160,7 +169,7 @@ def stage(
 def build_model(
     width: float = 1.0, classes: int = 1000, resolution: int = 224
 ) -> keras.Model:
-    """network ShuffleNetV2 (specs/shufflenet_v2.arch:47)."""
+    """network ShuffleNetV2 (specs/shufflenet_v2.arch:46)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
     c2 = 48 if width == 0.5 else 116 if width == 1.0 else 176 if width == 1.5 else 244
     x = layers.ZeroPadding2D(1, name="conv1-0--pad")(inputs)

@@ -71,10 +71,10 @@ class Unit(nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         half = in_channels // 2
-        self.channel_slice1 = ChannelSlice(0, half)
-        self.channel_slice2 = ChannelSlice(half, half)
+        self.split1 = ChannelSlice(0, in_channels // 2)
+        self.split2 = ChannelSlice(in_channels // 2, in_channels // 2)
         self.branch2 = nn.Sequential(
-            nn.Conv2d(half, half, 1, bias=False),
+            nn.Conv2d(in_channels // 2, half, 1, bias=False),
             nn.BatchNorm2d(half),
             nn.ReLU(inplace=True),
             nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False),
@@ -84,11 +84,11 @@ class Unit(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.channel_shuffle1 = nn.ChannelShuffle(2)
-        self.out_channels = half + half
+        self.out_channels = in_channels // 2 + half
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        a = self.channel_slice1(inputs)
-        b = self.channel_slice2(inputs)
+        a = self.split1(inputs)
+        b = self.split2(inputs)
         b2 = self.branch2(b)
         x = torch.cat([a, b2], dim=1)
         x = self.channel_shuffle1(x)
@@ -96,7 +96,7 @@ class Unit(nn.Module):
 
 
 class Stage(nn.Module):
-    """block Stage (specs/shufflenet_v2.arch:42)."""
+    """block Stage (specs/shufflenet_v2.arch:41)."""
 
     def __init__(self, in_channels: int, out: int, repeats: int) -> None:
         super().__init__()
@@ -115,7 +115,7 @@ class Stage(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """network ShuffleNetV2 (specs/shufflenet_v2.arch:47)."""
+    """network ShuffleNetV2 (specs/shufflenet_v2.arch:46)."""
 
     def __init__(
         self, width: float = 1.0, classes: int = 1000, resolution: int = 224

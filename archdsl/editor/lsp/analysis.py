@@ -142,11 +142,30 @@ def build_index(program: G.Program) -> dict[Span, G.Node]:
     """Every node of the typed graph by the span of the syntax it came from (a layer or block call,
     a composite, a group), so that a place in the source finds the node and its instances."""
     index: dict[Span, G.Node] = {}
-    bodies: list[G.Node] = [program.network.body, *(b.body for b in program.blocks.values())]
+    bodies: list[G.Seq] = [program.network.body, *(b.body for b in program.blocks.values())]
     for body in bodies:
         for node in all_nodes(body):
             index.setdefault(node.span, node)
+        last: G.Node | None = None  # a named tensor's name: the node whose result it names
+        for item in body.items:
+            if isinstance(item, G.Load):
+                last = None
+            elif isinstance(item, G.Node):
+                last = item
+            elif isinstance(item, G.Store) and last is not None:
+                index.setdefault(item.span, last)
     return index
+
+
+def tensor_names(d: S.BlockDef | S.NetworkDef) -> list[tuple[str, Span]]:
+    """The tensors a block or network names (`h = ...`, `a, b = x split(2)`), with their names' places."""
+    out: list[tuple[str, Span]] = []
+    for stmt in d.body.stmts:
+        if isinstance(stmt, S.Bind):
+            out.append((stmt.name, stmt.name_span))
+        elif isinstance(stmt, S.Split):
+            out.extend(zip(stmt.names, stmt.name_spans, strict=True))
+    return out
 
 
 # What is at a position ----------------------------------------------------------------------------
@@ -155,7 +174,7 @@ def build_index(program: G.Program) -> dict[Span, G.Node]:
 class Target:
     """Something in the syntax tree the cursor can be on."""
 
-    kind: str  # call, kwarg, composite, import, blockdef, network, output
+    kind: str  # call, kwarg, composite, import, blockdef, network, output, tensor
     region: Span  # the hot region: a name, a keyword, an import statement
     node: object  # the syntax node (Call, composite Item, Import, BlockDef, NetworkDef, Output)
     name: str = ""  # the called layer or block, the keyword, the argument name, the block name
@@ -183,7 +202,12 @@ def targets(module: S.Module) -> Iterator[Target]:
 
 def _body_targets(body: S.Body) -> Iterator[Target]:
     for stmt in body.stmts:
-        if isinstance(stmt, (S.Chain, S.Bind)):
+        if isinstance(stmt, S.Bind):
+            yield Target("tensor", stmt.name_span, stmt, stmt.name)
+        elif isinstance(stmt, S.Split):
+            for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+                yield Target("tensor", span, stmt, name)
+        if isinstance(stmt, (S.Chain, S.Bind, S.Split)):
             for item in stmt.items:
                 yield from _item_targets(item)
         elif isinstance(stmt, S.Output):
@@ -273,8 +297,8 @@ def node_at(analysis: Analysis, path: str, text: str, line: int, col: int) -> tu
     if t.kind == "blockdef":
         block = analysis.program.blocks.get(t.name)
         return (t, block) if block is not None else None  # type: ignore[return-value]
-    if t.kind in ("call", "composite"):
-        node = analysis.index.get(t.node.span)  # type: ignore[attr-defined]
+    if t.kind in ("call", "composite", "tensor"):
+        node = analysis.index.get(t.region if t.kind == "tensor" else t.node.span)  # type: ignore[attr-defined]
         if node is not None:
             return t, node
     if t.kind == "output":

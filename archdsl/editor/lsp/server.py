@@ -535,6 +535,9 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
             parts.insert(0, f"**{label}**: `{name}`")
     elif target.kind == "composite":
         parts.append(f"**{target.name}**")
+    elif target.kind == "tensor":
+        parts.append(f"tensor **{target.name}**" + (", a part of a channel split" if isinstance(target.node, S.Split)
+                                                    else ""))
     elif target.kind == "blockdef":
         if target.name in blocks:
             parts.append(f"```arch\n{blocks[target.name][1]}\n```")
@@ -618,6 +621,9 @@ def _definition(server: ArchServer, uri: str, pos: T.Position) -> T.Location | N
                 for p in d.params:
                     if p.name == word:
                         return server.location(A.word_span(p.span, word), a)
+                for name, span in A.tensor_names(d):
+                    if name == word:
+                        return server.location(span, a)
     return None
 
 
@@ -667,6 +673,7 @@ def _completion(server: ArchServer, uri: str, pos: T.Position) -> T.CompletionLi
         if name in seen:
             continue
         items.append(T.CompletionItem(label=name, kind=K.Class, detail=signature, sort_text=f"0{name}"))
+    items += _tensor_items(_enclosing(server, uri, line0))  # a chain may start from a named tensor
     before = line_text[:col0].strip()
     for kw in (_TOP_KEYWORDS if not before or before.isidentifier() else ()) + _ITEM_KEYWORDS:
         items.append(T.CompletionItem(label=kw, kind=K.Keyword, sort_text=f"2{kw}"))
@@ -684,6 +691,17 @@ def _value_items(server: ArchServer, uri: str, line0: int) -> list[T.CompletionI
     items = [T.CompletionItem(label=s, kind=K.Constant, sort_text=f"3{s}") for s in SYMBOLS]
     items += [T.CompletionItem(label=f, kind=K.Function, detail="function", sort_text=f"4{f}") for f in FUNCTIONS]
     items += [T.CompletionItem(label=w, kind=K.Keyword, sort_text=f"5{w}") for w in _VALUE_WORDS]
+    d = _enclosing(server, uri, line0)
+    if d is not None:
+        names = [p.name for p in d.params] + [s.name for s in d.body.stmts if isinstance(s, S.Let)]
+        for n in dict.fromkeys(names):
+            items.append(T.CompletionItem(label=n, kind=K.Variable, detail=f"in {d.name}", sort_text=f"1{n}"))
+        items += _tensor_items(d)
+    return items
+
+
+def _enclosing(server: ArchServer, uri: str, line0: int) -> S.BlockDef | S.NetworkDef | None:
+    """The block or network around a line, in the file's tree (or the last tree it had)."""
     a = server.analyses.get(uri)
     module = a.module if a is not None and a.module is not None else None
     if module is None and uri in server.parsed:
@@ -691,10 +709,17 @@ def _value_items(server: ArchServer, uri: str, line0: int) -> list[T.CompletionI
     if module is not None:
         for d in [*module.blocks, *module.networks]:
             if d.span.line <= line0 + 1 <= d.span.end_line:
-                names = [p.name for p in d.params] + [s.name for s in d.body.stmts if isinstance(s, S.Let)]
-                for n in dict.fromkeys(names):
-                    items.append(T.CompletionItem(label=n, kind=K.Variable, detail=f"in {d.name}", sort_text=f"1{n}"))
-    return items
+                return d
+    return None
+
+
+def _tensor_items(d: S.BlockDef | S.NetworkDef | None) -> list[T.CompletionItem]:
+    """The tensors a definition names (`h = ...`, `a, b = x split(2)`), for a chain's start or an
+    argument of concat, add or like = ..."""
+    if d is None:
+        return []
+    return [T.CompletionItem(label=n, kind=T.CompletionItemKind.Variable, detail=f"tensor in {d.name}",
+                             sort_text=f"1{n}") for n in dict.fromkeys(n for n, _ in A.tensor_names(d))]
 
 
 def _file_items(path: str, prefix: str) -> list[T.CompletionItem]:
