@@ -210,11 +210,16 @@ def report(res: dict) -> str:
         lines += ["The parts come from different runs (`--merge`):", ""]
         for part, r in runs.items():
             lines.append(f"- {part}: `{r['command']}` on {r['date']}, commit `{r['git']['commit'][:12]}`, "
-                         f"{r['git']['tree']}")
-            if r.get("keys"):  # --keys: the part's other networks come from the run before
+                         f"{r['git']['tree']}, {r.get('cpu', 'CPU not recorded')}")
+            while r.get("keys"):  # --keys: the part's other networks come from the runs before
                 e = r["earlier"]
                 lines.append(f"  (networks {', '.join(r['keys'])}; the others: `{e['command']}` on {e['date']}, "
-                             f"commit `{e['git']['commit'][:12]}`)")
+                             f"commit `{e['git']['commit'][:12]}`, {e.get('cpu', 'CPU not recorded')})")
+                r = e
+        cpus = {r.get("cpu") for r in runs.values()}
+        if len(cpus) > 1:
+            lines += ["", ("**The parts ran on different machines**: compare times only within one row (each ratio is "
+                           "measured within one run, on one machine).")]
         lines += ["", _same_generators(sorted({c for _, c in distinct if c})), ""]
     lines += [f"- archdsl {v['archdsl']}, commit `{g['commit'][:12]}`, {g['tree']}",
              (f"- machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
@@ -526,7 +531,7 @@ def main() -> None:
     t0 = time.monotonic()
     res["gpu"] = gpu_probe() if ("torch" in parts or "keras" in parts) else {}
     json_path = output.with_suffix(".json")
-    this_run = {k: res[k] for k in ("command", "date", "git", "config")}
+    this_run = {**{k: res[k] for k in ("command", "date", "git", "config")}, "cpu": res["machine"]["cpu"]}
     res["runs"] = {}
     keys = tuple(k.strip() for k in args.keys.split(",") if k.strip()) if args.keys else ()
     unknown = set(keys) - set(TORCH_PAIRS) - set(KERAS_PAIRS)
@@ -570,8 +575,10 @@ def main() -> None:
             res["load"][part] = load.stop()
             res["runs"][part] = this_run
             if keys and part in old:
-                res["runs"][part] = {**this_run, "keys": list(chosen),
-                                     "earlier": old.get("runs", {}).get(part) or {k: old.get(k) for k in this_run}}
+                earlier = old.get("runs", {}).get(part) or {k: old.get(k) for k in this_run}
+                while set(earlier.get("keys", ["(all)"])) <= set(chosen):  # every network of it measured again
+                    earlier = earlier["earlier"]
+                res["runs"][part] = {**this_run, "keys": list(chosen), "earlier": earlier}
             print(f"   {part}: {res['load'][part]['wall_s']:.0f} s", flush=True)
             save()
     save()
