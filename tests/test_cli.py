@@ -731,8 +731,8 @@ def test_check_a_library_checks_its_blocks(tmp_path):
     lib = ROOT / "specs" / "lib" / "resnet.arch"
     res = run("check", str(lib), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout == (f"ok: {lib}: library, 5 blocks (BasicBlock, SqueezeExcite, Bottleneck, BasicStage, "
-                          "Stage)\n")
+    assert res.stdout == (f"ok: {lib}: library, 7 blocks (BasicBlock, SqueezeExcite, Bottleneck, BasicStage, "
+                          "Stage, DilatedBottleneck, DilatedStage)\n")
     res = run("check", str(ROOT / "specs" / "lib" / "inception_v3.arch"), cwd=tmp_path)
     assert res.returncode == 0 and res.stdout.endswith("InceptionAux), importing 1 file\n"), res.stdout
 
