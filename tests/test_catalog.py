@@ -19,7 +19,7 @@ CANONICAL = sorted({t.name for t in LAYERS.values()})
 EVERY_LAYER = """
 network Every(width = 4) {
     input [3, 20, 18]
-    normalize([0.5, 0.4, 0.3], 0.2) rescale(2, offset = 1)
+    preprocess(caffe) normalize([0.5, 0.4, 0.3], 0.2) rescale(2, offset = 1)
     conv(8, 3, pad = 1, groups = 1) bn relu spatial_dropout(0.2)
     dropblock(5, 0.1)
     conv(width * 2, [3, 1], stride = 2, pad = same, groups = 2) bn(gamma = false) relu6

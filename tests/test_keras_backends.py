@@ -69,12 +69,13 @@ network Every(g = 2, tf_pad = true) {
 """
 
 MAPS = """
-# a flatten as an output, and one in a block used on a map and on flat features
+# a flatten as an output, and one in a block used on a map and on flat features; the caffe preprocessing
 block Head(n) {
     flatten dense(n)
 }
 network Maps {
     input [3, 9, 8]
+    preprocess(caffe)
     conv(4, 3, stride = 2, dilation = 2, pad = 2) gelu
     output map = flatten
     conv(5, 1) relu6

@@ -27,7 +27,7 @@ GENERATED = frozenset([
     "INPUT_SHAPE", "OUTPUT_NAMES", "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm",
     "make_divisible", "normalize_stats", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
     "DropPath", "DropBlock2d", "DropBlock2D", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "PartialBatchNorm1d",
-    "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Crop2d", "center_crop", "ChannelSlice", "ChannelSplit", "CenterCrop2D", "ChannelPad", "ChannelShuffle", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D",
+    "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Preprocess", "Crop2d", "center_crop", "ChannelSlice", "ChannelSplit", "CenterCrop2D", "ChannelPad", "ChannelShuffle", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D",
     "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "_pair", "_fold", "_is_bn", "_is_conv"])
 _TEMP = re.compile(r"^(identity|channels|branch|scaled|m|t|i|rep|shortcut|padding)\d*$")
 

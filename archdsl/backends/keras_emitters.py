@@ -138,6 +138,12 @@ def rescale(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     return f.apply(Br("layers.Rescaling", [*args, _name(path)]), src, dst)
 
 
+@keras_layer("preprocess")
+def preprocess(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
+    f.m.need("Preprocess")
+    return f.apply(Br("Preprocess", [f.typed(node, node.args["mode"]), _name(path)]), src, dst)
+
+
 @keras_layer("normalize")
 def normalize(f, node: G.Layer, src: str, dst: str, path: LayerPath) -> str:
     a = node.args

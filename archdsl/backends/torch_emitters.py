@@ -309,6 +309,12 @@ def normalize(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     return Br("Normalize", [c.typed(node, node.args["mean"]), c.typed(node, node.args["std"])])
 
 
+@torch_module("preprocess", allocates=True)
+def preprocess(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
+    c.m.need("Preprocess")
+    return Br("Preprocess", [c.typed(node, node.args["mode"])])
+
+
 @torch_module("zeropad_channels", allocates=True)
 def zeropad_channels(c, node: G.Layer, cin: Code, inplace: bool) -> Br:
     c.m.need("ChannelPad")

@@ -26,7 +26,10 @@ VALID = Symbol("valid")
 GLOBAL = Symbol("global")
 NEAREST = Symbol("nearest")
 BILINEAR = Symbol("bilinear")
-SYMBOLS = {s.name: s for s in (SAME, VALID, GLOBAL, NEAREST, BILINEAR)}
+CAFFE = Symbol("caffe")  # the three modes of keras.applications' preprocess_input
+TF = Symbol("tf")
+TORCH = Symbol("torch")
+SYMBOLS = {s.name: s for s in (SAME, VALID, GLOBAL, NEAREST, BILINEAR, CAFFE, TF, TORCH)}
 
 
 class ArgError(Exception):
@@ -439,6 +442,19 @@ def k_interp(v: Value) -> Symbol:
     return v  # type: ignore[return-value]
 
 
+def k_preprocessing(v: Value) -> Symbol:
+    if v not in (CAFFE, TF, TORCH):
+        raise ArgError(f"expects caffe, tf or torch (keras.applications' preprocess_input modes), got {describe(v)}")
+    return v  # type: ignore[return-value]
+
+
+def _rgb(a: dict, x: Shape) -> Result:
+    _need_map(x, "preprocess")
+    if x.channels != 3:
+        raise ArgError(f"preprocess takes RGB images, 3 channels, got {x}")
+    return Result(x)
+
+
 def k_tensor(v: Value) -> Shape:
     """A named tensor (or `in`): its shape, which shape inference passes for the name."""
     if not isinstance(v, Shape):  # pragma: no cover - elaboration takes only a tensor's name here
@@ -764,6 +780,13 @@ _add(LayerType("normalize", (P("mean", k_floats, doc="a number or one per channe
                              P("std", k_floats, doc="a number or one per channel")),
                _per_channel("normalize", "mean", "std"), "shape", "(x - mean) / std per channel, constants",
                channels=IN))
+_add(LayerType("preprocess", (P("mode", k_preprocessing, doc="caffe, tf or torch"),), _rgb, "shape",
+               "the input preprocessing a pretrained network expects, on RGB images of 0 to 255, as "
+               "keras.applications' preprocess_input: caffe (VGG16, ResNet50) reverses the channels to BGR and "
+               "subtracts ImageNet's mean pixel (103.939, 116.779, 123.68 in BGR order); tf (Xception, MobileNet, "
+               "Inception) scales to [-1, 1], x / 127.5 - 1; torch (DenseNet) scales to [0, 1] and normalizes by "
+               "ImageNet's mean (0.485, 0.456, 0.406) and standard deviation (0.229, 0.224, 0.225)",
+               describe=lambda a: f"preprocess {a['mode']}", channels=IN))
 _add(LayerType("zeropad_channels", (P("pad", k_pad2, doc="p, or [before, after]"),),
                _chanpad, "shape", "adds zero channels (the identity shortcut of ResNet's option A)",
                channels=IN + Arg("pad", 0) + Arg("pad", 1)))

@@ -37,6 +37,7 @@ __all__ = [
     "LocalResponseNorm",
     "Pad2D",
     "PaddedAvgPool2D",
+    "Preprocess",
     "SamePad2D",
 ]
 
@@ -692,3 +693,32 @@ class DropBlock2D(layers.Layer):
             "per_channel": self.per_channel,
             "seed": self.seed,
         }
+
+
+@keras.saving.register_keras_serializable(package="archdsl")
+class Preprocess(layers.Layer):
+    """The input preprocessing of a pretrained network, on RGB images of 0 to 255, as
+    keras.applications' preprocess_input(x, mode) computes it, channels last: "caffe" reverses
+    the channels to BGR and subtracts ImageNet's mean pixel, "tf" scales to [-1, 1], "torch"
+    scales to [0, 1] and normalizes by ImageNet's mean and standard deviation."""
+
+    MEAN_STD = {
+        "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),  # BGR order
+        "tf": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    }
+
+    def __init__(self, mode, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x):
+        mean, std = (ops.convert_to_tensor(v, dtype=x.dtype) for v in self.MEAN_STD[self.mode])
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - mean
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return (x / 255.0 - mean) / std
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
