@@ -702,18 +702,17 @@ class Preprocess(layers.Layer):
     the channels to BGR and subtracts ImageNet's mean pixel, "tf" scales to [-1, 1], "torch"
     scales to [0, 1] and normalizes by ImageNet's mean and standard deviation."""
 
-    MEAN_STD = {
-        "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),  # BGR order
-        "tf": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    }
-
     def __init__(self, mode, **kwargs) -> None:
         super().__init__(**kwargs)
         self.mode = mode
+        self.mean_std = {
+            "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),  # BGR order
+            "tf": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+            "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        }[mode]
 
     def call(self, x):
-        mean, std = (ops.convert_to_tensor(v, dtype=x.dtype) for v in self.MEAN_STD[self.mode])
+        mean, std = (ops.convert_to_tensor(v, dtype=x.dtype) for v in self.mean_std)
         if self.mode == "caffe":
             return ops.flip(x, axis=-1) - mean
         if self.mode == "tf":
