@@ -41,6 +41,7 @@ from models import (
     generated_module,
     handwritten_input,
     handwritten_keras,
+    handwritten_name,
     optimize_available,
     optimized_module,
     reference_args,
@@ -89,8 +90,7 @@ def build(key: str):
 
 def reference_name(key: str) -> str:
     if key in HANDWRITTEN:
-        batch, shape = handwritten_input(key)
-        return f"{HANDWRITTEN[key]['keras']}, batch {batch}, {'x'.join(map(str, shape))}"
+        return handwritten_name(key, "keras")
     return f"keras.applications.{entry(key).keras_reference}"
 
 

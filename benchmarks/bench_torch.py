@@ -42,6 +42,7 @@ from models import (
     entry,
     generated_module,
     handwritten_input,
+    handwritten_name,
     handwritten_torch,
     optimize_available,
     optimized_module,
@@ -98,8 +99,7 @@ def pair_input(key: str) -> tuple[int, ...]:
 
 def reference_name(key: str) -> str:
     if key in HANDWRITTEN:
-        batch, shape = handwritten_input(key)
-        return f"{HANDWRITTEN[key]['torch']}, batch {batch}, {'x'.join(map(str, shape))}"
+        return handwritten_name(key, "torch")
     return entry(key).torch_reference
 
 

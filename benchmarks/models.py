@@ -42,16 +42,22 @@ def _import(path: str, name: str):
     return module
 
 
-def generated_module(key: str, target: str, sets: dict | None = None):
-    """The generated module of a registry entry at its registry settings (the spec's default input,
-    224x224 for every network compared with torchvision or keras.applications), and `sets`."""
+def _load(key: str, sets: dict | None = None):
+    """A registry entry's spec, elaborated at its settings and `sets`, with paths relative to the
+    repository as in the committed generated code."""
     e = entry(key)
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        code = generate(load(os.path.relpath(e.spec_path(ROOT), ROOT), {**e.sets, **(sets or {})}), target)
+        return load(os.path.relpath(e.spec_path(ROOT), ROOT), {**e.sets, **(sets or {})})
     finally:
         os.chdir(cwd)
+
+
+def generated_module(key: str, target: str, sets: dict | None = None):
+    """The generated module of a registry entry at its registry settings (the spec's default input,
+    224x224 for every network compared with torchvision or keras.applications), and `sets`."""
+    code = generate(_load(key, sets), target)
     path = os.path.join(_TMP, f"{key}_{target}.py")
     Path(path).write_text(code, encoding="utf-8")
     return _import(path, f"bench_{key}_{target}")
@@ -75,14 +81,13 @@ HANDWRITTEN_KEYS = tuple(HANDWRITTEN)  # compared in both frameworks
 def handwritten_input(key: str) -> tuple[int, tuple[int, ...]]:
     """The batch and the one-sample input shape (channels, height, width) a hand-written pair runs at."""
     h = HANDWRITTEN[key]
-    e = entry(key)
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        shape = load(os.path.relpath(e.spec_path(ROOT), ROOT), {**e.sets, **h["sets"]}).root.in_shape.dims
-    finally:
-        os.chdir(cwd)
-    return h["batch"], tuple(shape)
+    return h["batch"], tuple(_load(key, h["sets"]).root.in_shape.dims)
+
+
+def handwritten_name(key: str, framework: str) -> str:
+    """How the report names a hand-written pair's reference ("torch" or "keras"), with its input."""
+    batch, shape = handwritten_input(key)
+    return f"{HANDWRITTEN[key][framework]}, batch {batch}, {'x'.join(map(str, shape))}"
 
 
 def handwritten_torch(key: str):
