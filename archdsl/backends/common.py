@@ -25,7 +25,7 @@ GENERATED = frozenset([
     "annotations", "math", "torch", "nn", "F", "keras", "layers", "ops", "OrderedDict", "Callable", "self", "x",
     "name", "inputs", "outputs", "in_channels", "in_height", "in_width", "params", "state_dict", "model",
     "INPUT_SHAPE", "OUTPUT_NAMES", "AUXILIARY_OUTPUTS", "build_model", "prepare_for_inference", "fold_batchnorm",
-    "make_divisible", "normalize_stats", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "Concat", "Residual", "Scale",
+    "make_divisible", "normalize_stats", "same_padding", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_groups", "padded", "set_trainable", "Concat", "Residual", "Scale",
     "DropPath", "DropBlock2d", "DropBlock2D", "SeparableConv2d", "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "PartialBatchNorm1d",
     "PartialBatchNorm2d", "LayerNorm2d", "LayerScale", "Rescale", "Normalize", "Preprocess", "Crop2d", "center_crop", "ChannelSlice", "ChannelSplit", "CenterCrop2D", "ChannelPad", "ChannelShuffle", "GroupedConv2D", "ConvTranspose2D", "Interpolate2D",
     "Pad2D", "LocalResponseNorm", "AdaptiveAvgPool2D", "_pair", "_fold", "_is_bn", "_is_conv"])
@@ -291,6 +291,16 @@ def templates() -> Environment:
     env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     return env
+
+
+def definition_doc(owner: G.BlockDef | G.NetworkDef) -> str:
+    """The docstring of a block's (the network's) class or function: what it is and where it is defined."""
+    where = f"{header_source(owner.span.file)}:{owner.span.line}"
+    if isinstance(owner, G.NetworkDef):
+        return f'"""network {owner.name} ({where})."""'
+    if owner.base is not None:
+        return f'"""network {owner.name} {owner.base}, as a base ({where})."""'
+    return f'"""block {owner.name} ({where})."""'
 
 
 def header_source(path: str) -> str:

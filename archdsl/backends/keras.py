@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..core import graph as G
+from ..core.elaborate import safe_attr
 from . import keras_emitters  # noqa: F401 - registers the Keras emitters
 from .common import (
     CodeUnit,
     LocalNames,
     block_params,
+    definition_doc,
     header_source,
     is_false,
     is_true,
@@ -45,7 +47,7 @@ from .registry import KERAS
 
 # the prelude's functions (keras_prelude.py.j2), in this order; then the classes of
 # archdsl/runtime/keras_layers.py that the module needs, in that file's order
-_PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups")
+_PRELUDE_FUNCTIONS = ("make_divisible", "normalize_stats", "padded", "conv2d_groups", "set_trainable")
 
 
 @functools.cache
@@ -179,8 +181,7 @@ class _Function(CodeUnit):
 
     def render(self) -> str:
         owner = self.owner
-        doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
-               f'({header_source(owner.span.file)}:{owner.span.line})."""')
+        doc = definition_doc(owner)
         if self.is_network:
             net: G.NetworkDef = owner  # type: ignore[assignment]
             params, fixups = network_params(self.m.elab, self.expr, self.m.local)
@@ -194,7 +195,18 @@ class _Function(CodeUnit):
                 outs = self.outputs[0] if len(self.outputs) == 1 else Br("", self.outputs, "[", "]")
             else:
                 outs = result
-            self.out.line(Br("keras.Model", ["inputs", outs, f"name={quote(net.name)}"]), "return ")
+            model = Br("keras.Model", ["inputs", outs, f"name={quote(net.name)}"])
+            freezes = [i for i in net.body.items if isinstance(i, G.Freeze)]
+            if freezes:  # the freeze statements, on the model's layers by path
+                self.m.need("set_trainable")
+                self.out.assign("model", model)
+                for item in freezes:
+                    suite = self.out if item.cond is None else self.out.if_(self.expr(item.cond)).body
+                    for written, _ in item.paths:
+                        name = "-".join(safe_attr(n) for n in written.split("."))
+                        suite.line(Br("set_trainable", ["model", quote(name), str(item.trainable)]))
+                model = "model"
+            self.out.line(model, "return ")
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")
         else:
             block: G.BlockDef = owner  # type: ignore[assignment]
@@ -229,7 +241,7 @@ class _Function(CodeUnit):
         var = src
         targets = G.statement_targets(seq)
         for index, item in enumerate(seq.items):
-            if isinstance(item, G.Check):  # checked when the spec was expanded
+            if isinstance(item, (G.Check, G.Freeze)):  # checked when the spec was expanded; frozen at the end
                 continue
             if isinstance(item, G.Load):
                 var = self.tensors[item.name]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from ..core import graph as G
+from ..core.elaborate import safe_attr
 from ..core.graph import Shape
 from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, SplitPart, Sum
 from ..language.errors import ArchError
@@ -23,6 +24,7 @@ from .common import (
     LocalNames,
     agreed,
     block_params,
+    definition_doc,
     header_source,
     is_false,
     is_one,
@@ -62,7 +64,7 @@ def _allocates(item: object) -> bool:
 
 
 def _plain_items(seq: G.Seq) -> list:
-    return [i for i in seq.items if not isinstance(i, (G.Check, G.Let))]
+    return [i for i in seq.items if not isinstance(i, (G.Check, G.Let, G.Freeze))]
 
 
 class _Module:
@@ -243,6 +245,7 @@ class _Class(CodeUnit):
         if self.is_network and self.m.inference and len(owner.input) == 3:
             self.fwd.assign(self.input_var, f"{self.input_var}.contiguous(memory_format=torch.channels_last)")
         cout = self.top(owner.body, cin)
+        methods = self.freeze(owner.body) if self.is_network else ""
         if self.size_args:
             sizes = [a for a in ("height", "width") if a in self.size_args]
             self.m.size_args[owner.name] = sizes
@@ -253,8 +256,7 @@ class _Class(CodeUnit):
             known = {"in_channels", *(self.m.local(p.name) + ("_channels" if p.tensor else "") for p in owner.params)}
             if formula is not None and names_in(formula) <= known:
                 self.m.out_formulas[owner.name] = formula
-        doc = (f'"""{"network" if self.is_network else "block"} {owner.name} '
-               f'({header_source(owner.span.file)}:{owner.span.line})."""')
+        doc = definition_doc(owner)
         if self.is_network:
             if self.outputs:
                 result = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
@@ -282,7 +284,24 @@ class _Class(CodeUnit):
             folds.assign("folds", Br("", pairs, "(", ")") if len(pairs) > 1 else f"({pairs[0].flat()},)")
         return templates().get_template("torch_class.py.j2").render(
             name=py_name(owner.name), doc=doc, signature=signature, init=self.init.lines(8),
-            forward=self.fwd.lines(8), forward_signature=forward, result=result, folds=folds.lines(4))
+            forward=self.fwd.lines(8), forward_signature=forward, result=result, folds=folds.lines(4),
+            methods=methods)
+
+    def freeze(self, body: G.Seq) -> str:
+        """The network's freeze statements, at the end of __init__ (set_trainable on each part, under its
+        condition), and the train() that keeps the frozen batch norms in eval mode. "" if it has none."""
+        freezes = [i for i in body.items if isinstance(i, G.Freeze)]
+        if not freezes:
+            return ""
+        self.m.need("set_trainable")
+        for item in freezes:
+            suite = self.init if item.cond is None else self.init.if_(self.expr(item.cond)).body
+            for written, _ in item.paths:
+                attr = ".".join(safe_attr(n) for n in written.split("."))
+                suite.line(Br("set_trainable", [f"self.{attr}", str(item.trainable)]))
+        if not any(i.kind == "bn" for i in self.m.elab.root.walk()):
+            return ""  # no batch norm: nn.Module's train() is right
+        return templates().get_template("torch_train.py.j2").render(name=py_name(self.owner.name))
 
     # top-level items: attributes of the class, forward written inline
 
@@ -290,7 +309,7 @@ class _Class(CodeUnit):
         targets = G.statement_targets(seq)
         self.owned = False  # the first item takes the input, which its caller may still hold
         for index, item in enumerate(seq.items):
-            if isinstance(item, G.Check):  # checked when the spec was expanded
+            if isinstance(item, (G.Check, G.Freeze)):  # checked when the spec was expanded; frozen at the end
                 continue
             if isinstance(item, G.Load):
                 self.src, cin = self.tensors[item.name]

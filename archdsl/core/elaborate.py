@@ -30,7 +30,7 @@ _TENSOR_USE = ("a named tensor can start a chain (`h = p conv(...)`), or be an a
 MODULE_ATTRS = frozenset(["T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu", "zero_grad", "out_channels", "in_channels"])
 
 
-def _suggest(name: str, options) -> str:
+def suggestion(name: str, options) -> str:
     close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -65,6 +65,8 @@ class Loader:
         self.sources: dict[str, str] = {}
         self.modules: dict[str, S.Module] = {}
         self.blocks: dict[str, S.BlockDef] = {}
+        # the networks of imported files, which a spec may use as parts (bases); the spec's own is not
+        self.networks: dict[str, S.NetworkDef] = {}
 
     def read(self, path: str, imported_at: Span | None = None) -> str:
         """The text of a file (the language server reads open documents' unsaved text instead): UTF-8,
@@ -109,6 +111,13 @@ class Loader:
             if block.name in LAYERS or block.name in MERGES:
                 raise ArchError(f"block '{block.name}' has the name of a built-in layer", block.name_span)
             self.blocks[block.name] = block
+        if imported_at is not None:
+            for net in module.networks[:1]:  # a second network is the error of its own spec
+                if net.name in self.networks:
+                    first = self.networks[net.name]
+                    raise ArchError(f"network '{net.name}' is defined in two imported files", net.name_span,
+                                    notes=[f"first defined at {first.name_span}"])
+                self.networks[net.name] = net
         base = os.path.dirname(path)
         for imp in module.imports:
             self.load(os.path.join(base, imp.path), imp.span)
@@ -186,6 +195,7 @@ class _Elaborator:
         # the body being elaborated: its named tensors (where bound, how often used) and tensor parameters
         self.tensors: dict[str, tuple[Span, int]] = {}
         self.tensor_params: dict[str, int] = {}
+        self.bases: dict[str, tuple[tuple[str, ...], Span]] = {}  # network used as a base -> its cut, where
 
     def run(self, net: S.NetworkDef) -> G.Program:
         if net.name in self.loader.blocks:
@@ -211,6 +221,7 @@ class _Elaborator:
         dims = [None if isinstance(d, S.Unknown) else self._expr(d, scope) for d in inp.dims]
         if dims[0] is None:
             raise ArchError("the number of input channels must be given", inp.dims[0].span)
+        self._prepare_bases([net.body])
         self._callees(net.body)
         body = self._seq(S.Body(stmts[1:], net.body.span), scope, network=True)
         outputs = [n for n in body.items if isinstance(n, G.Output)]
@@ -236,12 +247,42 @@ class _Elaborator:
     def library(self, module: S.Module) -> G.Library:
         """Elaborate every block loaded (a library's own and those it imports), callees first."""
         self.uses_in = set()
+        self._prepare_bases([b.body for b in self.loader.blocks.values()])
         for name, src in self.loader.blocks.items():
             self._callees(src.body)
             self._block(name, src.name_span)
         blocks = {name: self.done[name] for name in self.done}
         return G.Library(self.spec, self.loader.sources, blocks, [b.name for b in module.blocks],
                          len(self.loader.modules) - 1)
+
+    # networks used as bases
+
+    def _prepare_bases(self, bodies: list[S.Body]) -> None:
+        """Makes a block of each imported network that a body calls (`base: VGG16() through block5`), and
+        of those that its body calls in turn: the network's statements up to its label, with the
+        parameters they use. From then on a base is called, checked and generated as a block is."""
+        todo = list(bodies) + [b.body for b in self.loader.blocks.values()]
+        while todo:
+            body = todo.pop()
+            for call in _block_calls(body, self.loader.networks):  # type: ignore[arg-type]
+                cut = tuple(label for label, _ in call.through or ())
+                if call.name in self.bases:
+                    first, where = self.bases[call.name]
+                    if first != cut:
+                        raise ArchError(f"network {call.name} is used as a base {_cut_words(cut)} here and "
+                                        f"{_cut_words(first)} at {where}; a spec uses one cut of a network "
+                                        "(a block of its own)", call.span)
+                    continue
+                net = self.loader.networks[call.name]
+                if call.name in self.loader.blocks:
+                    block = self.loader.blocks[call.name]
+                    raise ArchError(f"'{call.name}' is both a network (used here as a base) and a block",
+                                    call.name_span, notes=[f"the network is defined at {net.name_span}",
+                                                           f"the block at {block.name_span}"])
+                self.bases[call.name] = (cut, call.span)
+                block = _base_block(net, call, self.loader.sources)
+                self.loader.blocks[call.name] = block
+                todo.append(block.body)
 
     # definitions
 
@@ -282,7 +323,8 @@ class _Elaborator:
         scope.frames[0]["in"] = "tensor"
         body = self._seq(src.body, scope, network=False)
         _name_top(body, {}, set(), network=False)
-        block = G.BlockDef(name, params, body, src.span, self.uses_in)
+        block = G.BlockDef(name, params, body, src.span, self.uses_in,
+                           _cut_words(self.bases[name][0]) if name in self.bases else None)
         self.uses_in = saved
         self.active.pop()
         self.done[name] = block
@@ -352,6 +394,13 @@ class _Elaborator:
                 items.append(G.Let(stmt.span, stmt.name, value))
             elif isinstance(stmt, S.Input):
                 raise ArchError("`input` comes once, first in the network", stmt.span)
+            elif isinstance(stmt, S.Freeze):
+                word = "unfreeze" if stmt.trainable else "freeze"
+                if not (network and top):
+                    raise ArchError(f"`{word}` is a statement of the network, at the top level of its body (it "
+                                    "names the parts by their paths from there)", stmt.span)
+                cond = self._expr(stmt.cond, scope) if stmt.cond is not None else None
+                items.append(G.Freeze(stmt.span, list(stmt.paths), stmt.trainable, cond))
             elif isinstance(stmt, S.Output):
                 if not (network and top):
                     raise ArchError("`output` is allowed only at the top level of a network", stmt.span)
@@ -502,7 +551,7 @@ class _Elaborator:
             return G.TensorRef(e.span, e.id)
         if isinstance(e, S.Name) and scope.lookup(e.id) is None:
             options = {n for f in scope.frames for n, k in f.items() if k == "tensor"}
-            raise ArchError(f"unknown tensor '{e.id}'{_suggest(e.id, options)}", e.span)
+            raise ArchError(f"unknown tensor '{e.id}'{suggestion(e.id, options)}", e.span)
         raise ArchError(f"{what} takes a named tensor (or `in`) here, not a value", e.span)
 
     def _merge(self, call: S.Call | S.ConcatCall, scope: _Scope) -> G.Merge:
@@ -606,11 +655,41 @@ class _Elaborator:
                 raise ArchError(f"block {call.name} takes a tensor ({', '.join(sorted(tensors))}), so it can be "
                                 "called only at the top level of a block or network body, not inside a group, "
                                 "branch, repetition or `if`", call.name_span)
+            if call.through is not None and call.name not in self.bases:
+                raise ArchError(f"`through` cuts a network used as a base; {call.name} is a block, called whole",
+                                call.through[0][1])
+            what = f"block {call.name}"
+            if call.name in self.bases:
+                what = f"network {call.name}"
+                call = self._base_args(call, block)
             args = self._bind([(p.name, REQUIRED if p.default is None else p.default) for p in block.params],
-                              call, scope, f"block {call.name}", fill=False, tensors=tensors)
+                              call, scope, what, fill=False, tensors=tensors)
             return G.BlockCall(call.span, "", call.name, args)
+        if call.through is not None:
+            raise ArchError(f"`through` cuts a network used as a base; '{call.name}' is not a network of an "
+                            f"imported file{suggestion(call.name, self.loader.networks)}", call.name_span)
         known = set(LAYERS) | set(self.loader.blocks)
-        raise ArchError(f"unknown layer or block '{call.name}'{_suggest(call.name, known)}", call.name_span)
+        raise ArchError(f"unknown layer or block '{call.name}'{suggestion(call.name, known)}", call.name_span)
+
+    def _base_args(self, call: S.Call, block: G.BlockDef) -> S.Call:
+        """A base's arguments by name: positions are the network's own parameters' (its block keeps only
+        those its statements up to the cut use), and a parameter that the cut leaves unused is an error
+        rather than a setting that does nothing."""
+        net = self.loader.networks[call.name]
+        names = [p.name for p in net.params]
+        kept = {p.name for p in block.params}
+        args = []
+        for i, arg in enumerate(call.args):
+            name = arg.name if arg.name is not None else names[i] if i < len(names) else None
+            if name in names and name not in kept:
+                cut = f" {_cut_words(self.bases[call.name][0])}" if call.through else ""
+                raise ArchError(f"network {call.name}{cut} does not use its parameter '{name}' (it takes: "
+                                f"{', '.join(p.name for p in block.params) or 'no arguments'})", arg.span,
+                                notes=["a base takes the height and width of the tensor it is given"]
+                                if "input" in _param_uses(net, name) else [])
+            args.append(S.Arg(name, arg.value, arg.span) if name is not None else arg)
+        return S.Call(call.span, call.name, args, call.name_span, through=call.through, label=call.label,
+                      label_span=call.label_span)
 
     def _bind(self, sig: list[tuple[str, object]], call: S.Call, scope: _Scope, what: str,
               fill: bool = True, tensors: set[str] = frozenset()) -> dict[str, G.Expr]:  # type: ignore[assignment]
@@ -631,7 +710,7 @@ class _Elaborator:
                 key = arg.name
                 if key not in names:
                     takes = ", ".join(names) if names else "no arguments"
-                    raise ArchError(f"{what} has no argument '{key}'{_suggest(key, names)} (it takes: {takes})",
+                    raise ArchError(f"{what} has no argument '{key}'{suggestion(key, names)} (it takes: {takes})",
                                     arg.span)
                 if key in bound:
                     raise ArchError(f"argument '{key}' of {what} is given twice", arg.span)
@@ -664,7 +743,7 @@ class _Elaborator:
             if e.id in SYMBOLS:
                 return G.Const(e.span, SYMBOLS[e.id])
             options = scope.names() | set(SYMBOLS)
-            raise ArchError(f"unknown name '{e.id}' in {scope.where}{_suggest(e.id, options)}", e.span)
+            raise ArchError(f"unknown name '{e.id}' in {scope.where}{suggestion(e.id, options)}", e.span)
         if isinstance(e, S.InAttr):
             if e.attr not in IN_ATTRS:
                 raise ArchError(f"'in' has no attribute '{e.attr}' (it has: {', '.join(IN_ATTRS)})", e.span)
@@ -686,7 +765,7 @@ class _Elaborator:
             return G.TensorAttr(e.span, e.name, e.attr)
         if isinstance(e, S.FunCall):
             if e.func not in FUNCTIONS:
-                raise ArchError(f"unknown function '{e.func}'{_suggest(e.func, FUNCTIONS)}"
+                raise ArchError(f"unknown function '{e.func}'{suggestion(e.func, FUNCTIONS)}"
                                 f" (functions: {', '.join(sorted(FUNCTIONS))})", e.span)
             lo, hi = FUNCTIONS[e.func]
             if not lo <= len(e.args) <= hi:
@@ -720,7 +799,7 @@ def _block_calls(body: S.Body, blocks: dict[str, S.BlockDef]) -> Iterator[S.Call
     """The calls of blocks in a body, in the order _Elaborator reaches them (a residual's shortcut
     before its body, an if's else-branch before its then-branch), not looking into the blocks."""
     for stmt in body.stmts:
-        if isinstance(stmt, (S.Chain, S.Bind)):
+        if isinstance(stmt, (S.Chain, S.Bind, S.Split)):
             items = stmt.items
         elif isinstance(stmt, S.Output) and stmt.chain is not None:
             items = stmt.chain
@@ -749,6 +828,90 @@ def _item_block_calls(item: S.Item, blocks: dict[str, S.BlockDef]) -> Iterator[S
             yield from _block_calls(branch, blocks)
     elif isinstance(item, (S.Group, S.Scale)):
         yield from _block_calls(item.body, blocks)
+
+
+def _cut_words(cut: tuple[str, ...]) -> str:
+    return f"through {', '.join(cut)}" if cut else "whole"
+
+
+def _base_block(net: S.NetworkDef, call: S.Call, sources: dict[str, str]) -> S.BlockDef:
+    """A network as a block, for its use as a base: its statements up to and including the item each
+    label of `through` names (at the top level of its body; `output name` marks count as labels), the
+    whole body without `through`. The base takes the tensor it is given: its `input` line is replaced by
+    a check of the channels (the height and width are the caller's); outputs (marks and side heads)
+    and freeze statements are left out, and so are the parameters that nothing kept uses, so that
+    a call cannot set what does nothing. A name bound before the cut and read only after it is
+    dropped."""
+    stmts = list(net.body.stmts)
+    if not stmts or not isinstance(stmts[0], S.Input):
+        raise ArchError(f"network {net.name} does not start with its input shape, so it cannot be used as a base",
+                        call.name_span, notes=[f"it is defined at {net.name_span}"])
+    inp = stmts.pop(0)
+    end = len(stmts)
+    if call.through is not None:
+        places: dict[str, tuple[int, int]] = {}
+        for i, stmt in enumerate(stmts):
+            if isinstance(stmt, S.Output) and stmt.chain is None:
+                places[stmt.name] = (i, -1)
+            for j, item in enumerate(getattr(stmt, "items", ())):
+                label = item.label if item.label is not None or not isinstance(item, S.Repeat) else item.item.label
+                if label is not None:
+                    places[label] = (i, j)
+        if len(call.through) > 1:
+            raise ArchError("a base exposes one feature map here: `through` takes one label", call.through[1][1])
+        label, span = call.through[-1]
+        if label not in places:
+            raise ArchError(f"network {net.name} has no label '{label}' at the top level of its body"
+                            f"{suggestion(label, places)}", span,
+                            notes=[f"its labels: {name_listing(list(places))}"] if places else [])
+        i, j = places[label]
+        stmts = stmts[:i] if j < 0 else stmts[:i] + [S.Chain(stmts[i].span, stmts[i].items[:j + 1])]
+        end = len(stmts)
+    kept = [s for s in stmts[:end] if not isinstance(s, (S.Output, S.Freeze))]
+    used: set[str] = set()
+    body: list[S.Stmt] = []
+    for stmt in reversed(kept):  # from the end, to know which names the statements after one read
+        if isinstance(stmt, S.Bind) and stmt.name not in used:
+            stmt = S.Chain(stmt.span, stmt.items)
+        body.append(stmt)
+        _names_read(stmt, used)
+    body.reverse()
+    source = sources.get(inp.span.file, "").splitlines()
+    line = source[inp.span.line - 1].strip() if 0 < inp.span.line <= len(source) else "input"
+    channels = S.BinOp(inp.span, "==", S.InAttr(inp.span, "channels"), inp.dims[0])
+    body.insert(0, S.Assert(inp.span, channels, f"network {net.name} is used as a base on a tensor whose channels "
+                                                f"are not those of its input (`{line}`)"))
+    _names_read(body[0], used)
+    params: list[S.Param] = []
+    for p in reversed(net.params):  # a default may read earlier parameters
+        if p.name in used:
+            params.append(p)
+            if p.default is not None:
+                _names_read(p.default, used)
+    params.reverse()
+    return S.BlockDef(net.name, params, S.Body(body, net.body.span), net.span, net.name_span)
+
+
+def _param_uses(net: S.NetworkDef, name: str) -> set[str]:
+    """Where a network reads a parameter, roughly: "input" if its input line does."""
+    found: set[str] = set()
+    _names_read(net.body.stmts[0] if net.body.stmts else [], found)
+    return {"input"} if name in found else set()
+
+
+def _names_read(node, out: set[str]) -> None:
+    """Adds the names a piece of syntax reads (values, tensors, blocks) to out."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (list, tuple)):
+            stack.extend(n)
+        elif isinstance(n, (S.Expr, S.Item, S.Stmt, S.Body, S.Arg)):
+            if isinstance(n, S.Name):
+                out.add(n.id)
+            elif isinstance(n, (S.Call, S.TensorAttr)):
+                out.add(n.name)
+            stack.extend(getattr(n, f) for f in n.__dataclass_fields__ if f not in ("span", "label_span"))
 
 
 def _kind(node: G.Node) -> str:

@@ -171,11 +171,23 @@ class Check:
 
 
 @dataclass(eq=False)
+class Freeze:
+    """`freeze a, b.c if cond` / `unfreeze ...`: the parts the paths name (a layer, a block call, a base,
+    a group, and everything inside) do not train (train again), where cond holds. No layer; the
+    expansion marks the instances (Inst.frozen), the backends write it after the model is built."""
+
+    span: Span
+    paths: list[tuple[str, Span]]  # dotted paths of labels, as written
+    trainable: bool
+    cond: Expr | None
+
+
+@dataclass(eq=False)
 class Seq(Node):
     """A run of items. At the top of a block it is the block's body; nested, it is a group that
     the PyTorch backend makes one module of (a single module, or an nn.Sequential)."""
 
-    items: list[Node | Let | Check | Load | Store]
+    items: list[Node | Let | Check | Load | Store | Freeze]
 
     @property
     def nodes(self) -> list[Node]:
@@ -250,6 +262,7 @@ class BlockDef:
     body: Seq
     span: Span
     uses_in: set[str] = field(default_factory=set)  # which of in.channels/height/width it reads
+    base: str | None = None  # a network used as a base: its cut ("through block5", "whole")
 
     @property
     def tensor_params(self) -> list[Param]:
@@ -372,6 +385,7 @@ class Inst:
     children: list[Inst] = field(default_factory=list)
     block: BlockDef | None = None  # for a block call: its definition
     rf: tuple[int | Fraction, int | Fraction] | None = None  # receptive field size and jump (stride product) at output
+    frozen: bool = False  # under a `freeze` statement's path (and no later `unfreeze`): its weights do not train
 
     def walk(self):
         """This instance and every one below it, depth first in order (iterative: networks may be
@@ -384,6 +398,9 @@ class Inst:
 
     def total_params(self) -> int:
         return sum(i.params for i in self.walk())
+
+    def trainable_params(self) -> int:
+        return sum(i.params for i in self.walk() if not i.frozen)
 
     def total_macs(self) -> int:
         return sum(i.macs for i in self.walk())

@@ -15,6 +15,7 @@ from fractions import Fraction
 from ..language.errors import ArchError
 from ..language.limits import MAX_INSTANCES, MAX_INT, located, power_too_large
 from . import graph as G
+from .elaborate import safe_attr, suggestion
 from .graph import Inst, Shape, Symbol, Value
 from .layers import ArgError, call_function, describe
 
@@ -225,6 +226,7 @@ class Expander:
         state = _State(in_shape)
         outputs: list[tuple[str, Inst]] = []
         last: Inst | None = None
+        freezes: list[tuple[G.Freeze, bool]] = []
         seq_env = env.child()
         seq_env.tensors = {"in": state}
         for item in net.body.items:
@@ -239,6 +241,9 @@ class Expander:
                 continue
             if isinstance(item, G.Check):
                 _check(item, seq_env)
+                continue
+            if isinstance(item, G.Freeze):
+                freezes.append((item, _flag(item.cond, seq_env, "a freeze condition")))
                 continue
             if isinstance(item, G.Output):
                 if item.body is None:
@@ -261,6 +266,8 @@ class Expander:
             end = Inst(None, "output", "output", state.shape, state.shape)
             end.rf = (state.rf, state.jump)
             outputs.append(("output", last if last is not None else end))
+        if freezes:
+            _freeze(root, freezes)
         return G.Elaborated(self.program, dict(env.values), root, outputs, frozenset(overrides),
                             per_node=self.per_node)
 
@@ -511,6 +518,40 @@ class Expander:
             raise ArchError(f"scale multiplies its input {x} by what its body computes, {g}; the body must give "
                             f"the same shape or one that broadcasts (e.g. [{x.channels}, 1, 1])", node.span,
                             context=env.context)
+
+
+def _freeze(root: Inst, freezes: list[tuple[G.Freeze, bool]]) -> None:
+    """Marks what the freeze statements name (Inst.frozen), in their order: a later statement wins over
+    an earlier one for the parts both name. Every path is checked, where its condition holds or not."""
+    parts: dict[str, Inst] = {}
+    for inst in root.walk():
+        if inst is not root:
+            parts.setdefault(inst.path, inst)
+    for item, holds in freezes:
+        word = "unfreeze" if item.trainable else "freeze"
+        for written, span in item.paths:
+            path = ".".join(safe_attr(name) for name in written.split("."))
+            inst = parts.get(path)
+            if inst is None:
+                parent, _, last = path.rpartition(".")
+                while parent and parent not in parts:
+                    parent, _, last = parent.rpartition(".")
+                below = [i.path.rpartition(".")[2] for i in parts.values()
+                         if i.path.rpartition(".")[0] == parent and i.path.rpartition(".")[2]
+                         and not i.path.rpartition(".")[2].isdigit()]
+                where = f"under '{parent}'" if parent else "at the top of the network"
+                raise ArchError(f"{word}: the network has no part '{written}' (no '{last}' {where})"
+                                f"{suggestion(last, below)}", span,
+                                notes=[f"the parts {where}: {', '.join(dict.fromkeys(below))}"] if below else [])
+            if isinstance(inst.node, G.Output) and inst.node.body is None:
+                raise ArchError(f"{word}: '{written}' marks an output; name the layers or blocks that compute it",
+                                span)
+            if inst.node is not None and inst.node.inline:
+                raise ArchError(f"{word}: '{written}' is a {inst.kind} written inline in its block's code, not a "
+                                "part of its own; name the layers inside it, or make it a block", span)
+            if holds:
+                for i in inst.walk():
+                    i.frozen = not item.trainable
 
 
 def _join(parent: str, name: str) -> str:

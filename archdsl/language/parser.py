@@ -482,6 +482,17 @@ class _ToSyntax:
             return S.Unknown(self._tok(value))
         return value
 
+    def freeze_stmt(self, meta, *rest):
+        *paths, cond = rest
+        return S.Freeze(self._span(meta), list(paths), False, cond)
+
+    def unfreeze_stmt(self, meta, *rest):
+        *paths, cond = rest
+        return S.Freeze(self._span(meta), list(paths), True, cond)
+
+    def label_path(self, meta, *names):
+        return ".".join(str(n) for n in names), self._span(meta)
+
     def output_stmt(self, meta, name, chain):
         return S.Output(self._span(meta), str(name), chain.items if chain is not None else None)
 
@@ -509,6 +520,10 @@ class _ToSyntax:
 
     def call(self, meta, name, args):
         return S.Call(self._span(meta), str(name), args or [], self._tok(name))
+
+    def base_call(self, meta, name, args, *labels):
+        return S.Call(self._span(meta), str(name), args or [], self._tok(name),
+                      through=[(str(n), self._tok(n)) for n in labels])
 
     def arglist(self, meta, *args):
         return [a for a in args if a is not None]

@@ -121,6 +121,9 @@ class Call(Item):
     name: str
     args: list[Arg]
     name_span: Span
+    # `Net(...) through label`: a network used as a part (a base), up to and including the item its
+    # label names; several labels expose several feature maps. None for a plain call.
+    through: list[tuple[str, Span]] | None = None
 
 
 @dataclass
@@ -229,6 +232,16 @@ class Split(Stmt):
     names: list[str]
     name_spans: list[Span]
     items: list[Item]
+
+
+@dataclass
+class Freeze(Stmt):
+    """`freeze base, head.fc if cond` (`unfreeze ...`): the parts that the paths of labels name keep
+    their weights while the network trains (or train again)."""
+
+    paths: list[tuple[str, Span]]  # dotted paths of labels, as written
+    trainable: bool  # false for `freeze`, true for `unfreeze`
+    cond: Expr | None
 
 
 @dataclass
