@@ -194,7 +194,44 @@ def _children_first(model, state: dict) -> list[str]:
     return [k for k in order if k in state]
 
 
-def load_torch_reference(model, reference) -> None:
+def _torch_part(model, part: str | None):
+    """The submodule of a generated PyTorch model at a part's path (`base`, `base.block5`); the
+    model itself for None."""
+    if not part:
+        return model
+    try:
+        return model.get_submodule(part)
+    except AttributeError:
+        names = [n for n, _ in model.named_children()]
+        raise ValueError(f"the model has no part {part!r} (its top-level parts: {', '.join(names)})") from None
+
+
+def _describe(key: str | None, state: dict) -> str:
+    return "nothing" if key is None else f"{key} {tuple(state[key].shape)}"
+
+
+def _fits(ours: tuple, theirs: tuple) -> bool:
+    return tuple(ours) == tuple(theirs) or [d for d in ours if d != 1] == [d for d in theirs if d != 1]
+
+
+def _structure_error(ours: dict, theirs: dict, mine: list[str], their_keys: list[str]) -> ValueError:
+    """The error for two models whose tensors do not pair: the counts, and the first pair in order
+    whose shapes do not fit, or the first tensor left without a pair."""
+    for k in range(max(len(mine), len(their_keys))):
+        a = mine[k] if k < len(mine) else None
+        b = their_keys[k] if k < len(their_keys) else None
+        if a is None or b is None or not _fits(tuple(ours[a].shape), tuple(theirs[b].shape)):
+            break
+    hint = ""
+    if len(their_keys) > len(mine) and a is None:
+        hint = (" (a reference with its top? build it without: torchvision's `.features`, timm's "
+                "`num_classes=0, global_pool=\"\"`, or pass its part without the top)")
+    return ValueError(f"the models differ in structure: {len(ours)} tensors here, {len(theirs)} in the reference; "
+                      f"tensor {k + 1} in order: {_describe(a, ours)} here, {_describe(b, theirs)} in the "
+                      f"reference{hint}")
+
+
+def load_torch_reference(model, reference, part: str | None = None) -> None:
     """Put a reference PyTorch model's weights (torchvision, timm, a hand-written model) into the
     generated PyTorch model of the same network, in place.
 
@@ -202,17 +239,25 @@ def load_torch_reference(model, reference) -> None:
     both models register them (the order of the spec and of the reference's __init__), each pair
     checked for shape. Raises ValueError, naming the first pair that does not fit, if the two differ in
     structure. Buffers (batch-norm statistics) are copied too.
+
+    part: the path of a part of the model to fill instead of the whole (`"base"` for a spec's
+    `base: VGG16() through block5`, `"base.block5"`), from a reference built without its top:
+    torchvision's `vgg16().features`, timm's `create_model("resnet50", num_classes=0, global_pool="")`
+    or `features_only=True`. The same as `load_torch_reference(model.get_submodule(part), reference)`.
     """
     import torch
 
+    model = _torch_part(model, part)
     ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     theirs = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
-    if len(ours) != len(theirs):
-        raise ValueError(f"the models differ in structure: {len(ours)} tensors here, {len(theirs)} in the reference")
     if set(ours) == set(theirs) and all(tuple(ours[k].shape) == tuple(theirs[k].shape) for k in ours):
         pairs = {k: k for k in ours}  # the spec names its layers as the reference does
     else:  # a name that agrees by chance may mean another tensor: pair everything by order
-        pairs = dict(zip(_children_first(model, ours), _children_first(reference, theirs)))
+        mine, their_keys = _children_first(model, ours), _children_first(reference, theirs)
+        if len(mine) != len(their_keys) or not all(
+                _fits(tuple(ours[a].shape), tuple(theirs[b].shape)) for a, b in zip(mine, their_keys)):
+            raise _structure_error(ours, theirs, mine, their_keys)
+        pairs = dict(zip(mine, their_keys))
     new_state = {}
     for k, r in pairs.items():
         value = _fit(tuple(ours[k].shape), _array(theirs[r]), f"{k} <- {r}")
@@ -232,10 +277,11 @@ def _weighted_leaves(layer) -> list:
     return [layer]
 
 
-def _weighted_depths(model) -> dict[int, int]:
+def _weighted_depths(model, counted=None) -> dict[int, int]:
     """For each layer with weights (by id): the most layers with weights on a path from an input to
     it, itself included. Layers without weights (padding, activations, merges) do not count, so
-    two models that differ only in those agree."""
+    two models that differ only in those agree; nor do the layers for which counted (if given) is
+    false, so a part of a model is numbered from its own first layer."""
     depth: dict[int, int] = {}
 
     def of(layer) -> int:
@@ -248,7 +294,8 @@ def _weighted_depths(model) -> dict[int, int]:
                 history = getattr(tensor, "_keras_history", None)
                 if history is not None:
                     parents.append(history.operation)
-        value = max((of(p) for p in parents), default=0) + len(_weighted_leaves(layer))
+        own = len(_weighted_leaves(layer)) if counted is None or counted(layer) else 0
+        value = max((of(p) for p in parents), default=0) + own
         depth[key] = value
         return value
 
@@ -257,30 +304,74 @@ def _weighted_depths(model) -> dict[int, int]:
     return depth
 
 
-def load_keras_reference(model, reference) -> None:
+def _keras_part(model, part: str | None):
+    """Whether a layer of a generated Keras model is in the part at a path (`base`, `base.block5`:
+    the layer named `base-block5` and those named `base-block5-...`); None for the whole model."""
+    if not part:
+        return None
+    prefix = keras_name(part)
+
+    def inside(layer) -> bool:
+        return layer.name == prefix or layer.name.startswith(prefix + "-")
+
+    if not any(inside(layer) for layer in model.layers):
+        tops = sorted({layer.name.split("-")[0] for layer in model.layers if layer.weights})
+        raise ValueError(f"the model has no part {part!r} (no layer named {prefix!r} or {prefix + '-...'!r}; "
+                         f"its parts with weights: {', '.join(tops)})")
+    return inside
+
+
+def _weighted_groups(model, inside=None) -> dict[int, list]:
+    """The leaf layers with weights of a model (or of its part where inside is true) by depth."""
+    depths = _weighted_depths(model, inside)
+    out: dict[int, list] = {}
+    for layer in model.layers:
+        if not getattr(layer, "weights", None) or (inside is not None and not inside(layer)):
+            continue
+        inner = _weighted_leaves(layer)
+        first = depths[id(layer)] - len(inner) + 1
+        for k, leaf in enumerate(inner):  # a nested model is a chain of its layers
+            out.setdefault(first + k, []).append(leaf)
+    return out
+
+
+def _depth_error(ours: dict[int, list], theirs: dict[int, list]) -> ValueError:
+    """The error for two models whose layers with weights do not line up: the first depth at which
+    they differ, and the layers there."""
+    def names(group: dict[int, list], depth: int) -> str:
+        layers = group.get(depth, [])
+        listed = ", ".join(f"{layer.name} {[tuple(w.shape) for w in layer.weights]}" for layer in layers[:3])
+        return (listed + (" ..." if len(layers) > 3 else "")) or "nothing"
+
+    count = (sum(len(v) for v in ours.values()), sum(len(v) for v in theirs.values()))
+    first = min(d for d in set(ours) | set(theirs) if len(ours.get(d, [])) != len(theirs.get(d, [])))
+    hint = ""
+    if count[1] > count[0] and not ours.get(first):
+        hint = " (a reference with its top? build it with include_top=False)"
+    return ValueError(f"the models differ in structure: {count[0]} layers with weights here, {count[1]} in the "
+                      f"reference; at depth {first} (layers with weights from the input): {names(ours, first)} "
+                      f"here, {names(theirs, first)} in the reference{hint}")
+
+
+def load_keras_reference(model, reference, part: str | None = None) -> None:
     """Put a reference Keras model's weights (keras.applications) into the generated Keras model of
     the same network, in place.
 
     Layers with weights are paired by their place in the graph: the number of weighted layers on the
     way from the input (so the two models may create parallel branches in different orders, as
     keras.applications creates a shortcut before the residual body), then by the shapes of their
-    weights, then in order. Raises ValueError if the structures differ.
-    """
-    def groups(m) -> dict[int, list]:
-        depths = _weighted_depths(m)
-        out: dict[int, list] = {}
-        for layer in m.layers:
-            if not getattr(layer, "weights", None):
-                continue
-            inner = _weighted_leaves(layer)
-            first = depths[id(layer)] - len(inner) + 1
-            for k, leaf in enumerate(inner):  # a nested model is a chain of its layers
-                out.setdefault(first + k, []).append(leaf)
-        return out
+    weights, then in order. Raises ValueError, naming the first layers that do not line up or fit, if
+    the structures differ.
 
-    ours, theirs = groups(model), groups(reference)
+    part: the path of a part of the model to fill instead of the whole (`"base"` for a spec's
+    `base: Xception() through exit_flow`: the layers named `base` and `base-...`), from a reference
+    built without its top (`keras.applications.Xception(include_top=False, weights=None)`); the
+    part's layers are numbered from its first, whatever comes before it. The same argument as
+    load_torch_reference's.
+    """
+    ours, theirs = _weighted_groups(model, _keras_part(model, part)), _weighted_groups(reference)
     if sorted((d, len(v)) for d, v in ours.items()) != sorted((d, len(v)) for d, v in theirs.items()):
-        raise ValueError("the models differ in structure: their layers with weights do not line up by depth")
+        raise _depth_error(ours, theirs)
     for depth, mine_list in ours.items():
         free = list(theirs[depth])
         for mine in mine_list:
@@ -289,7 +380,9 @@ def load_keras_reference(model, reference) -> None:
             if match is None:
                 match = next((r for r in free if len(r.get_weights()) == len(shapes)), None)
             if match is None:
-                raise ValueError(f"{mine.name}: no layer of the reference at depth {depth} fits it")
+                theirs_here = ", ".join(f"{r.name} {[tuple(w.shape) for w in r.weights]}" for r in free)
+                raise ValueError(f"{mine.name} {shapes}: no layer of the reference at depth {depth} fits it "
+                                 f"(left there: {theirs_here or 'nothing'})")
             free.remove(match)
             values = _in_our_feature_order(mine, match, match.get_weights())
             mine.set_weights([_fit(s, v, f"{mine.name} <- {match.name}") for s, v in zip(shapes, values)])
