@@ -34,6 +34,16 @@ def generated(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def vgg16_features():
+    """torchvision's VGG-16 less its top (its `features`), randomly initialised; built once."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.vgg16(weights=None).features
+
+
 def _torch_input(seed: int = 0):
     import torch
 
@@ -54,13 +64,11 @@ def _torch_max_difference(base, reference) -> float:
     return float((ours - theirs).abs().max())
 
 
-def test_torchvision_vgg16_features_fill_a_vgg16_base(generated):
+def test_torchvision_vgg16_features_fill_a_vgg16_base(generated, vgg16_features):
     import torch
-    import torchvision
 
-    torch.manual_seed(0)
     model = generated("vgg16_base", "torch").build_model()
-    reference = torchvision.models.vgg16(weights=None).features  # the whole vgg16 less its top
+    reference = vgg16_features  # the whole vgg16 less its top
     head = model.head.weight.detach().clone()
     load_torch_reference(model, reference, part="base")
     assert _torch_max_difference(model.base, reference) <= 1e-6
@@ -87,19 +95,20 @@ def test_timm_resnet18_without_its_top_fills_a_resnet_base(generated, args):
     assert torch.equal(last_bn.running_var, reference.layer4[1].bn2.running_var)
 
 
-def test_torch_reference_that_does_not_fit_names_the_first_mismatch(generated):
+def test_torch_reference_that_does_not_fit_names_the_first_mismatch(generated, vgg16_features):
     import torch
     import torchvision
 
     model = generated("vgg16_base", "torch").build_model()
-    features = torchvision.models.vgg16(weights=None).features
+    features = vgg16_features
     with_top = torch.nn.Sequential(features, torch.nn.Flatten(), torch.nn.Linear(512, 10))
     with pytest.raises(ValueError) as e:  # a classifier is left over
         load_torch_reference(model, with_top, part="base")
     assert ("26 tensors here, 28 in the reference; tensor 27 in order: nothing here, "
             "2.weight (10, 512) in the reference (a reference with its top?") in str(e.value)
+    vgg13_features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["B"])  # vgg13().features
     with pytest.raises(ValueError) as e:  # VGG-13: two convolutions in block3 where VGG-16 has three
-        load_torch_reference(model, torchvision.models.vgg13(weights=None).features, part="base")
+        load_torch_reference(model, vgg13_features, part="base")
     assert ("26 tensors here, 20 in the reference; tensor 13 in order: block3.group1.2.0.weight "
             "(256, 256, 3, 3) here, 15.weight (512, 256, 3, 3) in the reference") in str(e.value)
     with pytest.raises(ValueError, match="the model has no part 'backbone' \\(its top-level parts: base, head\\)"):
