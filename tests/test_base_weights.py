@@ -177,3 +177,24 @@ def test_keras_reference_that_does_not_fit_names_the_first_mismatch(generated):
         load_keras_reference(model, narrow, part="base")
     with pytest.raises(ValueError, match="the model has no part 'backbone'"):
         load_keras_reference(model, reference, part="backbone")
+
+
+def test_keras_part_after_other_layers_with_weights(generated):
+    """A part is numbered from its own first layer: a stem with weights before the base does not
+    shift it. The reference is another generated model's base, as a model of its own."""
+    source = generated("digits_transfer", "keras").build_model()
+    rng = np.random.default_rng(3)
+    for layer in source.layers:
+        layer.set_weights([rng.random(w.shape).astype(np.float32) + 0.5 for w in layer.weights])
+    reference = _keras_base(source)
+    model = generated("stem_base", "keras").build_model()
+    load_keras_reference(model, reference, part="base")
+    theirs = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    ours = [layer for layer in model.layers if layer.weights and layer.name.startswith("base-")]
+    assert len(ours) == 38
+    for layer in ours:
+        assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), theirs[layer.name], strict=True))
+    with pytest.raises(ValueError) as e:  # the whole model: the first to differ is the stem
+        load_keras_reference(model, reference)
+    assert ("41 layers with weights here, 38 in the reference; at depth 1 (layers with weights from the input): "
+            "stem [(1, 1, 3, 3), (3,)] here, base-conv1 [(3, 3, 3, 16)] in the reference") in str(e.value)

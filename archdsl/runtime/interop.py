@@ -337,14 +337,17 @@ def _weighted_groups(model, inside=None) -> dict[int, list]:
 
 def _depth_error(ours: dict[int, list], theirs: dict[int, list]) -> ValueError:
     """The error for two models whose layers with weights do not line up: the first depth at which
-    they differ, and the layers there."""
+    they differ (in the number of layers or the shapes of their weights), and the layers there."""
     def names(group: dict[int, list], depth: int) -> str:
         layers = group.get(depth, [])
         listed = ", ".join(f"{layer.name} {[tuple(w.shape) for w in layer.weights]}" for layer in layers[:3])
         return (listed + (" ..." if len(layers) > 3 else "")) or "nothing"
 
+    def shapes(group: dict[int, list], depth: int) -> list:
+        return sorted(str([tuple(w.shape) for w in layer.weights]) for layer in group.get(depth, []))
+
     count = (sum(len(v) for v in ours.values()), sum(len(v) for v in theirs.values()))
-    first = min(d for d in set(ours) | set(theirs) if len(ours.get(d, [])) != len(theirs.get(d, [])))
+    first = min(d for d in set(ours) | set(theirs) if shapes(ours, d) != shapes(theirs, d))
     hint = ""
     if count[1] > count[0] and not ours.get(first):
         hint = " (a reference with its top? build it with include_top=False)"
