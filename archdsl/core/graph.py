@@ -134,6 +134,9 @@ class Layer(Node):
 class BlockCall(Node):
     block: str
     args: dict[str, Expr]  # only the arguments given; the rest take the block's defaults
+    # a base exposing several feature maps (`c3, c4, c5 = R() through layer2, layer3, layer4`): the
+    # caller's names for the block's taps, all but the last (which is the call's result, stored as usual)
+    unpack: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -263,6 +266,7 @@ class BlockDef:
     span: Span
     uses_in: set[str] = field(default_factory=set)  # which of in.channels/height/width it reads
     base: str | None = None  # a network used as a base: its cut ("through block5", "whole")
+    taps: list[str] = field(default_factory=list)  # a base's named tensors returned before its result
 
     @property
     def tensor_params(self) -> list[Param]:

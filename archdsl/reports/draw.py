@@ -191,7 +191,7 @@ class _Builder:
                 port = tensors[item.name]
             elif isinstance(item, G.Store):
                 tensors[item.name] = port
-            elif isinstance(item, (G.Let, G.Check)):
+            elif isinstance(item, (G.Let, G.Check, G.Freeze)):
                 continue
             elif isinstance(item, G.Output):  # a side output taps the main path, which goes on
                 inst = _next(children, item)
