@@ -384,7 +384,7 @@ class Inst:
     in_shape: Shape
     out_shape: Shape
     args: dict[str, Value] = field(default_factory=dict)  # evaluated layer/block arguments
-    params: int = 0  # trainable parameters of this node alone (children not included)
+    params: int = 0  # parameters of this node alone (children not included), frozen or not
     macs: int = 0  # multiply-accumulates of this node alone
     children: list[Inst] = field(default_factory=list)
     block: BlockDef | None = None  # for a block call: its definition
