@@ -189,3 +189,23 @@ def test_more_located_errors(tmp_path):
         with pytest.raises(ArchError) as err:
             load(_spec(tmp_path, source))
         assert message in str(err.value), source
+
+
+def test_feature_maps_in_the_drawing(tmp_path):
+    """`graph` draws each feature map leaving the base (its cluster, or its one node at depth 0)."""
+    from archdsl.reports.draw import build as draw
+
+    elab = load(_spec(tmp_path, f"""
+        import "{TINY}"
+        network N {{
+            input [3, 16, 16]
+            a, b = backbone: Tiny() through stage1, stage2
+            up = b conv(8, 1) upsample(like = a)
+            add(a, up)
+            freeze backbone
+        }}
+        """))
+    for depth, source in ((0, "backbone"), (None, "backbone_stage1_relu1")):
+        edges = {(e.tail, e.head, e.label) for e in draw(elab, depth).edges}
+        assert (source, "add1", "8x8x8") in edges, edges
+        assert ("backbone" if depth == 0 else "backbone_stage2_relu1", "conv1", "16x4x4") in edges

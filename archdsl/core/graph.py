@@ -390,6 +390,7 @@ class Inst:
     block: BlockDef | None = None  # for a block call: its definition
     rf: tuple[int | Fraction, int | Fraction] | None = None  # receptive field size and jump (stride product) at output
     frozen: bool = False  # under a `freeze` statement's path (and no later `unfreeze`): its weights do not train
+    taps: tuple[Shape, ...] = ()  # a base's feature maps returned before its result (BlockCall.unpack)
 
     def walk(self):
         """This instance and every one below it, depth first in order (iterative: networks may be
