@@ -306,8 +306,8 @@ class _Class(CodeUnit):
             for written, _ in item.paths:
                 attr = ".".join(safe_attr(n) for n in written.split("."))
                 suite.line(Br("set_trainable", [f"self.{attr}", str(item.trainable)]))
-        if not any(i.kind == "bn" for i in self.m.elab.root.walk()):
-            return ""  # no batch norm: nn.Module's train() is right
+        if not any(isinstance(i.node, G.Layer) and i.node.type.statistics for i in self.m.elab.root.walk()):
+            return ""  # no batch norm (no running statistics): nn.Module's train() is right
         return templates().get_template("torch_train.py.j2").render(name=py_name(self.owner.name))
 
     # top-level items: attributes of the class, forward written inline

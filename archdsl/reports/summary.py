@@ -145,7 +145,8 @@ def make_row(inst: Inst) -> Row:
 def bn_statistics(inst: Inst) -> int:
     """The running mean and variance a layer keeps (buffers in PyTorch, non-trainable weights in
     Keras): two per channel of every batch norm (archdsl's `bn` always tracks them)."""
-    return 2 * inst.in_shape.channels if inst.kind == "bn" else 0
+    ltype = LAYERS.get(inst.kind)
+    return ltype.statistics * inst.in_shape.channels if ltype is not None else 0
 
 
 def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
