@@ -88,4 +88,13 @@ def count_torch(model) -> int:
 
 
 def count_keras(model) -> int:
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    """The weights Keras trains with nothing frozen (archdsl's parameter count: batch norms' moving
+    statistics are not among them); the layers' trainable flags are left as they were."""
+    flags = [(layer, layer.trainable) for layer in model.layers]
+    for layer, _ in flags:
+        layer.trainable = True
+    try:
+        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    finally:
+        for layer, flag in flags:
+            layer.trainable = flag
