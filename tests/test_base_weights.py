@@ -58,7 +58,6 @@ def _torch_max_difference(base, reference) -> float:
     x = _torch_input()
     with torch.no_grad():
         ours, theirs = base(x), reference(x)
-    theirs = theirs[-1] if isinstance(theirs, (list, tuple)) else theirs  # features_only: the last map
     assert ours.shape == theirs.shape
     assert float(theirs.abs().max()) > 1e-3  # not a vanishing output that anything would match
     return float((ours - theirs).abs().max())
@@ -79,20 +78,39 @@ def test_torchvision_vgg16_features_fill_a_vgg16_base(generated, vgg16_features)
     assert all(torch.equal(a, b) for a, b in zip(other.base.state_dict().values(), model.base.state_dict().values()))
 
 
-@pytest.mark.parametrize("args", [{"num_classes": 0, "global_pool": ""}, {"features_only": True}],
-                         ids=["num_classes_0", "features_only"])
-def test_timm_resnet18_without_its_top_fills_a_resnet_base(generated, args):
+def test_timm_resnet18_without_its_top_fills_a_resnet_base(generated):
     import timm
     import torch
 
     torch.manual_seed(0)
     model = generated("resnet18_base", "torch").build_model()
-    reference = timm.create_model("resnet18", pretrained=False, **args)
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=0, global_pool="")
     randomize_batchnorm(reference, seed=1)  # the running statistics must come across too
     load_torch_reference(model, reference, part="base")
     assert _torch_max_difference(model.base, reference) <= 1e-5
     last_bn = model.base.get_submodule("layer4.basic_block2.0.bn2")
     assert torch.equal(last_bn.running_var, reference.layer4[1].bn2.running_var)
+
+
+def test_timm_features_only_fills_a_base_with_several_feature_maps(generated):
+    """`c3, c4, c5 = base: ResNet(depth = 18) through layer2, layer3, layer4` against timm's
+    features_only model with out_indices (2, 3, 4): the same weights, the same three maps."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = generated("resnet18_features", "torch").build_model()
+    reference = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(2, 3, 4))
+    randomize_batchnorm(reference, seed=4)
+    load_torch_reference(model, reference, part="base")
+    model.eval()
+    reference.eval()
+    x = _torch_input()
+    with torch.no_grad():
+        ours, theirs = model.base(x), reference(x)
+    assert [tuple(t.shape) for t in ours] == [tuple(t.shape) for t in theirs] == [
+        (2, 128, 4, 4), (2, 256, 2, 2), (2, 512, 1, 1)]
+    assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs)) <= 1e-5
 
 
 def test_torch_reference_that_does_not_fit_names_the_first_mismatch(generated, vgg16_features):
