@@ -87,5 +87,26 @@ def count_torch(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_torch_trainable(model) -> int:
+    """The parameters that train: those that require gradients (not frozen)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def count_keras(model) -> int:
+    """The parameters that train: all but batch norms' moving statistics, unless a part is frozen."""
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def keras_leaves(model) -> list:
+    """The layers of a Keras model, those of a nested model (a base in a Sequential) in its place."""
+    return [leaf for layer in model.layers for leaf in (keras_leaves(layer) if hasattr(layer, "layers") else [layer])]
+
+
+def count_keras_all(model) -> int:
+    """Every parameter of a Keras model, frozen or not: its weights but the batch norms' moving
+    statistics (buffers in PyTorch, and Keras' non-trainable weights however the model is frozen)."""
+    import keras
+
+    statistics = [w for layer in keras_leaves(model) if isinstance(layer, keras.layers.BatchNormalization)
+                  for w in (layer.moving_mean, layer.moving_variance)]
+    return sum(int(np.prod(w.shape)) for w in model.weights) - sum(int(np.prod(w.shape)) for w in statistics)
