@@ -117,8 +117,9 @@ def build_parser() -> ArgumentParser:
         "check", help="parse a spec and check every shape", formatter_class=_Formatter,
         description=_para("Parse a spec, expand it and check every layer's shapes, and that both targets can "
                           "generate its code (what check accepts compiles). Prints one line with the network's "
-                          "parameters, MACs and output shapes, or a located error. A library file (blocks, no "
-                          "network) is checked as a library: every block elaborated, one line listing them."),
+                          "parameters (and how many train, where a part is frozen), MACs and output shapes, or a "
+                          "located error. A library file (blocks, no network) is checked as a library: every "
+                          "block elaborated, one line listing them."),
         epilog="examples:\n"
                "  archdsl check specs/resnet50.arch\n"
                "  archdsl check specs/efficientnet_b0.arch --set classes=10\n")
@@ -130,8 +131,11 @@ def build_parser() -> ArgumentParser:
         description=_para("Print one row per layer (blocks and groups are not rows): its path, layer type, output "
                           "shape, parameters, multiply-accumulates (MACs), activations (output elements, per "
                           "sample) and receptive field (size/jump, in input pixels), then the totals, with the "
-                          "activation memory for --dtype. If a shape check fails, the rows up to the failing "
-                          "layer are printed before the error."),
+                          "activation memory for --dtype. Frozen layers are marked and the total parameters split "
+                          "into trainable and frozen; with batch norms, a line gives Keras' counts, which include "
+                          "their moving means and variances as non-trainable weights (JSON and CSV always carry "
+                          "both conventions). If a shape check fails, the rows up to the failing layer are printed "
+                          "before the error."),
         epilog="examples:\n"
                "  archdsl summary specs/resnet50.arch\n"
                "  archdsl summary specs/vgg16.arch --format markdown --dtype float16\n"
@@ -149,10 +153,10 @@ def build_parser() -> ArgumentParser:
         "sweep", help="one row per setting of network parameters: input size, params, MACs",
         formatter_class=_Formatter,
         description=_para("Expand the network once for each value of one or more of its parameters and print "
-                          "one row per setting: the input shape, parameters, multiply-accumulates (MACs), "
-                          "activations and output shapes. NAME=VALUES is a comma-separated list "
-                          "(width=0.5,0.75,1.0) or a range of whole numbers with both ends included (phi=0..7); "
-                          "several give every combination, the last varying fastest."),
+                          "one row per setting: the input shape, parameters (and the trainable ones, where a part "
+                          "is frozen), multiply-accumulates (MACs), activations and output shapes. NAME=VALUES is "
+                          "a comma-separated list (width=0.5,0.75,1.0) or a range of whole numbers with both ends "
+                          "included (phi=0..7); several give every combination, the last varying fastest."),
         epilog="examples:\n"
                "  archdsl sweep specs/efficientnet.arch phi=0..7\n"
                "  archdsl sweep specs/mobilenet_v1.arch alpha=0.25,0.5,0.75,1.0 resolution=128,160,192,224\n"

@@ -92,21 +92,25 @@ def count_torch_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _keras_layers(model) -> list:
+    """Every layer of a Keras model, a nested model (a base in a Sequential) before its own layers."""
+    return [sub for layer in model.layers for sub in [layer, *(_keras_layers(layer) if hasattr(layer, "layers") else [])]]
+
+
 def count_keras(model) -> int:
-    """The parameters that train: all but batch norms' moving statistics, unless a part is frozen."""
+    """The weights Keras trains with nothing frozen (archdsl's parameter count: batch norms' moving
+    statistics are not among them); the layers' trainable flags are left as they were, those inside a
+    nested model too (a container's flag is set on its layers: it is restored before theirs)."""
+    flags = [(layer, layer.trainable) for layer in _keras_layers(model)]
+    for layer in model.layers:
+        layer.trainable = True
+    try:
+        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    finally:
+        for layer, flag in flags:
+            layer.trainable = flag
+
+
+def count_keras_trainable(model) -> int:
+    """The weights Keras trains as the model is: none of a frozen part's."""
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-
-def keras_leaves(model) -> list:
-    """The layers of a Keras model, those of a nested model (a base in a Sequential) in its place."""
-    return [leaf for layer in model.layers for leaf in (keras_leaves(layer) if hasattr(layer, "layers") else [layer])]
-
-
-def count_keras_all(model) -> int:
-    """Every parameter of a Keras model, frozen or not: its weights but the batch norms' moving
-    statistics (buffers in PyTorch, and Keras' non-trainable weights however the model is frozen)."""
-    import keras
-
-    statistics = [w for layer in keras_leaves(model) if isinstance(layer, keras.layers.BatchNormalization)
-                  for w in (layer.moving_mean, layer.moving_variance)]
-    return sum(int(np.prod(w.shape)) for w in model.weights) - sum(int(np.prod(w.shape)) for w in statistics)

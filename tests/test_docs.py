@@ -25,6 +25,8 @@ def test_language_reference_example_checks(tmp_path, index):
     spec = tmp_path / "example.arch"
     spec.write_text(source)
     (tmp_path / "lib").symlink_to(ROOT / "specs" / "lib")  # examples may import the shipped libraries
+    for shipped in (ROOT / "specs").glob("*.arch"):  # and the shipped networks, as bases
+        (tmp_path / shipped.name).symlink_to(shipped)
     if "network" in source:
         load(str(spec))  # raises a located ArchError if the example does not check
     else:

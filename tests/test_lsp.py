@@ -417,6 +417,43 @@ async def test_the_names_of_a_split(client: LanguageClient, tmp_path: Path):
     doc.close()
 
 
+BASES = """\
+import "tiny_base.arch"
+
+network Net(fine_tune = false) {
+    input [3, 16, 16]
+    a, b = backbone: Tiny() through stage1, stage2
+    up = b conv(8, 1) upsample(like = a)
+    add(a, up)
+    freeze backbone
+    unfreeze backbone.stage2 if fine_tune
+}
+"""
+
+
+async def test_a_base_and_its_feature_maps(client: LanguageClient, tmp_path: Path):
+    """A network used as a base: no diagnostics, its call hovers with its instance, goes to the network's
+    definition in the imported file; the feature maps' names hover with their shapes."""
+    shutil.copy(SPECS.parent / "tests" / "data" / "tiny_base.arch", tmp_path / "tiny_base.arch")
+    path = tmp_path / "bases.arch"
+    path.write_text(BASES)
+    doc = Doc(client, path)
+    assert await doc.diagnostics() == []
+    text = await doc.hover(doc.at("Tiny()", 1))
+    assert "backbone" in text and "[3, 16, 16] → [16, 4, 4]" in text
+    loc = await doc.definition(doc.at("Tiny()", 1))
+    loc = loc[0] if isinstance(loc, list) else loc
+    assert loc.uri == (tmp_path / "tiny_base.arch").as_uri()
+    text = await doc.hover(doc.at("a, b = backbone"))
+    assert "tensor **a**, the feature map of backbone (Tiny) at `stage1`" in text
+    text = await doc.hover(doc.at("b = backbone"))  # the last: the call's result, with its shapes
+    assert "at `stage2`" in text and "[3, 16, 16] → [16, 4, 4]" in text
+    doc.edit("freeze backbone\n", "freeze backbone.stem2\n")
+    diagnostics = await doc.diagnostics()
+    assert len(diagnostics) == 1 and "did you mean 'stem'" in diagnostics[0].message
+    doc.close()
+
+
 # completion -------------------------------------------------------------------------------------------
 
 async def test_completion_layers_blocks_and_keywords(client: LanguageClient, resnet: Path):

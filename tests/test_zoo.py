@@ -22,7 +22,7 @@ from archdsl.tools.zoo import Entry, read_registry, reference_builder
 from .frameworks import (
     ROOT,
     count_keras,
-    count_keras_all,
+    count_keras_trainable,
     count_torch,
     count_torch_trainable,
     eval_output_names,
@@ -111,11 +111,8 @@ def test_parameter_count_equals_every_reference(net):
     e = net.entry
     params, trainable = net.elab.root.total_params(), net.elab.root.trainable_params()
     assert params == net.default.root.total_params(), "test_sets must not change the parameter count"
-    assert count_torch(net.torch_model) == params
-    assert count_torch_trainable(net.torch_model) == trainable
-    assert count_keras(net.keras_model) == trainable
-    if trainable != params:
-        assert count_keras_all(net.keras_model) == params
+    assert (count_torch(net.torch_model), count_torch_trainable(net.torch_model)) == (params, trainable)
+    assert (count_keras(net.keras_model), count_keras_trainable(net.keras_model)) == (params, trainable)
     checked = 0
     if e.params is not None:
         assert params == e.params
@@ -126,9 +123,7 @@ def test_parameter_count_equals_every_reference(net):
         checked += 1
     if e.keras_reference:
         reference = keras_reference(e, net.input_shape)
-        assert count_keras(reference) == trainable
-        if trainable != params:
-            assert count_keras_all(reference) == params
+        assert (count_keras(reference), count_keras_trainable(reference)) == (params, trainable)
         checked += 1
     assert checked, f"{e.key}: the registry gives no reference and no published count"
 

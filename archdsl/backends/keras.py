@@ -218,9 +218,13 @@ class _Function(CodeUnit):
                 if attr in block.uses_in:
                     self.out.assign(f"in_{attr}", f"{x}.shape[{-1 if index == 0 else index}]")
             result = self.seq(block.body, x, "x", LayerPath().var("name"))
+            returns = "keras.KerasTensor"
+            if block.taps:  # a base's feature maps, then its result
+                result = ", ".join([*(self.tensors[t] for t in block.taps), result])
+                returns = "tuple[" + ", ".join(["keras.KerasTensor"] * (len(block.taps) + 1)) + "]"
             self.out.line(result, "return ")
             signature = lay(Br(f"def {self.m.functions[block.name]}", [f"{x}: keras.KerasTensor", *typed, "*",
-                                                                         "name: str"]), 0, "", " -> keras.KerasTensor:")
+                                                                         "name: str"]), 0, "", f" -> {returns}:")
         self.out.drop_unused(self.let_locals | {"in_channels", "in_height", "in_width"})
         return templates().get_template("keras_function.py.j2").render(signature=signature, doc=doc,
                                                                        lines=self.out.lines(4))
@@ -289,7 +293,9 @@ class _Function(CodeUnit):
                 value = self.tensors[arg.name] if isinstance(arg, G.TensorRef) else self.expr(arg)
                 args.append(value if positional else f"{self.m.local(p.name)}={value}")
             args.append(f"name={here.code()}")
-            self.out.assign(dst, Br(self.m.functions[block.name], args))
+            targets = [self.tensor_var(name) for name in node.unpack]  # a base's feature maps, then the last
+            self.tensors.update(zip(node.unpack, targets, strict=True))
+            self.out.assign(", ".join([*targets, dst]), Br(self.m.functions[block.name], args))
             return dst
         if isinstance(node, G.Seq):
             return self.seq(node, src, dst, here)

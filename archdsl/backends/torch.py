@@ -251,6 +251,10 @@ class _Class(CodeUnit):
             self.m.size_args[owner.name] = sizes
             params[1:1] = [f"in_{a}: int" for a in sizes]
         if not self.is_network:
+            taps = owner.taps  # type: ignore[union-attr]
+            if taps:  # a base's feature maps: their channels, the last being out_channels
+                self.init.assign("self.feature_channels",
+                                 Br("", [*(self.tensors[t][1] for t in taps), cout], "(", ")"))
             self.init.assign("self.out_channels", cout)
             formula = substitute(str(cout), self.lets, strict=False)
             known = {"in_channels", *(self.m.local(p.name) + ("_channels" if p.tensor else "") for p in owner.params)}
@@ -270,6 +274,9 @@ class _Class(CodeUnit):
                                         "tuple[" + ", ".join(["torch.Tensor"] * len(evaluated)) + "]")
             else:
                 result, returns = self.src, "torch.Tensor"
+        elif owner.taps:  # type: ignore[union-attr]
+            result = ", ".join([*(self.tensors[t][0] for t in owner.taps), self.src])  # type: ignore[union-attr]
+            returns = "tuple[" + ", ".join(["torch.Tensor"] * (len(owner.taps) + 1)) + "]"  # type: ignore[union-attr]
         else:
             result, returns = self.src, "torch.Tensor"
         self.init.drop_unused(self.channel_vars | self.let_locals)
@@ -299,8 +306,8 @@ class _Class(CodeUnit):
             for written, _ in item.paths:
                 attr = ".".join(safe_attr(n) for n in written.split("."))
                 suite.line(Br("set_trainable", [f"self.{attr}", str(item.trainable)]))
-        if not any(i.kind == "bn" for i in self.m.elab.root.walk()):
-            return ""  # no batch norm: nn.Module's train() is right
+        if not any(isinstance(i.node, G.Layer) and i.node.type.statistics for i in self.m.elab.root.walk()):
+            return ""  # no batch norm (no running statistics): nn.Module's train() is right
         return templates().get_template("torch_train.py.j2").render(name=py_name(self.owner.name))
 
     # top-level items: attributes of the class, forward written inline
@@ -379,7 +386,10 @@ class _Class(CodeUnit):
         if isinstance(node, G.BlockCall):
             self.init.assign(attr, self.block_call(node, cin))
             extra = [self.tensors[a.name][0] for a in node.args.values() if isinstance(a, G.TensorRef)]
-            self.fwd.assign(dst, Br(attr, [src, *extra]))
+            targets = [self.tensor_var(name) for name in node.unpack]  # a base's feature maps, then the last
+            for i, (name, var) in enumerate(zip(node.unpack, targets, strict=True)):
+                self.tensors[name] = (var, Leaf(f"{attr}.feature_channels[{i}]"))
+            self.fwd.assign(", ".join([*targets, dst]), Br(attr, [src, *extra]))
             return Leaf(f"{attr}.out_channels")
         if isinstance(node, G.Merge):
             names = [self.tensors[r.name][0] for r in node.inputs]

@@ -196,6 +196,9 @@ class _Elaborator:
         self.tensors: dict[str, tuple[Span, int]] = {}
         self.tensor_params: dict[str, int] = {}
         self.bases: dict[str, tuple[tuple[str, ...], Span]] = {}  # network used as a base -> its cut, where
+        self.taps: dict[str, list[str]] = {}  # a base with several feature maps -> the tensors it returns first
+        self.returning: list[str] = []  # the tensors the block being elaborated returns (used by that)
+        self.unpacking = False  # elaborating the call of `c3, c4 = R() through a, b`
 
     def run(self, net: S.NetworkDef) -> G.Program:
         if net.name in self.loader.blocks:
@@ -280,7 +283,7 @@ class _Elaborator:
                                     call.name_span, notes=[f"the network is defined at {net.name_span}",
                                                            f"the block at {block.name_span}"])
                 self.bases[call.name] = (cut, call.span)
-                block = _base_block(net, call, self.loader.sources)
+                block, self.taps[call.name] = _base_block(net, call, self.loader.sources)
                 self.loader.blocks[call.name] = block
                 todo.append(block.body)
 
@@ -321,10 +324,13 @@ class _Elaborator:
             if p.tensor:
                 scope.frames[0][p.name] = "tensor"
         scope.frames[0]["in"] = "tensor"
+        returning, self.returning = self.returning, self.taps.get(name, [])
         body = self._seq(src.body, scope, network=False)
+        self.returning = returning
         _name_top(body, {}, set(), network=False)
         block = G.BlockDef(name, params, body, src.span, self.uses_in,
-                           _cut_words(self.bases[name][0]) if name in self.bases else None)
+                           _cut_words(self.bases[name][0]) if name in self.bases else None,
+                           list(self.taps.get(name, [])))
         self.uses_in = saved
         self.active.pop()
         self.done[name] = block
@@ -419,7 +425,7 @@ class _Elaborator:
                     items.append(self._item(item, scope, network))
         if top:
             for name, (span, uses) in self.tensors.items():
-                if not uses:
+                if not uses and name not in self.returning:
                     raise ArchError(f"the tensor name '{name}' is never used", span,
                                     notes=["the next line takes the result anyway; drop the name, or use it: "
                                            + _TENSOR_USE])
@@ -491,6 +497,8 @@ class _Elaborator:
         checked against the names where the spec is expanded (the layer's `names`)."""
         call, source = stmt.items[-1], stmt.items[:-1]
         names = ", ".join(stmt.names)
+        if isinstance(call, S.Call) and call.through is not None:
+            return self._feature_maps(stmt, scope)
         if not isinstance(call, S.Call) or call.name != "split":
             raise ArchError(f"`{names} = ...` names the parts of a channel split, so it ends with split(...): "
                             f"`{names} = x split({len(stmt.names)})`", call.span)
@@ -525,6 +533,29 @@ class _Elaborator:
                                                              "names": G.Const(call.span, len(stmt.names))}),
                     G.Store(span, target)]
         return out
+
+    def _feature_maps(self, stmt: S.Split, scope: _Scope) -> list:
+        """`c3, c4, c5 = backbone: R() through layer2, layer3, layer4`: a base's feature maps at its labels,
+        one name each; the last is also the main tensor for the next line."""
+        call = stmt.items[-1]
+        assert isinstance(call, S.Call) and call.through is not None
+        if len(stmt.items) > 1:
+            raise ArchError("a base's feature maps are named by a line of their own: "
+                            f"`{', '.join(stmt.names)} = {call.name}(...) through ...`", stmt.items[0].span)
+        if len(call.through) != len(stmt.names):
+            raise ArchError(f"{len(stmt.names)} names for {len(call.through)} feature map"
+                            f"{'s' * (len(call.through) != 1)} ({', '.join(n for n, _ in call.through)}): one name "
+                            "a label of `through`", stmt.name_spans[0])
+        self.unpacking = True
+        try:
+            node = self._item(call, scope, network=False, top=True)
+        finally:
+            self.unpacking = False
+        assert isinstance(node, G.BlockCall)
+        for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+            self._bind_name(name, span, scope)
+        node.unpack = stmt.names[:-1]
+        return [node, G.Store(stmt.name_spans[-1], stmt.names[-1])]
 
     def _bind_name(self, name: str, span: Span, scope: _Scope) -> None:
         kind = scope.lookup(name)
@@ -658,6 +689,11 @@ class _Elaborator:
             if call.through is not None and call.name not in self.bases:
                 raise ArchError(f"`through` cuts a network used as a base; {call.name} is a block, called whole",
                                 call.through[0][1])
+            if call.through is not None and len(call.through) > 1 and not self.unpacking:
+                labels = ", ".join(n for n, _ in call.through)
+                raise ArchError(f"a base with several feature maps names each: `{', '.join(n + '_' for n, _ in call.through)}"
+                                f" = {call.name}(...) through {labels}` (the last is the main tensor too)",
+                                call.through[1][1])
             what = f"block {call.name}"
             if call.name in self.bases:
                 what = f"network {call.name}"
@@ -834,7 +870,7 @@ def _cut_words(cut: tuple[str, ...]) -> str:
     return f"through {', '.join(cut)}" if cut else "whole"
 
 
-def _base_block(net: S.NetworkDef, call: S.Call, sources: dict[str, str]) -> S.BlockDef:
+def _base_block(net: S.NetworkDef, call: S.Call, sources: dict[str, str]) -> tuple[S.BlockDef, list[str]]:
     """A network as a block, for its use as a base: its statements up to and including the item each
     label of `through` names (at the top level of its body; `output name` marks count as labels), the
     whole body without `through`. The base takes the tensor it is given: its `input` line is replaced by
@@ -847,28 +883,11 @@ def _base_block(net: S.NetworkDef, call: S.Call, sources: dict[str, str]) -> S.B
         raise ArchError(f"network {net.name} does not start with its input shape, so it cannot be used as a base",
                         call.name_span, notes=[f"it is defined at {net.name_span}"])
     inp = stmts.pop(0)
-    end = len(stmts)
+    taps: list[str] = []
     if call.through is not None:
-        places: dict[str, tuple[int, int]] = {}
-        for i, stmt in enumerate(stmts):
-            if isinstance(stmt, S.Output) and stmt.chain is None:
-                places[stmt.name] = (i, -1)
-            for j, item in enumerate(getattr(stmt, "items", ())):
-                label = item.label if item.label is not None or not isinstance(item, S.Repeat) else item.item.label
-                if label is not None:
-                    places[label] = (i, j)
-        if len(call.through) > 1:
-            raise ArchError("a base exposes one feature map here: `through` takes one label", call.through[1][1])
-        label, span = call.through[-1]
-        if label not in places:
-            raise ArchError(f"network {net.name} has no label '{label}' at the top level of its body"
-                            f"{suggestion(label, places)}", span,
-                            notes=[f"its labels: {name_listing(list(places))}"] if places else [])
-        i, j = places[label]
-        stmts = stmts[:i] if j < 0 else stmts[:i] + [S.Chain(stmts[i].span, stmts[i].items[:j + 1])]
-        end = len(stmts)
-    kept = [s for s in stmts[:end] if not isinstance(s, (S.Output, S.Freeze))]
-    used: set[str] = set()
+        stmts, taps = _cut(net, stmts, call.through)
+    kept = [s for s in stmts if not isinstance(s, (S.Output, S.Freeze))]
+    used: set[str] = set(taps)
     body: list[S.Stmt] = []
     for stmt in reversed(kept):  # from the end, to know which names the statements after one read
         if isinstance(stmt, S.Bind) and stmt.name not in used:
@@ -889,7 +908,81 @@ def _base_block(net: S.NetworkDef, call: S.Call, sources: dict[str, str]) -> S.B
             if p.default is not None:
                 _names_read(p.default, used)
     params.reverse()
-    return S.BlockDef(net.name, params, S.Body(body, net.body.span), net.span, net.name_span)
+    return S.BlockDef(net.name, params, S.Body(body, net.body.span), net.span, net.name_span), taps
+
+
+def _cut(net: S.NetworkDef, stmts: list[S.Stmt], through: list[tuple[str, Span]]) -> tuple[list[S.Stmt], list[str]]:
+    """A network's statements (its input line removed) up to its last label of `through`, and the
+    feature maps at the labels before it bound to names the base returns (`layer2 = ...`, the label's
+    own name where the network reads no such name)."""
+    places: dict[str, tuple[int, int]] = {}  # label -> (statement, item) it ends
+    for i, stmt in enumerate(stmts):
+        if isinstance(stmt, S.Output) and stmt.chain is None:  # a mark: the end of the statement before
+            k = i - 1
+            while k >= 0 and not isinstance(stmts[k], (S.Chain, S.Bind, S.Split)):
+                k -= 1
+            places[stmt.name] = (k, len(stmts[k].items) - 1) if k >= 0 else (-1, -1)  # type: ignore[attr-defined]
+        for j, item in enumerate(getattr(stmt, "items", ())):
+            label = item.label if item.label is not None or not isinstance(item, S.Repeat) else item.item.label
+            if label is not None:
+                places[label] = (i, j)
+    cuts: list[tuple[int, int]] = []
+    for label, span in through:
+        if label not in places:
+            raise ArchError(f"network {net.name} has no label '{label}' at the top level of its body"
+                            f"{suggestion(label, places)}", span,
+                            notes=[f"its labels: {name_listing(list(places))}"] if places else [])
+        if cuts and places[label] <= cuts[-1]:
+            raise ArchError(f"the labels of `through` come in the order of network {net.name}'s body, each after "
+                            f"the one before: '{label}' is not after '{through[len(cuts) - 1][0]}'", span)
+        cuts.append(places[label])
+    taken: set[str] = set()
+    _names_read(stmts, taken)
+    taken |= {s.name for s in stmts if isinstance(s, S.Bind)} | {n for s in stmts if isinstance(s, S.Split)
+                                                                   for n in s.names}
+    names = []
+    for label, _ in through[:-1]:
+        name = label
+        while name in taken:
+            name += "_features"
+        taken.add(name)
+        names.append(name)
+    last_i, last_j = cuts[-1]
+    out: list[S.Stmt] = []
+    tap_at = dict(zip(cuts[:-1], names))
+    if (-1, -1) in tap_at:  # a mark right after the input
+        out.append(S.Bind(net.body.span, tap_at[(-1, -1)], net.body.span, [S.InRef(net.body.span)]))
+    for i, stmt in enumerate(stmts[:last_i + 1]):
+        items = list(getattr(stmt, "items", ()))
+        if i == last_i:
+            items = items[:last_j + 1]
+        ends = sorted(j for (k, j) in tap_at if k == i)
+        if not ends:
+            out.append(stmt if i < last_i else _with_items(stmt, items))
+            continue
+        start = 0
+        for j in ends:
+            if j == len(items) - 1 and not isinstance(stmt, S.Chain):
+                break  # the end of a named statement: the name is the tap's source (below)
+            out.append(S.Bind(stmt.span, tap_at[(i, j)], stmt.span, items[start:j + 1]))
+            start = j + 1
+        if start < len(items):
+            out.append(_with_items(stmt, items[start:]))
+        if ends[-1] == len(items) - 1 and not isinstance(stmt, S.Chain):
+            source = stmt.name if isinstance(stmt, S.Bind) else stmt.names[-1]  # type: ignore[attr-defined]
+            out.append(S.Bind(stmt.span, tap_at[(i, ends[-1])], stmt.span, [S.Call(stmt.span, source, [], stmt.span)]))
+    return out, names
+
+
+def _with_items(stmt: S.Stmt, items: list[S.Item]) -> S.Stmt:
+    """A chain statement (a plain one, `name = ...` or a split) with other items."""
+    if isinstance(stmt, S.Bind):
+        return S.Bind(stmt.span, stmt.name, stmt.name_span, items)
+    if isinstance(stmt, S.Split):
+        return S.Split(stmt.span, stmt.names, stmt.name_spans, items)
+    if isinstance(stmt, S.Chain):
+        return S.Chain(stmt.span, items)
+    return stmt
 
 
 def _param_uses(net: S.NetworkDef, name: str) -> set[str]:

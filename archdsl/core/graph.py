@@ -134,6 +134,9 @@ class Layer(Node):
 class BlockCall(Node):
     block: str
     args: dict[str, Expr]  # only the arguments given; the rest take the block's defaults
+    # a base exposing several feature maps (`c3, c4, c5 = R() through layer2, layer3, layer4`): the
+    # caller's names for the block's taps, all but the last (which is the call's result, stored as usual)
+    unpack: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -263,6 +266,7 @@ class BlockDef:
     span: Span
     uses_in: set[str] = field(default_factory=set)  # which of in.channels/height/width it reads
     base: str | None = None  # a network used as a base: its cut ("through block5", "whole")
+    taps: list[str] = field(default_factory=list)  # a base's named tensors returned before its result
 
     @property
     def tensor_params(self) -> list[Param]:
@@ -380,12 +384,13 @@ class Inst:
     in_shape: Shape
     out_shape: Shape
     args: dict[str, Value] = field(default_factory=dict)  # evaluated layer/block arguments
-    params: int = 0  # trainable parameters of this node alone (children not included)
+    params: int = 0  # parameters of this node alone (children not included), frozen or not
     macs: int = 0  # multiply-accumulates of this node alone
     children: list[Inst] = field(default_factory=list)
     block: BlockDef | None = None  # for a block call: its definition
     rf: tuple[int | Fraction, int | Fraction] | None = None  # receptive field size and jump (stride product) at output
     frozen: bool = False  # under a `freeze` statement's path (and no later `unfreeze`): its weights do not train
+    taps: tuple[Shape, ...] = ()  # a base's feature maps returned before its result (BlockCall.unpack)
 
     def walk(self):
         """This instance and every one below it, depth first in order (iterative: networks may be

@@ -264,6 +264,9 @@ class LayerType:
     category: str
     doc: str
     weights: bool = False  # has trainable parameters
+    # running statistics kept per input channel (a batch norm's mean and variance: buffers in PyTorch,
+    # non-trainable weights that Keras counts among its parameters)
+    statistics: int = field(default=0, kw_only=True)
     channels: Chan = field(kw_only=True)  # the output channels (features), IN where the layer keeps them
     # the layer in a few characters for drawings, as a lecture slide writes it (`conv 7x7/2, 64`), from
     # its arguments' normal forms; the type's name where None
@@ -747,7 +750,7 @@ _add(LayerType("bn", (
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
     P("gamma", k_bool, True, "learn a per-channel scale (Keras' scale)"),
     P("beta", k_bool, True, "learn a per-channel shift (Keras' center)"),
-), _bn, "norm", "batch normalization over channels", weights=True, channels=IN), "batchnorm")
+), _bn, "norm", "batch normalization over channels", weights=True, channels=IN, statistics=2), "batchnorm")
 _add(LayerType("lrn", (
     P("size", k_int, 5, "channels in the window"),
     P("alpha", k_float, 1e-4, "scale (PyTorch's convention: divided by size)"),

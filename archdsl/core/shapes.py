@@ -464,6 +464,9 @@ class Expander:
         self._use(block, inst)
         out.append(inst)
         end = self._seq(block.body, _State(state.shape, state.rf, state.jump), inner, path, inst.children)
+        for name, tap in zip(node.unpack, block.taps, strict=True):  # a base's feature maps
+            env.tensors[name] = inner.tensors[tap]
+        inst.taps = tuple(inner.tensors[tap].shape for tap in block.taps)
         inst.out_shape = end.shape
         inst.rf = (end.rf, end.jump)
         return end

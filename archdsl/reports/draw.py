@@ -191,7 +191,7 @@ class _Builder:
                 port = tensors[item.name]
             elif isinstance(item, G.Store):
                 tensors[item.name] = port
-            elif isinstance(item, (G.Let, G.Check)):
+            elif isinstance(item, (G.Let, G.Check, G.Freeze)):
                 continue
             elif isinstance(item, G.Output):  # a side output taps the main path, which goes on
                 inst = _next(children, item)
@@ -254,17 +254,24 @@ class _Builder:
             params = inst.total_params()
             label = f"{name}\n{shape_text(inst.out_shape)}, {params:,} params"
             tip = f"{name}: {inst.in_shape} -> {inst.out_shape}, {params:,} params, {inst.total_macs():,} MACs"
-            return self._add(self._id(inst.path or block.name), label, "block", tip, inst.out_shape,
-                             (port, *extra.values()))
+            end = self._add(self._id(inst.path or block.name), label, "block", tip, inst.out_shape,
+                            (port, *extra.values()))
+            for name, shape in zip(node.unpack, inst.taps, strict=True):  # a base's feature maps leave it too
+                tensors[name] = _Port(end.node, shape)
+            return end
         cluster = Cluster(self._id(f"cluster_{inst.path or block.name}"), name)
         self.stack[-1].items.append(cluster)
         self.stack.append(cluster)
         self.level += 1
+        inner = {"in": port, **extra}
         try:
-            return self._seq(block.body, iter(inst.children), port, {"in": port, **extra})
+            end = self._seq(block.body, iter(inst.children), port, inner)
         finally:
             self.level -= 1
             self.stack.pop()
+        for name, tap in zip(node.unpack, block.taps, strict=True):
+            tensors[name] = inner[tap]
+        return end
 
 
 def _next(children: Iterator[Inst], node: G.Node) -> Inst:

@@ -23,10 +23,45 @@ from .formats import DTYPE_BYTES, FORMATS
 COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", "scale", "output", "seq"})
 
 COLUMNS = ("path", "layer", "output shape", "params", "MACs", "activations", "receptive field")
+# The parameter counts the JSON and CSV reports always carry, beside `params` (see Counts)
+COUNT_FIELDS = ("trainable_params", "frozen_params", "bn_statistics", "keras_params", "keras_non_trainable_params")
+
+
+class Counts:
+    """The parameter counts of a row or of the totals, in both conventions. archdsl's (PyTorch's
+    parameters()): `params`, of which `trainable_params` train and `frozen_params` are frozen by a
+    `freeze` statement. Keras' (count_params(), model.summary()): each batch norm's moving mean and
+    variance are weights too, non-trainable ones, so `keras_params` = params + bn_statistics and
+    `keras_non_trainable` = frozen_params + bn_statistics (Keras' trainable count is trainable_params)."""
+
+    params: int
+    trainable: int | None  # None: every param trains
+    bn_statistics: int
+
+    @property
+    def trainable_params(self) -> int:
+        return self.params if self.trainable is None else self.trainable
+
+    @property
+    def frozen_params(self) -> int:
+        return self.params - self.trainable_params
+
+    @property
+    def keras_params(self) -> int:
+        return self.params + self.bn_statistics
+
+    @property
+    def keras_non_trainable(self) -> int:
+        return self.frozen_params + self.bn_statistics
+
+    def counts(self) -> dict[str, int]:
+        """The counts under their names in the JSON and CSV reports (COUNT_FIELDS)."""
+        return dict(zip(COUNT_FIELDS, (self.trainable_params, self.frozen_params, self.bn_statistics,
+                                       self.keras_params, self.keras_non_trainable)))
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(Counts):
     """One leaf layer of the expanded network."""
 
     path: str
@@ -40,6 +75,19 @@ class Row:
     # fraction of a pixel, and the size is then rounded up to the pixels it touches
     rf: tuple[int | Fraction, int | Fraction] | None
     layers: int = 1  # how many layers the row stands for (more than one for a collapsed block)
+    trainable: int | None = None  # the params a `freeze` leaves trainable; None: all of them
+    frozen_layers: int = 0  # how many of its layers are frozen
+    bn_statistics: int = 0  # batch-norm running mean and variance elements (buffers, not params)
+
+    @property
+    def frozen(self) -> bool:
+        """Every layer of the row is frozen."""
+        return self.frozen_layers == self.layers
+
+    @property
+    def frozen_mark(self) -> str:
+        """The table's mark: 'yes' (frozen), 'partly' (a collapsed row with some layers frozen) or ''."""
+        return "yes" if self.frozen else "partly" if self.frozen_layers else ""
 
     @property
     def rf_size(self) -> int | None:
@@ -58,12 +106,15 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(Counts):
     layers: int
     params: int
     macs: int | None
     activations: int | None
     dtype: str
+    trainable: int | None = None  # None: every param trains
+    frozen_layers: int = 0  # leaf layers under a `freeze`
+    bn_statistics: int = 0
 
     @property
     def activation_bytes(self) -> int | None:
@@ -86,7 +137,16 @@ def make_row(inst: Inst) -> Row:
     open_size = any(d is None for d in inst.out_shape.dims)
     if open_size and not inst.macs and inst.kind in LAYERS and LAYERS[inst.kind].category == "conv":
         macs = None  # a convolution over a size left open: its MACs depend on that size
-    return Row(inst.path, inst.kind, inst.in_shape, inst.out_shape, inst.params, macs, activations, inst.rf)
+    return Row(inst.path, inst.kind, inst.in_shape, inst.out_shape, inst.params, macs, activations, inst.rf,
+               trainable=0 if inst.frozen else inst.params, frozen_layers=int(inst.frozen),
+               bn_statistics=bn_statistics(inst))
+
+
+def bn_statistics(inst: Inst) -> int:
+    """The running mean and variance a layer keeps (buffers in PyTorch, non-trainable weights in
+    Keras): two per channel of every batch norm (archdsl's `bn` always tracks them)."""
+    ltype = LAYERS.get(inst.kind)
+    return ltype.statistics * inst.in_shape.channels if ltype is not None else 0
 
 
 def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
@@ -117,7 +177,10 @@ def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
                 if members:
                     out.append(Row(child.path, child.block.name, child.in_shape, child.out_shape,
                                    sum(m.params for m in members), _sum(m.macs for m in members),
-                                   _sum(m.activations for m in members), child.rf, layers=len(members)))
+                                   _sum(m.activations for m in members), child.rf, layers=len(members),
+                                   trainable=sum(m.trainable_params for m in members),
+                                   frozen_layers=sum(m.frozen_layers for m in members),
+                                   bn_statistics=sum(m.bn_statistics for m in members)))
             else:
                 visit(child, level + (child.block is not None))
 
@@ -138,7 +201,9 @@ def totals(table: list[Row], dtype: str = "float32") -> Totals:
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
     return Totals(sum(r.layers for r in table), sum(r.params for r in table), _sum(r.macs for r in table),
-                  _sum(r.activations for r in table), dtype)
+                  _sum(r.activations for r in table), dtype, trainable=sum(r.trainable_params for r in table),
+                  frozen_layers=sum(r.frozen_layers for r in table),
+                  bn_statistics=sum(r.bn_statistics for r in table))
 
 
 # Numbers --------------------------------------------------------------------------------------
@@ -179,10 +244,26 @@ def human_bytes(n: int | None) -> str:
 
 
 def totals_line(t: Totals) -> str:
-    """The totals, two lines, e.g. for the end of a table."""
-    return (f"total: {grouped(t.params)} params, {grouped(t.macs)} MACs ({humanize(t.macs)})\n"
-            f"activations: {grouped(t.activations)} elements = {grouped(t.activation_bytes)} bytes as {t.dtype}"
-            f"{_paren_bytes(t.activation_bytes)} per sample")
+    """The totals, two lines, e.g. for the end of a table: the parameters (trainable and frozen where
+    a part is frozen), MACs and activations; with batch norms, a line with Keras' counts between."""
+    activations = (f"activations: {grouped(t.activations)} elements = {grouped(t.activation_bytes)} bytes as "
+                   f"{t.dtype}{_paren_bytes(t.activation_bytes)} per sample")
+    return "\n".join([f"total: {params_text(t)}, {grouped(t.macs)} MACs ({humanize(t.macs)})",
+                      *([keras_line(t)] if t.bn_statistics else []), activations])
+
+
+def params_text(t: Totals) -> str:
+    """`16,812,353 params`, or `16,812,353 params (2,097,665 trainable, 14,714,688 frozen)` where a part is frozen."""
+    if not t.frozen_layers:
+        return f"{grouped(t.params)} params"
+    return f"{grouped(t.params)} params ({grouped(t.trainable_params)} trainable, {grouped(t.frozen_params)} frozen)"
+
+
+def keras_line(t: Totals) -> str:
+    """What Keras' model.summary() counts: the batch norms' moving statistics too, as non-trainable."""
+    return (f"Keras: {grouped(t.keras_params)} params ({grouped(t.trainable_params)} trainable, "
+            f"{grouped(t.keras_non_trainable)} non-trainable), counting the {grouped(t.bn_statistics)} batch-norm "
+            "moving statistics")
 
 
 def _paren_bytes(n: int | None) -> str:
@@ -199,19 +280,33 @@ def outputs_text(elab: Elaborated) -> str:
 
 
 def check_line(spec: str, elab: Elaborated) -> str:
-    """`ok: specs/resnet50.arch: network ResNet50, 25,557,032 params, 4.09 G MACs, output logits [1000]`."""
+    """`ok: specs/resnet50.arch: network ResNet50, 25,557,032 params, 4.09 G MACs, output logits [1000]`;
+    where a part is frozen, `20,817,197 params (10,245 trainable)`."""
     t = totals(rows(elab))
-    return (f"ok: {spec}: network {elab.program.network.name}, {grouped(t.params)} params, "
+    params = f"{grouped(t.params)} params" + (f" ({grouped(t.trainable_params)} trainable)" if t.frozen_layers else "")
+    return (f"ok: {spec}: network {elab.program.network.name}, {params}, "
             f"{humanize(t.macs)} MACs, {outputs_text(elab)}")
 
 
 # Formats --------------------------------------------------------------------------------------
 
-def _cells(r: Row) -> list[str]:
-    return [r.path, r.layer, str(r.out_shape), grouped(r.params), grouped(r.macs), grouped(r.activations), r.rf_text]
+def _cells(r: Row, frozen: bool = False) -> list[str]:
+    cells = [r.path, r.layer, str(r.out_shape), grouped(r.params), grouped(r.macs), grouped(r.activations), r.rf_text]
+    if frozen:
+        cells.insert(4, r.frozen_mark)
+    return cells
 
 
 _RIGHT = (False, False, False, True, True, True, True)
+
+
+def _header(t: Totals) -> tuple[list[str], list[bool]]:
+    """The table's columns, with `frozen` after `params` where a part of the network is frozen."""
+    header, right = list(COLUMNS), list(_RIGHT)
+    if t.frozen_layers:
+        header.insert(4, "frozen")
+        right.insert(4, False)
+    return header, right
 
 
 def aligned(header: list[str], body: list[list[str]], right) -> list[str]:
@@ -239,33 +334,38 @@ def markdown(header: list[str], body: list[list[str]], right, title: str | None 
 
 def format_table(table: list[Row], t: Totals, title: str | None = None) -> str:
     """A plain-text table with aligned columns and a totals line."""
-    lines = aligned(list(COLUMNS), [_cells(r) for r in table], _RIGHT)
+    header, right = _header(t)
+    lines = aligned(header, [_cells(r, bool(t.frozen_layers)) for r in table], right)
     lines.insert(2 + len(table), lines[1])  # the rule again, above the totals
     return "\n".join([*([title] if title else []), *lines, totals_line(t)]) + "\n"
 
 
 def format_markdown(table: list[Row], t: Totals, title: str | None = None) -> str:
     """A GitHub-flavoured Markdown table, numbers right-aligned, then the totals."""
+    header, right = _header(t)
     body = []
     for r in table:
-        cells = _cells(r)
+        cells = _cells(r, bool(t.frozen_layers))
         cells[0] = f"`{cells[0]}`" if cells[0] else ""
         body.append(cells)
-    return "\n".join([*markdown(list(COLUMNS), body, _RIGHT, title), "", totals_line(t)]) + "\n"
+    return "\n".join([*markdown(header, body, right, title), "", totals_line(t)]) + "\n"
 
 
 def format_csv(table: list[Row], t: Totals) -> str:
-    """Comma-separated values, plain integers, one row per layer and a last row `total`."""
+    """Comma-separated values, plain integers, one row per layer and a last row `total`. The columns
+    after receptive_field are the parameter counts of Counts.counts() and `frozen` (true or false)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "layer", "output_shape", "params", "macs", "activations", "receptive_field"])
+    w.writerow(["path", "layer", "output_shape", "params", "macs", "activations", "receptive_field",
+                *COUNT_FIELDS, "frozen"])
 
     def num(n: int | None) -> str:
         return "" if n is None else str(n)
 
     for r in table:
-        w.writerow([r.path, r.layer, str(r.out_shape), r.params, num(r.macs), num(r.activations), r.rf_text])
-    w.writerow(["total", "", "", t.params, num(t.macs), num(t.activations), ""])
+        w.writerow([r.path, r.layer, str(r.out_shape), r.params, num(r.macs), num(r.activations), r.rf_text,
+                    *r.counts().values(), "true" if r.frozen else "false"])
+    w.writerow(["total", "", "", t.params, num(t.macs), num(t.activations), "", *t.counts().values(), ""])
     return buf.getvalue()
 
 
@@ -293,6 +393,8 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
             "input_shape": _dims(r.in_shape),
             "output_shape": _dims(r.out_shape),
             "params": r.params,
+            **r.counts(),
+            "frozen": r.frozen,
             "macs": r.macs,
             "activations": r.activations,
             "receptive_field": None if r.rf is None else {"size": r.rf_size, "jump": r.rf_jump},
@@ -303,6 +405,8 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
     data["totals"] = {
         "layers": t.layers,
         "params": t.params,
+        **t.counts(),
+        "frozen_layers": t.frozen_layers,
         "macs": t.macs,
         "activations": t.activations,
         "dtype": t.dtype,

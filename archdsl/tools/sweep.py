@@ -19,7 +19,18 @@ from ..api import expand
 from ..core.graph import Program, Value
 from ..core.values import parse_value
 from ..language.errors import ArchError
-from ..reports.summary import FORMATS, aligned, grouped, humanize, jsonable, markdown, rows, totals
+from ..reports.summary import (
+    COUNT_FIELDS,
+    FORMATS,
+    Totals,
+    aligned,
+    grouped,
+    humanize,
+    jsonable,
+    markdown,
+    rows,
+    totals,
+)
 
 _AXIS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -63,6 +74,7 @@ class SweepRow:
     macs: int | None
     activations: int | None
     outputs: dict[str, tuple]
+    counts: Totals  # the parameter counts: trainable, frozen, Keras' (Counts)
 
 
 def sweep(program: Program, axes: list[Axis], fixed: dict[str, Value] | None = None) -> list[SweepRow]:
@@ -83,7 +95,7 @@ def sweep(program: Program, axes: list[Axis], fixed: dict[str, Value] | None = N
             raise
         t = totals(rows(elab))
         out.append(SweepRow(setting, tuple(elab.root.in_shape.dims), t.params, t.macs, t.activations,
-                            {name: tuple(inst.out_shape.dims) for name, inst in elab.outputs}))
+                            {name: tuple(inst.out_shape.dims) for name, inst in elab.outputs}, t))
     return out
 
 
@@ -91,10 +103,11 @@ def _shape(dims: tuple) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
-def _text_cells(r: SweepRow) -> list[str]:
+def _text_cells(r: SweepRow, frozen: bool) -> list[str]:
     outputs = ", ".join(_shape(d) if len(r.outputs) == 1 else f"{n} {_shape(d)}" for n, d in r.outputs.items())
-    return [*(_value(v) for v in r.setting.values()), _shape(r.input_shape), grouped(r.params), grouped(r.macs),
-            humanize(r.macs), grouped(r.activations), outputs]
+    trainable = [grouped(r.counts.trainable_params)] if frozen else []
+    return [*(_value(v) for v in r.setting.values()), _shape(r.input_shape), grouped(r.params), *trainable,
+            grouped(r.macs), humanize(r.macs), grouped(r.activations), outputs]
 
 
 def _value(v: Value) -> str:
@@ -104,26 +117,30 @@ def _value(v: Value) -> str:
 
 
 def render(table: list[SweepRow], axes: list[Axis], fmt: str = "table", title: str | None = None) -> str:
-    """The sweep in one of FORMATS (table, json, csv, markdown)."""
+    """The sweep in one of FORMATS (table, json, csv, markdown). JSON and CSV carry the parameter
+    counts of summary.Counts (trainable, frozen, batch-norm statistics, Keras' counts) for every row;
+    the table and Markdown add a `trainable` column where some setting freezes a part."""
     names = [a.name for a in axes]
-    header = [*names, "input", "params", "MACs", "MACs (short)", "activations", "output"]
-    right = [True] * len(names) + [False, True, True, True, True, False]
+    frozen = any(r.counts.frozen_layers for r in table)
+    header = [*names, "input", "params", *(["trainable"] if frozen else []), "MACs", "MACs (short)", "activations",
+              "output"]
+    right = [True] * len(names) + [False, True, *([True] if frozen else []), True, True, True, False]
     if fmt == "json":
         data = [{"setting": {k: jsonable(v) for k, v in r.setting.items()}, "input_shape": list(r.input_shape),
-                 "params": r.params, "macs": r.macs, "activations": r.activations,
+                 "params": r.params, **r.counts.counts(), "macs": r.macs, "activations": r.activations,
                  "outputs": {k: list(v) for k, v in r.outputs.items()}} for r in table]
         body = ",\n".join(f"  {json.dumps(d)}" for d in data)
         return "[\n" + body + "\n]\n" if data else "[]\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow([*names, "input_shape", "params", "macs", "activations", "outputs"])
+        w.writerow([*names, "input_shape", "params", "macs", "activations", "outputs", *COUNT_FIELDS])
         for r in table:
             w.writerow([*(_value(v) for v in r.setting.values()), _shape(r.input_shape), r.params,
                         "" if r.macs is None else r.macs, "" if r.activations is None else r.activations,
-                        " ".join(f"{n}={_shape(d)}" for n, d in r.outputs.items())])
+                        " ".join(f"{n}={_shape(d)}" for n, d in r.outputs.items()), *r.counts.counts().values()])
         return buf.getvalue()
-    cells = [_text_cells(r) for r in table]
+    cells = [_text_cells(r, frozen) for r in table]
     if fmt == "markdown":
         return "\n".join(markdown(header, cells, right, title)) + "\n"
     if fmt == "table":

@@ -292,6 +292,29 @@ def dilated_stage(
     return x
 
 
+def segmentation_res_net50(
+    x: keras.KerasTensor, *, name: str
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """network SegmentationResNet50 through layer3, layer4, as a base (specs/segmentation_resnet50.arch:21)."""
+    layer3 = layers.ZeroPadding2D(3, name=f"{name}-conv1--pad")(x)
+    layer3 = layers.Conv2D(64, 7, strides=2, use_bias=False, name=f"{name}-conv1")(
+        layer3
+    )
+    layer3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}-bn1")(
+        layer3
+    )
+    layer3 = layers.Activation("relu", name=f"{name}-relu1")(layer3)
+    layer3 = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name=f"{name}-maxpool--pad")(
+        layer3
+    )
+    layer3 = layers.MaxPooling2D(3, strides=2, name=f"{name}-maxpool")(layer3)
+    layer3 = stage(layer3, 64, 3, name=f"{name}-layer1")
+    layer3 = stage(layer3, 128, 4, 2, name=f"{name}-layer2")
+    layer3 = dilated_stage(layer3, 256, 6, 2, name=f"{name}-layer3")
+    x = dilated_stage(layer3, 512, 3, 4, 2, name=f"{name}-layer4")
+    return layer3, x
+
+
 def fcn_head(x: keras.KerasTensor, classes: int, *, name: str) -> keras.KerasTensor:
     """block FCNHead (specs/lib/segmentation.arch:9)."""
     in_channels = x.shape[-1]
@@ -381,22 +404,13 @@ def deep_lab_head(
 def build_model(
     deeplab: bool = False, classes: int = 21, resolution: int = 520
 ) -> keras.Model:
-    """network SegmentationResNet50Aux (specs/segmentation_resnet50_aux.arch:16)."""
+    """network SegmentationResNet50Aux (specs/segmentation_resnet50_aux.arch:17)."""
     inputs = keras.Input(shape=(resolution, resolution, 3), name="input")
-    c3 = layers.ZeroPadding2D(3, name="conv1--pad")(inputs)
-    c3 = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(c3)
-    c3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(c3)
-    c3 = layers.Activation("relu", name="relu1")(c3)
-    c3 = Pad2D(((1, 0), (1, 0)), value=float("-inf"), name="maxpool--pad")(c3)
-    c3 = layers.MaxPooling2D(3, strides=2, name="maxpool")(c3)
-    c3 = stage(c3, 64, 3, name="layer1")
-    c3 = stage(c3, 128, 4, 2, name="layer2")
-    c3 = dilated_stage(c3, 256, 6, 2, name="layer3")
-    x = dilated_stage(c3, 512, 3, 4, 2, name="layer4")
+    c3, c4 = segmentation_res_net50(inputs, name="backbone")
     if deeplab:
-        x = deep_lab_head(x, classes, name="classifier")
+        x = deep_lab_head(c4, classes, name="classifier")
     else:
-        x = fcn_head(x, classes, name="classifier")
+        x = fcn_head(c4, classes, name="classifier")
     x = Interpolate2D(mode="bilinear", align_corners=False, name="upsample1")(
         [x, inputs]
     )

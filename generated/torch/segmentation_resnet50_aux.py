@@ -243,6 +243,33 @@ class DilatedStage(nn.Module):
         return x
 
 
+class SegmentationResNet50(nn.Module):
+    """network SegmentationResNet50 through layer3, layer4, as a base (specs/segmentation_resnet50.arch:21)."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = Stage(64, 64, 3)
+        self.layer2 = Stage(self.layer1.out_channels, 128, 4, 2)
+        self.layer3 = DilatedStage(self.layer2.out_channels, 256, 6, 2)
+        self.layer4 = DilatedStage(self.layer3.out_channels, 512, 3, 4, 2)
+        self.feature_channels = (self.layer3.out_channels, self.layer4.out_channels)
+        self.out_channels = self.layer4.out_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        layer3 = self.conv1(x)
+        layer3 = self.bn1(layer3)
+        layer3 = F.relu(layer3)
+        layer3 = self.maxpool(layer3)
+        layer3 = self.layer1(layer3)
+        layer3 = self.layer2(layer3)
+        layer3 = self.layer3(layer3)
+        x = self.layer4(layer3)
+        return layer3, x
+
+
 class FCNHead(nn.Module):
     """block FCNHead (specs/lib/segmentation.arch:9)."""
 
@@ -383,35 +410,22 @@ class DeepLabHead(nn.Module):
 
 
 class SegmentationResNet50Aux(nn.Module):
-    """network SegmentationResNet50Aux (specs/segmentation_resnet50_aux.arch:16)."""
+    """network SegmentationResNet50Aux (specs/segmentation_resnet50_aux.arch:17)."""
 
     def __init__(
         self, deeplab: bool = False, classes: int = 21, resolution: int = 520
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = Stage(64, 64, 3)
-        self.layer2 = Stage(self.layer1.out_channels, 128, 4, 2)
-        self.layer3 = DilatedStage(self.layer2.out_channels, 256, 6, 2)
-        self.layer4 = DilatedStage(self.layer3.out_channels, 512, 3, 4, 2)
+        self.backbone = SegmentationResNet50(3)
         if deeplab:
-            self.classifier = DeepLabHead(self.layer4.out_channels, classes)
+            self.classifier = DeepLabHead(self.backbone.out_channels, classes)
         else:
-            self.classifier = FCNHead(self.layer4.out_channels, classes)
-        self.aux_classifier = FCNHead(self.layer3.out_channels, classes)
+            self.classifier = FCNHead(self.backbone.out_channels, classes)
+        self.aux_classifier = FCNHead(self.backbone.feature_channels[0], classes)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c3 = self.conv1(inputs)
-        c3 = self.bn1(c3)
-        c3 = F.relu(c3)
-        c3 = self.maxpool(c3)
-        c3 = self.layer1(c3)
-        c3 = self.layer2(c3)
-        c3 = self.layer3(c3)
-        x = self.layer4(c3)
-        x = self.classifier(x)
+        c3, c4 = self.backbone(inputs)
+        x = self.classifier(c4)
         x = F.interpolate(
             x, size=inputs.shape[-2:], mode="bilinear", align_corners=False
         )

@@ -536,8 +536,7 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
     elif target.kind == "composite":
         parts.append(f"**{target.name}**")
     elif target.kind == "tensor":
-        parts.append(f"tensor **{target.name}**" + (", a part of a channel split" if isinstance(target.node, S.Split)
-                                                    else ""))
+        parts.append(f"tensor **{target.name}**" + _tensor_origin(target))
     elif target.kind == "blockdef":
         if target.name in blocks:
             parts.append(f"```arch\n{blocks[target.name][1]}\n```")
@@ -559,6 +558,19 @@ def _hover(server: ArchServer, uri: str, pos: T.Position) -> T.Hover | None:
         if a is not None and a.library and not any(c.program for c in server.candidates(uri, path)):
             parts.append("_open a spec that imports this file to see shapes, parameters and MACs_")
     return _markdown("\n\n".join(p for p in parts if p), rng) if parts else None
+
+
+def _tensor_origin(target: A.Target) -> str:
+    """What a named tensor is, where its statement says more than `name = ...`: a part of a channel
+    split, or a base's feature map at a label."""
+    stmt = target.node
+    if not isinstance(stmt, S.Split):
+        return ""
+    call = stmt.items[-1]
+    if isinstance(call, S.Call) and call.through is not None and target.name in stmt.names:
+        label = call.through[min(stmt.names.index(target.name), len(call.through) - 1)][0]
+        return f", the feature map of {call.label or call.name} ({call.name}) at `{label}`"
+    return ", a part of a channel split"
 
 
 def _import_hover(server: ArchServer, path: str, imp: str) -> str:
