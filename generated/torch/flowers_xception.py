@@ -106,8 +106,8 @@ class Preprocess(nn.Module):
             "tf": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
             "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         }[mode]
-        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "caffe":
