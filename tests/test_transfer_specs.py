@@ -221,3 +221,11 @@ def test_training_mode_agrees_across_frameworks(transfer, phase):
         assert float(np.abs(trained - evaluated).max()) > 0.02
     else:
         _close(trained, evaluated, "frozen: training mode vs evaluation")
+
+
+def test_the_feature_extraction_notebooks_classifier():
+    """cifar10_vgg16 with `units = 256` is the classifier that Transfer_Learning_VGG16_for_CIFAR10.ipynb
+    trains on the base's outputs: 512 * 256 + 256 = 131,328 and 256 * 10 + 10 = 2,570 parameters on
+    the 14,714,688 of the frozen base."""
+    elab = load(str(ROOT / "specs" / "cifar10_vgg16.arch"), {"units": 256})
+    assert (elab.root.total_params(), elab.root.trainable_params()) == (14_848_586, 133_898)
