@@ -406,16 +406,20 @@ def cmd_graph(args: argparse.Namespace, session: _Session) -> int:
     if to_file:
         _check_writable(args.output)
     elab = session.load_sets(args.spec, args.sets)
-    drawing = draw.build(elab, args.depth)
     if fmt in ("dot", "mermaid"):
         fenced = fmt == "mermaid" and to_file and args.output.lower().endswith(".md")
-        text = draw.to_dot(drawing) if fmt == "dot" else draw.to_mermaid(drawing, fenced=fenced)
+        if fmt == "dot":
+            text = draw.to_dot(draw.build(elab, args.depth))
+        else:
+            text, note = draw.mermaid(elab, args.depth, fenced=fenced)
+            if note is not None:
+                print(f"archdsl graph: note: {note}", file=sys.stderr)
         if not to_file:
             _out(text)
             return EXIT_OK
         data = text.encode("utf-8")
     else:
-        data = draw.render(draw.to_dot(drawing), fmt)
+        data = draw.render(draw.to_dot(draw.build(elab, args.depth)), fmt)
         if not to_file:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()

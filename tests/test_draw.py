@@ -19,6 +19,7 @@ from collections import Counter
 import pytest
 
 from archdsl.api import load
+from archdsl.reports import draw
 from archdsl.reports.draw import build
 
 from .frameworks import ROOT
@@ -317,3 +318,37 @@ def test_usage_errors(tmp_path):
     assert done.returncode == 1 and "--depth must be at least 0" in done.stderr
     done = archdsl("graph", "specs/resnet50.arch", "--format", "jpeg")
     assert done.returncode == 1 and "unknown format 'jpeg'" in done.stderr
+
+
+@needs_dot
+def test_concat_branches_are_drawn_in_the_spec_order():
+    """The order of a concat's branches is the order of its channels: Graphviz draws them left to right
+    (GoogLeNet's 1x1, 3x3, 5x5 and pool branches; ranks constrained, without moving them out of their
+    inception's cluster)."""
+    elab = load("specs/googlenet.arch")
+    drawing = draw.build(elab, 1)
+    assert ["inception4b_branch1", "inception4b_branch2_0", "inception4b_branch3_0", "inception4b_branch4_0"] \
+        in drawing.rows and len(drawing.rows) == 9
+    plain = subprocess.run(["dot", "-Tplain"], input=draw.to_dot(drawing), capture_output=True, text=True,
+                           check=True).stdout
+    x = {f[1]: float(f[2]) for f in (line.split() for line in plain.splitlines()) if f[0] == "node"}
+    for row in drawing.rows:
+        assert [x[n] for n in row] == sorted(x[n] for n in row), row
+
+
+def test_mermaid_stays_within_its_default_limits(tmp_path):
+    """Mermaid renders at most 500 edges and 50,000 characters unless the site's configuration says
+    otherwise (a diagram cannot): graph -f mermaid draws every level that fits, folds the deeper blocks
+    of the networks that do not, and says so in the diagram's title and on stderr."""
+    for name in ("googlenet", "inception_resnet_v2", "densenet", "efficientnet_v2"):
+        elab = load(f"specs/{name}.arch")
+        text, note = draw.mermaid(elab)
+        edges = sum(1 for line in text.splitlines() if "-->" in line)
+        assert edges <= draw.MERMAID_MAX_EDGES and len(text) <= draw.MERMAID_MAX_TEXT, name
+        assert (note is None) == (name == "googlenet"), name
+        if note is not None:
+            assert text.startswith("---\ntitle: ") and "to stay within Mermaid's default limits" in text
+    assert "drawn at --depth 2" in draw.mermaid(load("specs/efficientnet_v2.arch"))[1]
+    done = archdsl("graph", "specs/densenet.arch", "-f", "mermaid", "--depth", "3")  # as asked, with a note
+    assert done.returncode == 0 and "544 edges and 102,683 characters, over Mermaid's default limits" in done.stderr
+    assert done.stdout.startswith("flowchart TB")

@@ -98,6 +98,9 @@ class Drawing:
     title: str
     root: Cluster  # the network itself: its id and label are not drawn as a cluster
     edges: list[Edge]
+    # the first nodes of a concat's branches, in the spec's order (the channels' order): drawn side by
+    # side from left to right
+    rows: list[list[str]] = field(default_factory=list)
 
     def nodes(self) -> Iterator[DrawNode]:
         stack: list[DrawNode | Cluster] = [self.root]
@@ -138,6 +141,8 @@ class _Builder:
         self.root = Cluster(self._id("network"), net.name)
         self.stack = [self.root]
         self.outputs = 0
+        self.added: list[str] = []  # node ids, in the order they are drawn
+        self.rows: list[list[str]] = []
 
     def build(self) -> Drawing:
         root = self.elab.root
@@ -149,7 +154,7 @@ class _Builder:
             self._output(self.elab.outputs[0][0], end)
         total = root.total_params()
         title = f"{net.name}: {total:,} params, {root.total_macs():,} MACs"
-        return Drawing(title, self.root, self.edges)
+        return Drawing(title, self.root, self.edges, self.rows)
 
     # ids, nodes and edges
 
@@ -168,6 +173,7 @@ class _Builder:
     def _add(self, node_id: str, label: str, kind: str, tooltip: str, shape: Shape,
              inputs: tuple[_Port, ...] = ()) -> _Port:
         self.stack[-1].items.append(DrawNode(node_id, label, kind, tooltip))
+        self.added.append(node_id)
         for port in inputs:
             self.edges.append(Edge(port.node, node_id, shape_text(port.shape)))
         return _Port(node_id, shape)
@@ -226,9 +232,16 @@ class _Builder:
             return self._seq(chosen, iter(inst.children), port, tensors)
         children = iter(inst.children)
         if isinstance(node, G.Concat):
-            ends = tuple(self._seq(branch, children, port, tensors) for branch in node.branches)
+            ends, firsts = [], []
+            for branch in node.branches:
+                count = len(self.added)
+                ends.append(self._seq(branch, children, port, tensors))
+                if len(self.added) > count:  # (an empty branch passes its input on: no node)
+                    firsts.append(self.added[count])
+            if len(firsts) > 1:
+                self.rows.append(firsts)
             return self._add(self._id(inst.path), "concat", "join", f"{inst.path}: concat -> {inst.out_shape}",
-                             inst.out_shape, ends)
+                             inst.out_shape, tuple(ends))
         if isinstance(node, G.Residual):
             body = self._seq(node.body, children, port, tensors)
             shortcut = self._seq(node.shortcut, children, port, tensors) if inst.args["shortcut"] else port
@@ -335,8 +348,8 @@ def to_dot(drawing: Drawing) -> str:
     lines = [
         f"// {drawing.title} (archdsl graph)",
         f"digraph {_dot_str(drawing.root.label)} {{",
-        ('  graph [rankdir=TB, fontname="Helvetica", fontsize=12, labelloc=t, nodesep=0.3, ranksep=0.35, '
-         f"label={_dot_str(drawing.title)}];"),
+        ('  graph [rankdir=TB, newrank=true, fontname="Helvetica", fontsize=12, labelloc=t, nodesep=0.3, '
+         f"ranksep=0.35, label={_dot_str(drawing.title)}];"),
         ('  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, height=0.3, '
          'color="#666666"];'),
         '  edge [fontname="Helvetica", fontsize=8, color="#555555", fontcolor="#333333", arrowsize=0.6];',
@@ -356,6 +369,8 @@ def to_dot(drawing: Drawing) -> str:
                 lines.append(f"{pad}}}")
 
     emit(drawing.root, 0)
+    for row in drawing.rows:  # a concat's branches left to right, in the order of its channels
+        lines.append(f"  {{rank=same; {' -> '.join(_dot_str(n) for n in row)} [style=invis];}}")
     for e in drawing.edges:
         lines.append(f"  {_dot_str(e.tail)} -> {_dot_str(e.head)} [label={_dot_str(' ' + e.label)}];")
     lines.append("}")
@@ -370,11 +385,64 @@ def _mermaid_str(text: str) -> str:
 _MERMAID_SHAPES = {"input": ("([", "])"), "output": ("{{", "}}"), "block": ("[[", "]]")}
 
 
-def to_mermaid(drawing: Drawing, fenced: bool = False) -> str:
+# Mermaid's default limits, which a diagram cannot raise (they are among its `secure` settings: only the
+# renderer's own configuration, mermaid.initialize or mmdc --configFile, sets them)
+MERMAID_MAX_EDGES = 500
+MERMAID_MAX_TEXT = 50_000
+
+
+def fits_mermaid(drawing: Drawing, text: str) -> bool:
+    return len(drawing.edges) <= MERMAID_MAX_EDGES and len(text) <= MERMAID_MAX_TEXT
+
+
+def mermaid(elab: Elaborated, depth: int | None = None, fenced: bool = False) -> tuple[str, str | None]:
+    """The network as Mermaid text that renders with Mermaid's default limits (500 edges, 50,000
+    characters), and a note on what was done for that (None if nothing). With depth None, every level
+    of blocks is expanded that fits: where the whole network does not, the blocks nested deeper than the
+    deepest level that fits are folded, one node each, and the diagram's title says so. An explicit
+    depth is drawn as asked; the note then says which limits it passes."""
+    full = build(elab, depth)
+    text = to_mermaid(full)
+    limits = f"Mermaid's default limits ({MERMAID_MAX_EDGES} edges, {MERMAID_MAX_TEXT:,} characters)"
+    size = f"{len(full.edges)} edges and {len(text):,} characters"
+    config = "maxEdges, maxTextSize: mermaid.initialize, or mmdc --configFile"
+    if fits_mermaid(full, text):
+        return to_mermaid(full, fenced), None
+    if depth is not None:
+        return to_mermaid(full, fenced), (f"--depth {depth}: {size}, over {limits}; only the renderer's "
+                                          f"configuration raises them ({config}), or draw fewer levels with a "
+                                          "smaller --depth")
+    chosen: tuple[int, Drawing] | None = None
+    level = 0
+    while True:
+        drawing = build(elab, level)
+        if not fits_mermaid(drawing, to_mermaid(drawing)) or len(drawing.edges) == len(full.edges):
+            break
+        chosen = (level, drawing)
+        level += 1
+    if chosen is None:
+        drawing = build(elab, 0)
+        note = (f"even with every block folded (--depth 0) the diagram has {len(drawing.edges)} edges and "
+                f"{len(to_mermaid(drawing)):,} characters, over {limits}; only the renderer's configuration "
+                f"raises them ({config})")
+        return to_mermaid(drawing, fenced, note), note
+    level, drawing = chosen
+    folded = "every block the network calls as one node" if level == 0 else \
+        f"blocks nested deeper than {level} as one node each"
+    note = (f"drawn at --depth {level}, {folded}: the whole network has {size}, over {limits}, which only "
+            f"the renderer's configuration raises ({config}); --depth N chooses the levels")
+    title = f"{drawing.title}; drawn at --depth {level} ({folded}) to stay within Mermaid's default limits"
+    return to_mermaid(drawing, fenced, title), note
+
+
+def to_mermaid(drawing: Drawing, fenced: bool = False, title: str | None = None) -> str:
     """The drawing as a Mermaid flowchart (`flowchart TB`, one subgraph per expanded block), for
-    Markdown documentation; `fenced` wraps it in a ```mermaid block."""
+    Markdown documentation; `fenced` wraps it in a ```mermaid block; `title` is shown above it (a
+    front-matter title)."""
     kinds = sorted({n.kind for n in drawing.nodes()})
     lines = ["flowchart TB", f"  %% {drawing.title} (archdsl graph)"]
+    if title is not None:
+        lines[:0] = ["---", f"title: {_mermaid_str(title)}", "---"]
     lines += [f"  classDef {k} fill:{_FILL.get(k, '#ffffff')},stroke:#666666" for k in kinds]
 
     def emit(cluster: Cluster, level: int) -> None:
