@@ -87,14 +87,30 @@ def count_torch(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_torch_trainable(model) -> int:
+    """The parameters that train: those that require gradients (not frozen)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _keras_layers(model) -> list:
+    """Every layer of a Keras model, a nested model (a base in a Sequential) before its own layers."""
+    return [sub for layer in model.layers for sub in [layer, *(_keras_layers(layer) if hasattr(layer, "layers") else [])]]
+
+
 def count_keras(model) -> int:
     """The weights Keras trains with nothing frozen (archdsl's parameter count: batch norms' moving
-    statistics are not among them); the layers' trainable flags are left as they were."""
-    flags = [(layer, layer.trainable) for layer in model.layers]
-    for layer, _ in flags:
+    statistics are not among them); the layers' trainable flags are left as they were, those inside a
+    nested model too (a container's flag is set on its layers: it is restored before theirs)."""
+    flags = [(layer, layer.trainable) for layer in _keras_layers(model)]
+    for layer in model.layers:
         layer.trainable = True
     try:
         return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     finally:
         for layer, flag in flags:
             layer.trainable = flag
+
+
+def count_keras_trainable(model) -> int:
+    """The weights Keras trains as the model is: none of a frozen part's."""
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

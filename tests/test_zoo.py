@@ -17,12 +17,14 @@ import pytest
 
 from archdsl.api import generate, load
 from archdsl.runtime.interop import load_keras_reference, load_torch_reference, torch_to_keras
-from archdsl.tools.zoo import Entry, read_registry
+from archdsl.tools.zoo import Entry, read_registry, reference_builder
 
 from .frameworks import (
     ROOT,
     count_keras,
+    count_keras_trainable,
     count_torch,
+    count_torch_trainable,
     eval_output_names,
     every_output,
     import_path,
@@ -42,6 +44,8 @@ def _args(args: dict) -> dict:
 
 
 def torch_reference(entry: Entry):
+    if entry.torch_builder():  # a function of specs/zoo/MODULE.py
+        return reference_builder(ROOT, entry.torch_builder())(**_args(entry.torch_reference_args)).eval()
     lib, _, name = entry.torch_reference.partition(":")
     if lib == "torchvision":
         import torchvision
@@ -63,8 +67,10 @@ def torch_reference(entry: Entry):
 def keras_reference(entry: Entry, input_shape: tuple):
     import keras
 
-    builder = getattr(keras.applications, entry.keras_reference)
     c, h, w = input_shape
+    if entry.keras_builder():  # a function of specs/zoo/MODULE.py
+        return reference_builder(ROOT, entry.keras_builder())(input_shape=(h, w, c), **_args(entry.keras_reference_args))
+    builder = getattr(keras.applications, entry.keras_reference)
     return builder(weights=None, input_shape=(h, w, c), **_args(entry.keras_reference_args))
 
 
@@ -100,20 +106,24 @@ def net(request, tmp_path_factory):
 
 
 def test_parameter_count_equals_every_reference(net):
+    """Every parameter, and those that train (all but the frozen parts): the same in both generated
+    models and in every reference."""
     e = net.entry
-    params = net.elab.root.total_params()
+    params, trainable = net.elab.root.total_params(), net.elab.root.trainable_params()
     assert params == net.default.root.total_params(), "test_sets must not change the parameter count"
-    assert count_torch(net.torch_model) == params
-    assert count_keras(net.keras_model) == params
+    assert (count_torch(net.torch_model), count_torch_trainable(net.torch_model)) == (params, trainable)
+    assert (count_keras(net.keras_model), count_keras_trainable(net.keras_model)) == (params, trainable)
     checked = 0
     if e.params is not None:
         assert params == e.params
         checked += 1
     if e.torch_reference:
-        assert params == count_torch(torch_reference(e))
+        reference = torch_reference(e)
+        assert (count_torch(reference), count_torch_trainable(reference)) == (params, trainable)
         checked += 1
     if e.keras_reference:
-        assert params == count_keras(keras_reference(e, net.input_shape))
+        reference = keras_reference(e, net.input_shape)
+        assert (count_keras(reference), count_keras_trainable(reference)) == (params, trainable)
         checked += 1
     assert checked, f"{e.key}: the registry gives no reference and no published count"
 
