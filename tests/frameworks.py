@@ -27,6 +27,19 @@ def import_path(path: Path | str, name: str | None = None):
     return module
 
 
+def generated_modules(elab, directory: Path, stem: str) -> dict:
+    """The generated PyTorch and Keras modules of an expansion, written to directory/stem_<target>.py and
+    imported under the name stem_<target>: {"torch": module, "keras": module}."""
+    from archdsl.api import generate
+
+    out = {}
+    for target in ("torch", "keras"):
+        path = Path(directory) / f"{stem}_{target}.py"
+        path.write_text(generate(elab, target))
+        out[target] = import_path(path, f"{stem}_{target}")
+    return out
+
+
 def randomize_batchnorm(model, seed: int = 0) -> None:
     """Give batch norm layers non-trivial statistics so eval-mode parity tests them."""
     import torch

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archdsl.api import generate, load
+from archdsl.api import load
 from archdsl.cli import main
 from archdsl.reports.summary import COUNT_FIELDS, rows, totals
 
-from .frameworks import import_path
+from .frameworks import generated_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,11 +172,7 @@ def test_the_report_counts_what_both_frameworks_build(specs, tmp_path, name, set
 
     elab = load(specs[name], setting)
     t = totals(rows(elab))
-    modules = {}
-    for target in ("torch", "keras"):
-        path = tmp_path / f"{name}_{target}.py"
-        path.write_text(generate(elab, target))
-        modules[target] = import_path(path, f"counts_{name}_{target}_{len(setting)}")
+    modules = generated_modules(elab, tmp_path, f"counts_{name}_{len(setting)}")
     model = modules["torch"].build_model(**setting)
     assert sum(p.numel() for p in model.parameters()) == t.params
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == t.trainable_params

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from archdsl.api import generate, load
+from archdsl.api import load
 from archdsl.language.errors import ArchError
 
-from .frameworks import import_path
+from .frameworks import generated_modules
 
 SPEC = """network P(mode = caffe) {
     input [3, 6, 5]
@@ -27,13 +27,7 @@ def models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("preprocess")
     spec = tmp / "p.arch"
     spec.write_text(SPEC)
-    elab = load(str(spec))
-    out = {}
-    for target in ("torch", "keras"):
-        path = tmp / f"p_{target}.py"
-        path.write_text(generate(elab, target))
-        out[target] = import_path(path, f"preprocess_{target}")
-    return out
+    return generated_modules(load(str(spec)), tmp, "preprocess")
 
 
 @pytest.mark.parametrize("mode", sorted(FAMILIES))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from archdsl.api import generate, load
+from archdsl.api import load
 
-from .frameworks import ROOT, import_path
+from .frameworks import ROOT, generated_modules
 
 SPEC = ROOT / "tests" / "data" / "digits_transfer.arch"
 TOP = "base.layer3"  # the part that fine_tune unfreezes
@@ -38,13 +38,7 @@ def digits():
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("transfer_learning")
-    elab = load(str(SPEC))
-    out = {}
-    for target in ("torch", "keras"):
-        path = tmp / f"digits_transfer_{target}.py"
-        path.write_text(generate(elab, target))
-        out[target] = import_path(path, f"digits_transfer_{target}")
-    return out
+    return generated_modules(load(str(SPEC)), tmp, "digits_transfer")
 
 
 @pytest.fixture(scope="module")
