@@ -138,8 +138,9 @@ def build_parser() -> ArgumentParser:
                           "without the layers of their heads. --activations lecture counts activations as the "
                           "lecture does (CS231n's VGG-16 slide: the input and the outputs of the convolution, "
                           "pooling and dense layers, a pooling whose output is its input left out; `-` marks the "
-                          "layers it does not count). If a shape check fails, the rows up to the failing layer are "
-                          "printed before the error."),
+                          "layers it does not count). JSON and CSV carry weights and biases, both counts of "
+                          "activations and the totals without auxiliary heads whatever the options. If a shape "
+                          "check fails, the rows up to the failing layer are printed before the error."),
         epilog="examples:\n"
                "  archdsl summary specs/resnet50.arch\n"
                "  archdsl summary specs/vgg16.arch --activations lecture --biases\n"

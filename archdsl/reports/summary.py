@@ -203,11 +203,12 @@ def make_row(inst: Inst, auxiliary: bool = False) -> Row:
     open_size = any(d is None for d in inst.out_shape.dims)
     if open_size and not inst.macs and inst.kind in LAYERS and LAYERS[inst.kind].category == "conv":
         macs = None  # a convolution over a size left open: its MACs depend on that size
-    ltype = LAYERS[inst.kind]
+    ltype = LAYERS.get(inst.kind)
     counted = lecture_counts(inst)
     return Row(inst.path, inst.kind, inst.in_shape, inst.out_shape, inst.params, macs, activations, inst.rf,
                trainable=0 if inst.frozen else inst.params, frozen_layers=int(inst.frozen),
-               bn_statistics=bn_statistics(inst), biases=ltype.bias_count(inst.args, inst.in_shape),
+               bn_statistics=bn_statistics(inst),
+               biases=ltype.bias_count(inst.args, inst.in_shape) if ltype is not None else 0,
                lecture=activations if counted else 0, lecture_layers=int(counted), auxiliary=auxiliary)
 
 
