@@ -20,7 +20,7 @@ from .core.graph import Elaborated, Library
 from .core.values import parse_sets
 from .language.errors import ArchError
 from .language.parser import cache_directory, disk_cache
-from .reports.formats import DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
+from .reports.formats import ACTIVATIONS, DRAW_FORMATS, DRAW_SUFFIXES, DTYPE_BYTES, FORMATS
 from .util.files import abandon_writes, write_atomically
 from .util.running import collector_paused, deep
 
@@ -134,20 +134,35 @@ def build_parser() -> ArgumentParser:
                           "activation memory for --dtype. Frozen layers are marked and the total parameters split "
                           "into trainable and frozen; with batch norms, a line gives Keras' counts, which include "
                           "their moving means and variances as non-trainable weights (JSON and CSV always carry "
-                          "both conventions). If a shape check fails, the rows up to the failing layer are printed "
-                          "before the error."),
+                          "both conventions). Where the network has auxiliary outputs, a last line gives the totals "
+                          "without the layers of their heads. --activations lecture counts activations as the "
+                          "lecture does (CS231n's VGG-16 slide: the input and the outputs of the convolution, "
+                          "pooling and dense layers, a pooling whose output is its input left out; `-` marks the "
+                          "layers it does not count). JSON and CSV carry weights and biases, both counts of "
+                          "activations and the totals without auxiliary heads whatever the options. If a shape "
+                          "check fails, the rows up to the failing layer are printed before the error."),
         epilog="examples:\n"
                "  archdsl summary specs/resnet50.arch\n"
+               "  archdsl summary specs/vgg16.arch --activations lecture --biases\n"
                "  archdsl summary specs/vgg16.arch --format markdown --dtype float16\n"
                "  archdsl summary specs/alexnet.arch --format csv > alexnet.csv\n")
     _add_spec(p)
     p.add_argument("-f", "--format", default="table", metavar="{" + ",".join(FORMATS) + "}",
                    help="table (default), json, csv or markdown")
-    p.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_BYTES) + "}",
-                   help="element type for the activation memory total (default float32)")
+    p.add_argument("--dtype", default=None, metavar="{" + ",".join(DTYPE_BYTES) + "}",
+                   help="element type of the activation memory total (default float32); given, the totals also "
+                        "say the memory the parameters take at it (and Keras' weights, which count the batch-norm "
+                        "moving statistics)")
     p.add_argument("--depth", type=_depth, default=None, metavar="N",
                    help="show N levels of blocks; a block nested deeper is one row with the sums of its layers "
                         "(--depth 0: the network's own layers and one row per block it calls)")
+    p.add_argument("--activations", default="all", metavar="{" + ",".join(ACTIVATIONS) + "}",
+                   help="how activations are counted: all (default), every layer's output elements, the input not "
+                        "included; lecture, the input and the outputs of the convolution, pooling and dense layers "
+                        "(the memory of a forward pass as CS231n's VGG-16 slide counts it)")
+    p.add_argument("--biases", action="store_true",
+                   help="columns weights and biases: the parameters split into the biases (of convolutions and "
+                        "dense layers, a norm's shift) and the rest")
 
     p = sub.add_parser(
         "sweep", help="one row per setting of network parameters: input size, params, MACs",
@@ -336,16 +351,18 @@ def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
     from .reports.summary import render
 
     fmt = _choice(args.format, FORMATS, "format")
-    dtype = _choice(args.dtype, tuple(DTYPE_BYTES), "dtype")
+    dtype = _choice(args.dtype if args.dtype is not None else "float32", tuple(DTYPE_BYTES), "dtype")
+    options = {"depth": args.depth, "activations": _choice(args.activations, ACTIVATIONS, "activation convention"),
+               "biases": args.biases, "param_memory": args.dtype is not None}
     try:
         elab = session.load_sets(args.spec, args.sets)
     except ArchError as err:
         # The shape check stopped at a layer: show the layers it got through, then the error.
         if session.done and err.report is None:
             err.report = render(session.done, fmt, dtype, network=session.program.network.name,
-                                spec=args.spec, depth=args.depth)
+                                spec=args.spec, **options)
         raise
-    _out(render(elab, fmt, dtype, spec=args.spec, depth=args.depth))
+    _out(render(elab, fmt, dtype, spec=args.spec, **options))
     return EXIT_OK
 
 

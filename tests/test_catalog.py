@@ -183,3 +183,24 @@ def test_spatial_dropout_drops_whole_channels_in_both_frameworks(tmp_path):
         assert np.array_equal(torch_model(torch.from_numpy(x)).numpy(), x)
     assert np.array_equal(np.asarray(keras_model(np.transpose(x, (0, 2, 3, 1)), training=False)),
                           np.transpose(x, (0, 2, 3, 1)))
+
+
+def test_the_catalog_splits_each_layers_parameters_into_weights_and_biases_as_pytorch_does(every, tmp_path):
+    """LayerType.biases: for every layer of the every-layer spec, the biases are the elements of the
+    generated PyTorch module's `bias` tensors (a norm's shift is one too) and the weights its others."""
+    from archdsl.reports.summary import rows
+    from tests.frameworks import import_path
+
+    (tmp_path / "every_torch.py").write_text(api.generate(every, "torch"))
+    model = import_path(tmp_path / "every_torch.py", "catalog_every_biases").build_model()
+    found: dict[str, list[int]] = {}
+    for name, p in model.named_parameters():
+        path, _, leaf = name.rpartition(".")
+        counts = found.setdefault(path.split(".")[0], [0, 0])
+        counts[leaf == "bias"] += p.numel()
+    table = rows(every)
+    assert {LAYERS[r.layer].name for r in table if r.biases} == {"conv", "dwconv", "sepconv", "deconv", "dense",
+                                                                   "bn", "layernorm"}
+    for r in table:
+        assert 0 <= r.biases <= r.params and r.weights + r.biases == r.params
+        assert [r.weights, r.biases] == found.get(r.path, [0, 0]), f"{r.path} ({r.layer})"

@@ -237,7 +237,8 @@ def test_summary_csv_and_markdown(tmp_path, spec):
     assert table[0] == {"path": "conv1", "layer": "conv", "output_shape": "[8, 30, 30]", "params": "224",
                         "macs": "194400", "activations": "7200", "receptive_field": "3/1",
                         "trainable_params": "224", "frozen_params": "0", "bn_statistics": "0", "keras_params": "224",
-                        "keras_non_trainable_params": "0", "frozen": "false"}
+                        "keras_non_trainable_params": "0", "frozen": "false", "weights": "216", "biases": "8",
+                        "lecture_activations": "7200", "auxiliary": "false"}
     assert table[-1]["params"] == "18234"
     res = run("summary", spec(SMALL), "--format", "markdown", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -267,6 +267,10 @@ class LayerType:
     # running statistics kept per input channel (a batch norm's mean and variance: buffers in PyTorch,
     # non-trainable weights that Keras counts among its parameters)
     statistics: int = field(default=0, kw_only=True)
+    # how many of its parameters are biases (additive terms: a convolution's or dense layer's bias, a
+    # norm's shift, which PyTorch calls bias too), from its arguments' normal forms and its input shape;
+    # the rest of its parameters are weights. None: no biases
+    biases: Callable[[dict, Shape], int] | None = field(default=None, kw_only=True)
     channels: Chan = field(kw_only=True)  # the output channels (features), IN where the layer keeps them
     # the layer in a few characters for drawings, as a lecture slide writes it (`conv 7x7/2, 64`), from
     # its arguments' normal forms; the type's name where None
@@ -274,6 +278,10 @@ class LayerType:
 
     def description(self, args: dict) -> str:
         return self.describe(args) if self.describe is not None else self.name
+
+    def bias_count(self, args: dict, x: Shape) -> int:
+        """The biases among a use's parameters (0 for a layer without them)."""
+        return self.biases(args, x) if self.biases is not None else 0
 
 
 # Descriptions for drawings ------------------------------------------------------------------------
@@ -654,6 +662,11 @@ def _zeropad(a: dict, x: Shape) -> Result:
     return Result(Shape((x.channels, h, w)))
 
 
+def _bias_per(arg: str) -> Callable[[dict, Shape], int]:
+    """Biases: one per output channel (the argument `arg` gives them) where the layer's `bias` is on."""
+    return lambda a, x: a[arg] if a["bias"] else 0
+
+
 _CONV_COMMON = (
     P("stride", k_int2, 1, "step of the window: an integer or [height, width]"),
     P("pad", k_pad, 0, "zero padding on each side: an integer, [height, width], same or valid"),
@@ -674,14 +687,16 @@ _add(LayerType("conv", (
     *_CONV_COMMON,
     P("groups", k_int, 1, "grouped convolution: input and output channels split in this many groups"),
     P("bias", k_bool, True, "add a learned bias"),
-), _conv, "conv", "2-D convolution", weights=True, channels=Arg("filters"), describe=_describe_conv("conv")))
+), _conv, "conv", "2-D convolution", weights=True, channels=Arg("filters"), describe=_describe_conv("conv"),
+   biases=_bias_per("filters")))
 _add(LayerType("dwconv", (
     P("kernel", k_int2, doc="kernel size"),
     *_CONV_COMMON,
     P("multiplier", k_int, 1, "output channels per input channel"),
     P("bias", k_bool, True, "add a learned bias"),
 ), _dwconv, "conv", "depthwise convolution: one filter (or `multiplier` filters) per channel", weights=True,
-   channels=IN * Arg("multiplier"), describe=_describe_dwconv))
+   channels=IN * Arg("multiplier"), describe=_describe_dwconv,
+   biases=lambda a, x: x.channels * a["multiplier"] if a["bias"] else 0))
 _add(LayerType("sepconv", (
     P("filters", k_int, doc="output channels"),
     P("kernel", k_int2, doc="kernel size of the depthwise part"),
@@ -689,7 +704,7 @@ _add(LayerType("sepconv", (
     P("multiplier", k_int, 1, "depthwise channel multiplier"),
     P("bias", k_bool, True, "bias on the pointwise part"),
 ), _sepconv, "conv", "separable convolution: depthwise, then a 1x1 pointwise convolution", weights=True,
-   channels=Arg("filters"), describe=_describe_conv("sepconv")))
+   channels=Arg("filters"), describe=_describe_conv("sepconv"), biases=_bias_per("filters")))
 _add(LayerType("deconv", (
     P("filters", k_int, doc="output channels"),
     P("kernel", k_int2, doc="kernel size: an integer or [height, width]"),
@@ -702,7 +717,7 @@ _add(LayerType("deconv", (
     P("dilation", k_int2, 1, "spacing of the kernel taps"),
     P("bias", k_bool, True, "add a learned bias"),
 ), _deconv, "conv", "2-D transposed convolution (PyTorch's ConvTranspose2d), e.g. a learned upsampling",
-   weights=True, channels=Arg("filters"), describe=_describe_conv("deconv")))
+   weights=True, channels=Arg("filters"), describe=_describe_conv("deconv"), biases=_bias_per("filters")))
 _add(LayerType("maxpool", (
     P("kernel", k_pool, doc="window size, or global"),
     P("stride", k_stride, None, "step; the window size when left out"),
@@ -724,7 +739,7 @@ _add(LayerType("dense", (
     P("units", k_int, doc="output features"),
     P("bias", k_bool, True, "add a learned bias"),
 ), _dense, "dense", "fully connected layer on a flat input", weights=True, channels=Arg("units"),
-   describe=lambda a: f"dense {a['units']}"), "linear")
+   describe=lambda a: f"dense {a['units']}", biases=_bias_per("units")), "linear")
 _add(LayerType("dropout", (P("rate", k_rate, 0.5, "probability of zeroing an element"),),
                _same_shape("dropout"), "regularization", "dropout (active in training only)",
                describe=lambda a: f"dropout {a['rate']:g}", channels=IN))
@@ -750,7 +765,8 @@ _add(LayerType("bn", (
     P("momentum", k_float, 0.1, "PyTorch's meaning: weight of the new batch in the running statistics"),
     P("gamma", k_bool, True, "learn a per-channel scale (Keras' scale)"),
     P("beta", k_bool, True, "learn a per-channel shift (Keras' center)"),
-), _bn, "norm", "batch normalization over channels", weights=True, channels=IN, statistics=2), "batchnorm")
+), _bn, "norm", "batch normalization over channels", weights=True, channels=IN, statistics=2,
+   biases=lambda a, x: x.channels if a["beta"] else 0), "batchnorm")
 _add(LayerType("lrn", (
     P("size", k_int, 5, "channels in the window"),
     P("alpha", k_float, 1e-4, "scale (PyTorch's convention: divided by size)"),
@@ -772,7 +788,7 @@ _add(LayerType("leaky_relu", (P("slope", k_float, 0.01, "slope for negative inpu
 _add(LayerType("layernorm", (P("eps", k_float, 1e-5, "added to the variance"),),
                lambda a, x: Result(x, 2 * x.channels), "norm",
                "layer normalization over the channels at each position (over the features of a flat input)",
-               weights=True, channels=IN))
+               weights=True, channels=IN, biases=lambda a, x: x.channels))
 _add(LayerType("layerscale", (P("init", k_float, 1e-6, "initial value of the learned per-channel scale"),),
                lambda a, x: Result(x, x.channels), "norm", "multiplies each channel by a learned scale (ConvNeXt)",
                weights=True, channels=IN))

@@ -3,6 +3,12 @@
 Pure functions over an Elaborated (or over the list of layer instances a failed check got through,
 `Expander.done`), so the CLI and later tools share one table. Numbers count one sample (the batch is
 symbolic); MACs are weight multiply-accumulates of convolutions and dense layers, never FLOPs.
+
+Activations are counted in two conventions (ACTIVATIONS): `all`, every layer's output elements (not
+the input), and `lecture`, the memory of a forward pass as CS231n's VGG-16 slide counts it: the input
+and the outputs of the convolution, pooling and dense layers (catalog categories LECTURE_CATEGORIES),
+a pooling whose output is its input left out. Where a network has auxiliary outputs, the totals also
+give the network without the layers of its auxiliary heads (Totals.without_auxiliary).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from fractions import Fraction
 
 from ..core.graph import Elaborated, Inst, Shape
 from ..core.layers import LAYERS
-from .formats import DTYPE_BYTES, FORMATS
+from .formats import ACTIVATIONS, DTYPE_BYTES, FORMATS
 
 # Instance kinds that are structure, not layers: they never make a row of the table.
 COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", "scale", "output", "seq"})
@@ -25,6 +31,11 @@ COMPOSITE_KINDS = frozenset({"group", "repeat", "choice", "concat", "residual", 
 COLUMNS = ("path", "layer", "output shape", "params", "MACs", "activations", "receptive field")
 # The parameter counts the JSON and CSV reports always carry, beside `params` (see Counts)
 COUNT_FIELDS = ("trainable_params", "frozen_params", "bn_statistics", "keras_params", "keras_non_trainable_params")
+# The columns the CSV report adds after `frozen`: weights and biases apart, and the lecture's activations
+LECTURE_FIELDS = ("weights", "biases", "lecture_activations")
+
+# The catalog categories whose outputs the lecture's convention counts, with the input (ACTIVATIONS)
+LECTURE_CATEGORIES = frozenset({"conv", "pool", "dense"})
 
 
 class Counts:
@@ -37,6 +48,12 @@ class Counts:
     params: int
     trainable: int | None  # None: every param trains
     bn_statistics: int
+    biases: int  # the params that are biases (additive terms: LayerType.biases); the rest are weights
+
+    @property
+    def weights(self) -> int:
+        """The params that are not biases: kernels, dense matrices, norms' scales."""
+        return self.params - self.biases
 
     @property
     def trainable_params(self) -> int:
@@ -78,6 +95,12 @@ class Row(Counts):
     trainable: int | None = None  # the params a `freeze` leaves trainable; None: all of them
     frozen_layers: int = 0  # how many of its layers are frozen
     bn_statistics: int = 0  # batch-norm running mean and variance elements (buffers, not params)
+    biases: int = 0
+    # the lecture's activations: the output elements of the layers it counts (lecture_layers of them);
+    # None where a size is open
+    lecture: int | None = 0
+    lecture_layers: int = 0
+    auxiliary: bool = False  # a layer of an auxiliary head (`auxiliary output`), computed in training only
 
     @property
     def frozen(self) -> bool:
@@ -115,10 +138,41 @@ class Totals(Counts):
     trainable: int | None = None  # None: every param trains
     frozen_layers: int = 0  # leaf layers under a `freeze`
     bn_statistics: int = 0
+    biases: int = 0
+    input_activations: int | None = 0  # the input's elements, which the lecture counts
+    layer_lecture: int | None = 0  # the lecture's activations of the layers (the input not included)
+    convention: str = "all"  # the activations the table shows (ACTIVATIONS)
+    auxiliary: tuple[str, ...] = ()  # the auxiliary outputs, whose heads without_auxiliary leaves out
+    without_auxiliary: Totals | None = None  # the totals without the auxiliary heads' layers, where there are some
 
     @property
     def activation_bytes(self) -> int | None:
         return None if self.activations is None else self.activations * DTYPE_BYTES[self.dtype]
+
+    @property
+    def lecture_activations(self) -> int | None:
+        """The lecture's count: the input and the outputs of the convolutions, poolings and dense layers."""
+        return _sum((self.input_activations, self.layer_lecture))
+
+    @property
+    def lecture_activation_bytes(self) -> int | None:
+        n = self.lecture_activations
+        return None if n is None else n * DTYPE_BYTES[self.dtype]
+
+    @property
+    def shown_activations(self) -> int | None:
+        """The activations in the convention the table shows."""
+        return self.lecture_activations if self.convention == "lecture" else self.activations
+
+    @property
+    def param_bytes(self) -> int:
+        """The memory the parameters take at the dtype."""
+        return self.params * DTYPE_BYTES[self.dtype]
+
+    @property
+    def keras_param_bytes(self) -> int:
+        """The memory of Keras' weights at the dtype (the batch-norm moving statistics too)."""
+        return self.keras_params * DTYPE_BYTES[self.dtype]
 
 
 def is_layer(inst: Inst) -> bool:
@@ -131,15 +185,31 @@ def layer_insts(elab: Elaborated) -> list[Inst]:
     return [i for i in elab.root.walk() if is_layer(i)]
 
 
-def make_row(inst: Inst) -> Row:
+def lecture_counts(inst: Inst) -> bool:
+    """Whether the lecture's convention counts a layer's output: a convolution, pooling or dense layer
+    (by its catalog category), except a pooling whose output is its input (the same shape through a
+    window of one pixel at stride 1: torchvision VGG's adaptive_avgpool(7) on its 7x7 map)."""
+    ltype = LAYERS.get(inst.kind)
+    if ltype is None or ltype.category not in LECTURE_CATEGORIES:
+        return False
+    if ltype.category == "pool" and inst.out_shape == inst.in_shape:
+        return ltype.infer(inst.args, inst.in_shape).window != (1, 1)
+    return True
+
+
+def make_row(inst: Inst, auxiliary: bool = False) -> Row:
     activations = inst.out_shape.numel()
     macs: int | None = inst.macs
     open_size = any(d is None for d in inst.out_shape.dims)
     if open_size and not inst.macs and inst.kind in LAYERS and LAYERS[inst.kind].category == "conv":
         macs = None  # a convolution over a size left open: its MACs depend on that size
+    ltype = LAYERS.get(inst.kind)
+    counted = lecture_counts(inst)
     return Row(inst.path, inst.kind, inst.in_shape, inst.out_shape, inst.params, macs, activations, inst.rf,
                trainable=0 if inst.frozen else inst.params, frozen_layers=int(inst.frozen),
-               bn_statistics=bn_statistics(inst))
+               bn_statistics=bn_statistics(inst),
+               biases=ltype.bias_count(inst.args, inst.in_shape) if ltype is not None else 0,
+               lecture=activations if counted else 0, lecture_layers=int(counted), auxiliary=auxiliary)
 
 
 def bn_statistics(inst: Inst) -> int:
@@ -149,10 +219,17 @@ def bn_statistics(inst: Inst) -> int:
     return ltype.statistics * inst.in_shape.channels if ltype is not None else 0
 
 
+def auxiliary_heads(elab: Elaborated) -> list[Inst]:
+    """The instances of the auxiliary outputs' heads (`auxiliary output name = ...`), in spec order."""
+    return [inst for name, inst in elab.outputs if name in elab.auxiliary]
+
+
 def rows(source: Elaborated | Iterable[Inst]) -> list[Row]:
     """Rows for an expanded network, or for a list of instances (only its leaf layers are kept)."""
-    insts = layer_insts(source) if isinstance(source, Elaborated) else [i for i in source if is_layer(i)]
-    return [make_row(i) for i in insts]
+    if not isinstance(source, Elaborated):
+        return [make_row(i) for i in source if is_layer(i)]
+    aux = {id(i) for head in auxiliary_heads(source) for i in head.walk()}
+    return [make_row(i, id(i) in aux) for i in layer_insts(source)]
 
 
 def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
@@ -167,11 +244,12 @@ def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
     if not isinstance(source, Elaborated):
         return rows(source)
     out: list[Row] = []
+    heads = {id(head) for head in auxiliary_heads(source)}
 
-    def visit(inst: Inst, level: int) -> None:
+    def visit(inst: Inst, level: int, aux: bool) -> None:
         for child in inst.children:
             if is_layer(child):
-                out.append(make_row(child))
+                out.append(make_row(child, aux))
             elif child.block is not None and level + 1 > depth:
                 members = rows(child.walk())
                 if members:
@@ -180,11 +258,13 @@ def collapse(source: Elaborated | Iterable[Inst], depth: int) -> list[Row]:
                                    _sum(m.activations for m in members), child.rf, layers=len(members),
                                    trainable=sum(m.trainable_params for m in members),
                                    frozen_layers=sum(m.frozen_layers for m in members),
-                                   bn_statistics=sum(m.bn_statistics for m in members)))
+                                   bn_statistics=sum(m.bn_statistics for m in members),
+                                   biases=sum(m.biases for m in members), lecture=_sum(m.lecture for m in members),
+                                   lecture_layers=sum(m.lecture_layers for m in members), auxiliary=aux))
             else:
-                visit(child, level + (child.block is not None))
+                visit(child, level + (child.block is not None), aux or id(child) in heads)
 
-    visit(source.root, 0)
+    visit(source.root, 0, False)
     return out
 
 
@@ -197,13 +277,27 @@ def _sum(values: Iterable[int | None]) -> int | None:
     return total
 
 
-def totals(table: list[Row], dtype: str = "float32") -> Totals:
+def totals(table: list[Row], dtype: str = "float32", *, input_activations: int | None = 0,
+           convention: str = "all", auxiliary: tuple[str, ...] = ()) -> Totals:
+    """The sums of the rows; `input_activations` (the input's elements) for the lecture's count,
+    `convention` the activations the table shows. Where rows belong to auxiliary heads (named in
+    `auxiliary`), `without_auxiliary` holds the totals of the others."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}")
-    return Totals(sum(r.layers for r in table), sum(r.params for r in table), _sum(r.macs for r in table),
-                  _sum(r.activations for r in table), dtype, trainable=sum(r.trainable_params for r in table),
-                  frozen_layers=sum(r.frozen_layers for r in table),
-                  bn_statistics=sum(r.bn_statistics for r in table))
+    if convention not in ACTIVATIONS:
+        raise ValueError(f"unknown activation convention {convention!r}")
+
+    def add(table: list[Row], without: Totals | None) -> Totals:
+        return Totals(sum(r.layers for r in table), sum(r.params for r in table), _sum(r.macs for r in table),
+                      _sum(r.activations for r in table), dtype, trainable=sum(r.trainable_params for r in table),
+                      frozen_layers=sum(r.frozen_layers for r in table),
+                      bn_statistics=sum(r.bn_statistics for r in table), biases=sum(r.biases for r in table),
+                      input_activations=input_activations, layer_lecture=_sum(r.lecture for r in table),
+                      convention=convention, auxiliary=auxiliary if without is not None else (),
+                      without_auxiliary=without)
+
+    main = [r for r in table if not r.auxiliary]
+    return add(table, add(main, None) if len(main) < len(table) else None)
 
 
 # Numbers --------------------------------------------------------------------------------------
@@ -243,20 +337,61 @@ def human_bytes(n: int | None) -> str:
     raise AssertionError(n)  # pragma: no cover
 
 
-def totals_line(t: Totals) -> str:
-    """The totals, two lines, e.g. for the end of a table: the parameters (trainable and frozen where
-    a part is frozen), MACs and activations; with batch norms, a line with Keras' counts between."""
-    activations = (f"activations: {grouped(t.activations)} elements = {grouped(t.activation_bytes)} bytes as "
-                   f"{t.dtype}{_paren_bytes(t.activation_bytes)} per sample")
-    return "\n".join([f"total: {params_text(t)}, {grouped(t.macs)} MACs ({humanize(t.macs)})",
-                      *([keras_line(t)] if t.bn_statistics else []), activations])
+# How the totals name the lecture's convention of counting activations
+LECTURE_NAME = "lecture convention: the input and the outputs of convolutions, poolings and dense layers"
 
 
-def params_text(t: Totals) -> str:
-    """`16,812,353 params`, or `16,812,353 params (2,097,665 trainable, 14,714,688 frozen)` where a part is frozen."""
-    if not t.frozen_layers:
-        return f"{grouped(t.params)} params"
-    return f"{grouped(t.params)} params ({grouped(t.trainable_params)} trainable, {grouped(t.frozen_params)} frozen)"
+def totals_line(t: Totals, *, biases: bool = False, param_memory: bool = False) -> str:
+    """The totals, e.g. for the end of a table: the parameters (trainable and frozen where a part is
+    frozen; weights and biases with `biases`), MACs and activations (in the totals' convention); with
+    batch norms, a line with Keras' counts between; with `param_memory`, the bytes the parameters take
+    at the dtype; where the network has auxiliary heads, a last line without them."""
+    n = t.shown_activations
+    size = t.lecture_activation_bytes if t.convention == "lecture" else t.activation_bytes
+    name = f" ({LECTURE_NAME})" if t.convention == "lecture" else ""
+    activations = (f"activations{name}: {grouped(n)} elements = {grouped(size)} bytes as "
+                   f"{t.dtype}{_paren_bytes(size)} per sample")
+    lines = [f"total: {params_text(t, biases)}, {grouped(t.macs)} MACs ({humanize(t.macs)})",
+             *([keras_line(t)] if t.bn_statistics else []),
+             *([memory_line(t)] if param_memory else []), activations]
+    if t.without_auxiliary is not None:
+        lines.append(without_auxiliary_line(t, biases=biases, param_memory=param_memory))
+    return "\n".join(lines)
+
+
+def params_text(t: Totals, biases: bool = False) -> str:
+    """`16,812,353 params`, or `16,812,353 params (2,097,665 trainable, 14,714,688 frozen)` where a part is frozen;
+    with `biases`, `138,357,544 params (138,344,128 weights, 13,416 biases)`."""
+    parts = []
+    if t.frozen_layers:
+        parts.append(f"{grouped(t.trainable_params)} trainable, {grouped(t.frozen_params)} frozen")
+    if biases:
+        parts.append(f"{grouped(t.weights)} weights, {grouped(t.biases)} biases")
+    return f"{grouped(t.params)} params" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def memory_line(t: Totals) -> str:
+    """The memory the parameters take at the dtype; with batch norms, Keras' weights too (the "Size"
+    column of the Keras Applications table is about the latter in MiB)."""
+    line = (f"parameter memory: {grouped(t.param_bytes)} bytes as {t.dtype}{_paren_bytes(t.param_bytes)} "
+            f"for {grouped(t.params)} params")
+    if t.bn_statistics:
+        line += (f"; Keras' {grouped(t.keras_params)}: {grouped(t.keras_param_bytes)} bytes"
+                 f"{_paren_bytes(t.keras_param_bytes)}")
+    return line
+
+
+def without_auxiliary_line(t: Totals, *, biases: bool = False, param_memory: bool = False) -> str:
+    """`without the auxiliary heads (aux1, aux2): 6,624,904 params, 1,498,376,192 MACs (1.50 G), 11,100,024
+    activations`, then Keras' count where it differs (`; Keras: 6,639,464 params`)."""
+    w = t.without_auxiliary
+    assert w is not None
+    memory = f" = {grouped(w.param_bytes)} bytes as {w.dtype}{_paren_bytes(w.param_bytes)}" if param_memory else ""
+    convention = " (lecture convention)" if w.convention == "lecture" else ""
+    keras = f"; Keras: {grouped(w.keras_params)} params" if w.bn_statistics else ""
+    return (f"without the auxiliary heads ({', '.join(t.auxiliary)}): {params_text(w, biases)}{memory}, "
+            f"{grouped(w.macs)} MACs ({humanize(w.macs)}), {grouped(w.shown_activations)} activations{convention}"
+            f"{keras}")
 
 
 def keras_line(t: Totals) -> str:
@@ -290,22 +425,29 @@ def check_line(spec: str, elab: Elaborated) -> str:
 
 # Formats --------------------------------------------------------------------------------------
 
-def _cells(r: Row, frozen: bool = False) -> list[str]:
-    cells = [r.path, r.layer, str(r.out_shape), grouped(r.params), grouped(r.macs), grouped(r.activations), r.rf_text]
+def _cells(r: Row, frozen: bool = False, convention: str = "all", biases: bool = False) -> list[str]:
+    """A row's cells; in the lecture's convention, `-` for the activations of a layer it does not count."""
+    activations = grouped(r.activations) if convention == "all" else grouped(r.lecture) if r.lecture_layers else "-"
+    cells = [r.path, r.layer, str(r.out_shape), grouped(r.params), grouped(r.macs), activations, r.rf_text]
     if frozen:
         cells.insert(4, r.frozen_mark)
+    if biases:
+        cells[4:4] = [grouped(r.weights), grouped(r.biases)]
     return cells
 
 
 _RIGHT = (False, False, False, True, True, True, True)
 
 
-def _header(t: Totals) -> tuple[list[str], list[bool]]:
-    """The table's columns, with `frozen` after `params` where a part of the network is frozen."""
+def _header(t: Totals, biases: bool = False) -> tuple[list[str], list[bool]]:
+    """The table's columns, with `frozen` after `params` where a part of the network is frozen, and
+    `weights` and `biases` after `params` with `biases`."""
     header, right = list(COLUMNS), list(_RIGHT)
     if t.frozen_layers:
         header.insert(4, "frozen")
         right.insert(4, False)
+    if biases:
+        header[4:4], right[4:4] = ["weights", "biases"], [True, True]
     return header, right
 
 
@@ -332,40 +474,51 @@ def markdown(header: list[str], body: list[list[str]], right, title: str | None 
     return lines
 
 
-def format_table(table: list[Row], t: Totals, title: str | None = None) -> str:
-    """A plain-text table with aligned columns and a totals line."""
-    header, right = _header(t)
-    lines = aligned(header, [_cells(r, bool(t.frozen_layers)) for r in table], right)
+def format_table(table: list[Row], t: Totals, title: str | None = None, *, biases: bool = False,
+                 param_memory: bool = False) -> str:
+    """A plain-text table with aligned columns and the totals lines (see totals_line())."""
+    header, right = _header(t, biases)
+    lines = aligned(header, [_cells(r, bool(t.frozen_layers), t.convention, biases) for r in table], right)
     lines.insert(2 + len(table), lines[1])  # the rule again, above the totals
-    return "\n".join([*([title] if title else []), *lines, totals_line(t)]) + "\n"
+    return "\n".join([*([title] if title else []), *lines, totals_line(t, biases=biases,
+                                                                        param_memory=param_memory)]) + "\n"
 
 
-def format_markdown(table: list[Row], t: Totals, title: str | None = None) -> str:
+def format_markdown(table: list[Row], t: Totals, title: str | None = None, *, biases: bool = False,
+                    param_memory: bool = False) -> str:
     """A GitHub-flavoured Markdown table, numbers right-aligned, then the totals."""
-    header, right = _header(t)
+    header, right = _header(t, biases)
     body = []
     for r in table:
-        cells = _cells(r, bool(t.frozen_layers))
+        cells = _cells(r, bool(t.frozen_layers), t.convention, biases)
         cells[0] = f"`{cells[0]}`" if cells[0] else ""
         body.append(cells)
-    return "\n".join([*markdown(header, body, right, title), "", totals_line(t)]) + "\n"
+    return "\n".join([*markdown(header, body, right, title), "",
+                      totals_line(t, biases=biases, param_memory=param_memory)]) + "\n"
 
 
 def format_csv(table: list[Row], t: Totals) -> str:
-    """Comma-separated values, plain integers, one row per layer and a last row `total`. The columns
-    after receptive_field are the parameter counts of Counts.counts() and `frozen` (true or false)."""
+    """Comma-separated values, plain integers, one row per layer and a row `total`, then, where the
+    network has auxiliary heads, a row `total without auxiliary`. The columns after receptive_field
+    are the parameter counts of Counts.counts(), `frozen` (true or false), then LECTURE_FIELDS
+    (weights, biases, the lecture's activations: 0 for a layer it does not count; on the totals, the
+    input's included) and `auxiliary` (true for a layer of an auxiliary head)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "layer", "output_shape", "params", "macs", "activations", "receptive_field",
-                *COUNT_FIELDS, "frozen"])
+                *COUNT_FIELDS, "frozen", *LECTURE_FIELDS, "auxiliary"])
 
     def num(n: int | None) -> str:
         return "" if n is None else str(n)
 
     for r in table:
         w.writerow([r.path, r.layer, str(r.out_shape), r.params, num(r.macs), num(r.activations), r.rf_text,
-                    *r.counts().values(), "true" if r.frozen else "false"])
-    w.writerow(["total", "", "", t.params, num(t.macs), num(t.activations), "", *t.counts().values(), ""])
+                    *r.counts().values(), "true" if r.frozen else "false", r.weights, r.biases, num(r.lecture),
+                    "true" if r.auxiliary else "false"])
+    for name, s in (("total", t), ("total without auxiliary", t.without_auxiliary)):
+        if s is not None:
+            w.writerow([name, "", "", s.params, num(s.macs), num(s.activations), "", *s.counts().values(), "",
+                        s.weights, s.biases, num(s.lecture_activations), ""])
     return buf.getvalue()
 
 
@@ -398,11 +551,26 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
             "macs": r.macs,
             "activations": r.activations,
             "receptive_field": None if r.rf is None else {"size": r.rf_size, "jump": r.rf_jump},
+            "weights": r.weights,
+            "biases": r.biases,
+            "lecture_activations": r.lecture,
+            "auxiliary": r.auxiliary,
             **({"collapsed_layers": r.layers} if r.layers > 1 or r.layer not in LAYERS else {}),
         }
         for r in table
     ]
-    data["totals"] = {
+    data["totals"] = totals_dict(t)
+    if t.without_auxiliary is not None:
+        data["totals"]["without_auxiliary"] = totals_dict(t.without_auxiliary)
+    if elab is not None:
+        data["outputs"] = {name: _dims(inst.out_shape) for name, inst in elab.outputs}
+        data["auxiliary_outputs"] = list(elab.auxiliary)
+    return data
+
+
+def totals_dict(t: Totals) -> dict:
+    """The totals as JSON data: the counts, both conventions of activations and the memory at the dtype."""
+    return {
         "layers": t.layers,
         "params": t.params,
         **t.counts(),
@@ -411,11 +579,14 @@ def to_dict(table: list[Row], t: Totals, elab: Elaborated | None = None, network
         "activations": t.activations,
         "dtype": t.dtype,
         "activation_bytes": t.activation_bytes,
+        "weights": t.weights,
+        "biases": t.biases,
+        "input_activations": t.input_activations,
+        "lecture_activations": t.lecture_activations,
+        "lecture_activation_bytes": t.lecture_activation_bytes,
+        "param_bytes": t.param_bytes,
+        "keras_param_bytes": t.keras_param_bytes,
     }
-    if elab is not None:
-        data["outputs"] = {name: _dims(inst.out_shape) for name, inst in elab.outputs}
-        data["auxiliary_outputs"] = list(elab.auxiliary)
-    return data
 
 
 def jsonable(v):
@@ -442,14 +613,18 @@ def format_json(table: list[Row], t: Totals, elab: Elaborated | None = None, net
 
 
 def render(source: Elaborated | Iterable[Inst], fmt: str = "table", dtype: str = "float32", *,
-           network: str | None = None, spec: str | None = None, depth: int | None = None) -> str:
+           network: str | None = None, spec: str | None = None, depth: int | None = None,
+           activations: str = "all", biases: bool = False, param_memory: bool = False) -> str:
     """The report in one of FORMATS, for an expanded network or the layers checked before an error;
-    with `depth`, blocks nested deeper are collapsed (see collapse())."""
+    with `depth`, blocks nested deeper are collapsed (see collapse()). `activations` is the convention
+    the table and Markdown show (ACTIVATIONS), `biases` adds their weights and biases columns, and
+    `param_memory` their line of the parameters' memory at the dtype; JSON and CSV carry all of it."""
     elab = source if isinstance(source, Elaborated) else None
     if not isinstance(source, Elaborated):
         source = list(source)
     table = rows(source) if depth is None else collapse(source, depth)
-    t = totals(table, dtype)
+    t = totals(table, dtype, input_activations=input_elements(elab if elab is not None else source),
+               convention=activations, auxiliary=elab.auxiliary if elab is not None else ())
     name = elab.program.network.name if elab is not None else network
     title = None
     if name is not None:
@@ -457,11 +632,19 @@ def render(source: Elaborated | Iterable[Inst], fmt: str = "table", dtype: str =
         if elab is None:
             title += ": the layers checked before the error"
     if fmt == "table":
-        return format_table(table, t, title)
+        return format_table(table, t, title, biases=biases, param_memory=param_memory)
     if fmt == "markdown":
-        return format_markdown(table, t, title)
+        return format_markdown(table, t, title, biases=biases, param_memory=param_memory)
     if fmt == "csv":
         return format_csv(table, t)
     if fmt == "json":
         return format_json(table, t, elab, network, spec)
     raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
+
+
+def input_elements(source: Elaborated | list[Inst]) -> int | None:
+    """The elements of the network's input (None where a size is open): the lecture counts them. For the
+    layers checked before an error, the input of the first."""
+    if isinstance(source, Elaborated):
+        return source.root.in_shape.numel()
+    return source[0].in_shape.numel() if source else 0
