@@ -722,7 +722,7 @@ class _Elaborator:
                 raise ArchError(f"network {call.name}{cut} does not use its parameter '{name}' (it takes: "
                                 f"{', '.join(p.name for p in block.params) or 'no arguments'})", arg.span,
                                 notes=["a base takes the height and width of the tensor it is given"]
-                                if "input" in _param_uses(net, name) else [])
+                                if _input_reads(net, name) else [])
             args.append(S.Arg(name, arg.value, arg.span) if name is not None else arg)
         return S.Call(call.span, call.name, args, call.name_span, through=call.through, label=call.label,
                       label_span=call.label_span)
@@ -985,11 +985,11 @@ def _with_items(stmt: S.Stmt, items: list[S.Item]) -> S.Stmt:
     return stmt
 
 
-def _param_uses(net: S.NetworkDef, name: str) -> set[str]:
-    """Where a network reads a parameter, roughly: "input" if its input line does."""
+def _input_reads(net: S.NetworkDef, name: str) -> bool:
+    """Whether a network's input line reads a parameter (`input [3, resolution, resolution]`)."""
     found: set[str] = set()
     _names_read(net.body.stmts[0] if net.body.stmts else [], found)
-    return {"input"} if name in found else set()
+    return name in found
 
 
 def _names_read(node, out: set[str]) -> None:
