@@ -484,11 +484,14 @@ def capture(model, elab: Elaborated, x, paths: Sequence[str]) -> dict:
 # Reading along the depth ------------------------------------------------------------------------
 
 def _ratio(a: float, b: float) -> str:
+    """How many times a is b, as `53,281x` or `1.6e18x`; `infinitely` where b is 0."""
+    if b == 0:
+        return "infinitely"
     r = a / b
     if r >= 1e5:
         mantissa, exponent = f"{r:.1e}".split("e")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{r:,.0f}" if r >= 10 else f"{r:.2g}"
+        return f"{mantissa}e{int(exponent)}x"
+    return f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
 
 
 def _ends(values: list[float], n: int = 3) -> tuple[float, float]:
@@ -526,8 +529,10 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                 if s.signal < start / FACTOR:
                     s.flags.append("vanishing")
             findings.append(
-                f"the signal vanishes: its spread across the batch falls {_ratio(start, worst.signal)}x from "
-                f"{start:.3g} at the first convolution/dense layers to {worst.signal:.3g} at {worst.path}, "
+                "the signal vanishes: its spread across the batch falls "
+                + (f"{_ratio(start, worst.signal)} " if worst.signal else "")
+                + f"from {start:.3g} (the median of the first three convolution/dense layers) to "
+                + (f"{worst.signal:.3g}" if worst.signal else "exactly 0") + f" at {worst.path}, "
                 f"{weighted.index(worst) + 1} such layers deep ({cause}): the deep layers see nearly the same "
                 "output for every input")
         elif start > 0 and end > start * FACTOR:
@@ -536,10 +541,10 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                 if s.signal > start * FACTOR:
                     s.flags.append("exploding")
             findings.append(
-                f"the signal explodes: its spread across the batch grows {_ratio(worst.signal, start)}x from "
-                f"{start:.3g} at the first convolution/dense layers to {worst.signal:.3g} at {worst.path}, "
+                f"the signal explodes: its spread across the batch grows {_ratio(worst.signal, start)} from "
+                f"{start:.3g} (the median of the first three convolution/dense layers) to {worst.signal:.3g} at {worst.path}, "
                 f"{weighted.index(worst) + 1} such layers deep ({cause})")
-    graded = [s for s in table if s.weighted and s.relative_grad is not None and s.relative_grad > 0]
+    graded = [s for s in table if s.weighted and s.relative_grad is not None]
     if len(graded) >= 2:
         start, end = _ends([s.relative_grad for s in graded])
         limit = FACTOR ** 1.5
@@ -552,9 +557,9 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                     s.flags.append(f"{word} gradient")
             findings.append(
                 f"{word} gradients: the gradient relative to the weights (grad norm / weight norm) is "
-                f"{_ratio(*((end, extreme.relative_grad) if vanishing else (extreme.relative_grad, end)))}x "
+                f"{_ratio(*((end, extreme.relative_grad) if vanishing else (extreme.relative_grad, end)))} "
                 f"{'smaller' if vanishing else 'larger'} at {extreme.path} ({extreme.relative_grad:.3g}) than at "
-                f"the last convolution/dense layers ({end:.3g}): "
+                f"the last three convolution/dense layers (median {end:.3g}): "
                 + ("the first layers barely learn" if vanishing else
                    "a step size that suits the last layers throws the first ones far")
                 + f" ({cause})")
