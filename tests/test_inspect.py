@@ -242,13 +242,13 @@ def test_pictures_of_a_lenet5_trained_on_digits(tmp_path, capsys, one_thread):
     captured = capsys.readouterr()
     assert "occlusion" in captured.err and "1 input, image" in captured.out
 
-    # the sizes the pictures' layout gives (pictures.py): tiles of 6 filters 5x5 at 6 px a weight in a 3x2
-    # grid; 6 maps 28x28 at 2 px a value (3x2); 16 maps 10x10 at 6 px (4x4); the occlusion: image and map
-    # 32x32 at 4 px a pixel, side by side
-    assert _png_size(out / "filters.png") == (3 * (30 + 2) + 2, 2 * (30 + 2) + 2)
+    # the sizes the pictures' layout gives (pictures.py): tiles of 6 filters 5x5 at 12 px a weight in a
+    # 3x2 grid; 6 maps 28x28 at 2 px a value (3x2); 16 maps 10x10 at 6 px (4x4); the occlusion: the image
+    # and two maps, 32x32 at 4 px a pixel, side by side; 2 px of gray between and around the tiles
+    assert _png_size(out / "filters.png") == (3 * (60 + 2) + 2, 2 * (60 + 2) + 2)
     assert _png_size(out / "features-c1.png") == (3 * (56 + 2) + 2, 2 * (56 + 2) + 2)
     assert _png_size(out / "features-tanh2.png") == (4 * (60 + 2) + 2, 4 * (60 + 2) + 2)
-    assert _png_size(out / f"occlusion-{label}.png") == (2 * (128 + 2) + 2, 128 + 4)
+    assert _png_size(out / f"occlusion-{label}.png") == (3 * (128 + 2) + 2, 128 + 4)
 
     # the trained filters are not the initial ones: the picture of the initial filters differs
     trained = np.asarray(Image.open(out / "filters.png"))
@@ -263,3 +263,27 @@ def test_pictures_of_a_lenet5_trained_on_digits(tmp_path, capsys, one_thread):
     ink, empty = ink[0].numpy(), ~near
     assert ink.sum() > 50 and empty.sum() > 50
     assert sensitivity[ink].mean() < sensitivity[empty].mean() - 0.2
+
+
+def test_keras_weights_give_the_numbers_of_the_same_weights_in_pytorch(tmp_path, capsys, one_thread):
+    """A .keras or .weights.h5 file of the generated Keras model is copied into the PyTorch model
+    (interop.keras_to_torch): the report is the one of the PyTorch state_dict holding those weights."""
+    spec = _spec(tmp_path, TINY)
+    elab = api.load(spec)
+    model = inspection.build(elab, seed=5)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    import keras  # noqa: F401 (after torch, which the module imported first)
+
+    from archdsl.runtime.interop import torch_to_keras
+
+    keras_model = inspection.generated_module(elab, "keras").build_model()
+    torch_to_keras(model, keras_model)
+    keras_model.save(tmp_path / "w.keras")
+    keras_model.save_weights(tmp_path / "w.weights.h5")
+    reports = []
+    for name in ("w.pt", "w.keras", "w.weights.h5"):
+        assert main(["inspect", spec, "--batch", "4", "--weights", str(tmp_path / name), "-f", "json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        reports.append([{k: v for k, v in layer.items()} for layer in data["layers"]])
+    assert reports[0] == reports[1] == reports[2]
+    assert reports[0][0]["grad_norm"] > 0

@@ -4,7 +4,7 @@ inspection's statistics along the depth (`archdsl inspect --plot FILE`).
 - filters.png: the first convolution's filters, one tile each, in a grid of ceil(sqrt(n)) columns. A
   filter over 3 input channels is shown in colour (its RGB weights), any other as the mean over its
   input channels in gray; each tile is scaled to its own minimum (black) and maximum (white), and each
-  weight is a square of max(1, 32 // k) pixels for a k x k kernel.
+  weight is a square of max(1, 64 // k) pixels for a k x k kernel.
 - features-PATH.png: the output of the layer at PATH for the first input of the batch, one tile per
   channel (the first 64), each map scaled to its own minimum (black) and maximum (white), each value a
   square of max(1, 64 // max(H, W)) pixels (Chollet's "intermediate activations").
@@ -12,9 +12,11 @@ inspection's statistics along the depth (`archdsl inspect --plot FILE`).
   of the image's mean colour slides over the first input (side `patch`, stride patch // 2); the heat
   map gives, at each pixel, the class's probability (softmax of the output, or the output of a final
   softmax) averaged over the patch positions that cover the pixel: low (blue) where hiding the pixels
-  lowers the class's probability, high (red) where it does not. The picture is the input on the left and
-  the heat map on the right, each pixel a square of max(1, 128 // max(H, W)) pixels; the heat map's
-  colours are absolute probabilities, 0 blue to 1 red.
+  lowers the class's probability, high (red) where it does not. The picture has three panels, each
+  pixel a square of max(1, 128 // max(H, W)) pixels: the input; the map in absolute probabilities (0 blue,
+  1 red: ZFNet's figure); and the same map stretched to its own range (its minimum blue, its maximum red),
+  which shows where the network looks even when no patch moves the probability much (the range is
+  printed with the file's name).
 
 Tiles are separated and framed by 2 pixels of gray (128). Drawn with Pillow and numpy only; the plot
 needs matplotlib. torch is imported only when a function here runs.
@@ -75,7 +77,7 @@ def filters_picture(weight: np.ndarray) -> np.ndarray:
     tiles = []
     for f in weight:
         tiles.append(_unit(f.transpose(1, 2, 0)) if f.shape[0] == 3 else _unit(f.mean(axis=0)))
-    return grid(tiles, max(1, 32 // max(weight.shape[2:])))
+    return grid(tiles, max(1, 64 // max(weight.shape[2:])))
 
 
 def feature_picture(maps: np.ndarray) -> np.ndarray:
@@ -144,13 +146,13 @@ def occlusion(model, image, cls: int, patch: int, final_softmax: bool, chunk: in
 
 
 def occlusion_picture(image: np.ndarray, sensitivity: np.ndarray) -> np.ndarray:
-    """The image (C, H, W; gray or RGB, scaled by its own range) beside its occlusion map (H, W, 0..1)."""
+    """The image (C, H, W; gray or RGB, scaled by its own range) beside its occlusion map (H, W, 0..1) in
+    absolute probabilities and stretched to its own range."""
     picture = _unit(image.transpose(1, 2, 0)) if image.shape[0] == 3 else _unit(image.mean(axis=0))
     h, w = sensitivity.shape
     scale = max(1, 128 // max(h, w))
-    left = grid([picture], scale)
-    right = grid([heat(sensitivity)], scale)
-    return np.concatenate([left, right[:, GAP:]], axis=1)
+    panels = [grid([p], scale) for p in (picture, heat(sensitivity), heat(_unit(sensitivity)))]
+    return np.concatenate([panels[0], *(p[:, GAP:] for p in panels[1:])], axis=1)
 
 
 def save_png(pixels: np.ndarray, path: str) -> None:
@@ -168,8 +170,9 @@ def file_name(path: str) -> str:
 
 def plot(result, path: str) -> None:
     """The inspection's statistics along the depth, three panels over the layers in order: the activations'
-    std and signal (log scale; flagged layers circled), the fractions of zeros, dead units and saturated
-    outputs, and the gradient norm and gradient / weight norm of the layers with parameters (log scale).
+    std and signal (log scale; the layers flagged vanishing or exploding circled), the fractions of zeros,
+    dead units and saturated outputs, and the gradient norm and gradient / weight norm of the layers with
+    parameters (log scale; the layers flagged for their gradient circled).
     PNG or SVG, from the suffix of path."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in (".png", ".svg"):
@@ -193,10 +196,10 @@ def plot(result, path: str) -> None:
         v = series(attr)
         v[v <= 0] = np.nan
         ax.plot(idx, v, marker=".", label=label)
-    flagged = [i for i, s in enumerate(layers) if s.flags and s.signal]
+    flagged = [i for i, s in enumerate(layers) if {"vanishing", "exploding"} & set(s.flags) and s.signal]
     if flagged:
         ax.scatter(flagged, [layers[i].signal for i in flagged], s=80, facecolors="none", edgecolors="red",
-                   label="flagged")
+                   label="flagged: vanishing or exploding")
     ax.set_yscale("log")
     ax.set_ylabel("activations")
     ax.legend(loc="best", fontsize=8)
@@ -214,6 +217,10 @@ def plot(result, path: str) -> None:
     if has.any():
         ax.plot(idx[has], grad[has], marker=".", label="grad norm")
         ax.plot(idx[has], (grad / weight)[has], marker=".", label="grad norm / weight norm")
+        marked = [i for i, s in enumerate(layers) if has[i] and any(f.endswith("gradient") for f in s.flags)]
+        if marked:
+            ax.scatter(marked, [grad[i] / weight[i] for i in marked], s=80, facecolors="none", edgecolors="red",
+                       label="flagged: vanishing or exploding gradient")
         ax.set_yscale("log")
         ax.legend(loc="best", fontsize=8)
     ax.set_ylabel("gradients")
