@@ -435,6 +435,11 @@ def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
     fmt = _choice(args.format, FORMATS, "format")
     if args.mode is not None:
         _choice(args.mode, ("train", "eval"), "mode")
+    if args.pictures is None:
+        extra = [flag for flag, value in (("--feature-maps", args.feature_maps), ("--occlusion", args.occlusion),
+                                          ("--patch", args.patch)) if value is not None]
+        if extra:
+            raise ArchError(f"{extra[0]} chooses what --pictures DIR draws: give --pictures DIR too")
     for path in (args.output, args.plot):
         if path is not None and path != "-":
             _check_writable(path)
@@ -451,7 +456,10 @@ def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
     if args.output is None or args.output == "-":
         _out(text)
     else:
-        write_atomically(args.output, text)
+        try:
+            write_atomically(args.output, text)
+        except OSError as e:
+            raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
     if args.plot:
         pictures.plot(result, args.plot)
         _error(f"wrote {args.plot}")

@@ -187,6 +187,8 @@ def test_errors_are_one_line(tmp_path, capsys):
         (["--plot", str(tmp_path / "p.jpg")], "--plot: write a .png or .svg file"),
         (["--input", "cifar"], "unknown input 'cifar'"),
         (["--weights", str(tmp_path / "none.pt")], "--weights: no file"),
+        (["--occlusion", "1"], "--occlusion chooses what --pictures DIR draws"),
+        (["--pictures", str(tmp_path / "p"), "--occlusion", "3"], "class 3 is not among the network's 3 outputs"),
     ):
         assert main(["inspect", spec, "--batch", "2", *args]) == 1, args
         err = capsys.readouterr().err
