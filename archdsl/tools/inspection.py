@@ -25,8 +25,13 @@ The definitions (x: every element of the layer's output over the batch, N sample
 - saturated: sigmoid: x < 0.01 or x > 0.99; tanh: |x| > 0.99; hardsigmoid: x = 0 or x = 1 (its clamps);
   relu6: x = 6 (its upper clamp; x = 0 is counted in zeros); no other layer saturates (blank);
 - grad_norm: the L2 norm of the gradient of all the layer's parameters (weights and biases, batch-norm
-  scales and shifts) after one backward pass of LOSS_TEXT; weight_norm: the L2 norm of those
+  scales and shifts) after one backward pass of the loss; weight_norm: the L2 norm of those
   parameters; blank for a layer without parameters, `frozen` where none trains.
+
+The loss: for an output of C >= 2 values (a classifier), the cross-entropy against random labels (the
+digits' labels with --input digits), the output taken as logits (as probabilities after a final
+softmax); for any other output, the mean square error against standard normal targets; with several
+outputs (train mode computes auxiliary heads too), their sum.
 """
 
 from __future__ import annotations
@@ -48,11 +53,6 @@ from ..core.graph import Elaborated
 from ..core.layers import LAYERS
 from ..language.errors import ArchError
 from ..reports.summary import aligned, markdown, rows
-
-LOSS_TEXT = ("the loss: for an output of C >= 2 values (a classifier), the cross-entropy against random labels "
-             "(the true labels with --input digits), the output taken as logits (as log-probabilities after a "
-             "final softmax); for any other output, the mean square error against standard normal targets; "
-             "with several outputs, their sum")
 
 # A layer kind and the function names that compute it in a generated forward() (Tensor methods too).
 CALLS = {
@@ -397,13 +397,28 @@ class _Probe:
             h.remove()
 
 
-def _loss(outputs, labels, final_softmax: bool, seed: int):
+def softmax_outputs(elab: Elaborated, training: bool) -> list[bool]:
+    """For each output the model returns (train mode: every output, in spec order; eval mode: those that
+    are not auxiliary), whether its last layer is a softmax (its values are probabilities)."""
+    table = rows(elab)
+    auxiliary = set(elab.auxiliary)
+    out = []
+    for name, inst in elab.outputs:
+        if not training and name in auxiliary:
+            continue
+        mine = [r for r in table if r.path == inst.path or r.path.startswith(inst.path + ".")]
+        out.append(bool(mine) and mine[-1].layer == "softmax")
+    return out
+
+
+def _loss(outputs, labels, softmax: list[bool], seed: int):
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed + 1)
     total = 0
-    for out in outputs:
+    for i, out in enumerate(outputs):
+        final_softmax = softmax[i] if i < len(softmax) else False
         if out.dim() == 2 and out.shape[1] >= 2:
             target = labels if labels is not None and int(labels.max()) < out.shape[1] else \
                 torch.randint(0, out.shape[1], (out.shape[0],), generator=gen)
@@ -414,7 +429,8 @@ def _loss(outputs, labels, final_softmax: bool, seed: int):
     return total
 
 
-def measure(model, elab: Elaborated, x, labels=None, mode: str = "train", seed: int = 0) -> tuple[list[LayerStats], float]:
+def measure(model, elab: Elaborated, x, labels=None, mode: str = "train",
+            seed: int = 0) -> tuple[list[LayerStats], float]:
     """One forward pass of x through model (hooked) and one backward pass of the loss: the table."""
     import torch
 
@@ -432,8 +448,7 @@ def measure(model, elab: Elaborated, x, labels=None, mode: str = "train", seed: 
     finally:
         probe.close()
     outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-    final_softmax = bool(table) and table[-1].layer == "softmax"
-    loss = _loss(outputs, labels, final_softmax, seed)
+    loss = _loss(outputs, labels, softmax_outputs(elab, mode == "train"), seed)
     if loss.requires_grad:
         loss.backward()
     modules = dict(model.named_modules())
@@ -532,7 +547,8 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                 "the signal vanishes: its spread across the batch falls "
                 + (f"{_ratio(start, worst.signal)} " if worst.signal else "")
                 + f"from {start:.3g} (the median of the first three convolution/dense layers) to "
-                + (f"{worst.signal:.3g}" if worst.signal else "exactly 0") + f" at {worst.path}, "
+                + (f"{worst.signal:.3g}" if worst.signal else "exactly 0")
+                + f" at {worst.path}, "
                 f"{weighted.index(worst) + 1} such layers deep ({cause}): the deep layers see nearly the same "
                 "output for every input")
         elif start > 0 and end > start * FACTOR:
@@ -542,7 +558,8 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                     s.flags.append("exploding")
             findings.append(
                 f"the signal explodes: its spread across the batch grows {_ratio(worst.signal, start)} from "
-                f"{start:.3g} (the median of the first three convolution/dense layers) to {worst.signal:.3g} at {worst.path}, "
+                f"{start:.3g} (the median of the first three convolution/dense layers) to {worst.signal:.3g} at "
+                f"{worst.path}, "
                 f"{weighted.index(worst) + 1} such layers deep ({cause})")
     graded = [s for s in table if s.weighted and s.relative_grad is not None]
     if len(graded) >= 2:

@@ -273,7 +273,7 @@ def write_pictures(result, model, elab, x, directory: str, layers: list[str] | N
                    cls: int | None = None, patch: int | None = None) -> list[tuple[str, str]]:
     """Write filters.png, features-PATH.png for each layer, and occlusion-CLASS.png (for a classifier)
     under directory, from the first input of batch x. Returns (file, what it shows) for each file."""
-    from .inspection import capture
+    from .inspection import capture, softmax_outputs
 
     if not os.path.isdir(directory):
         try:
@@ -294,8 +294,9 @@ def write_pictures(result, model, elab, x, directory: str, layers: list[str] | N
         save_png(feature_picture(out), name)
         written.append((name, (f"the output of {path}, {min(out.shape[0], MAX_MAPS)} of {out.shape[0]} maps "
                               f"{out.shape[1]}x{out.shape[2]}")))
-    final_softmax = bool(result.layers) and result.layers[-1].layer == "softmax"
-    out_shape = result.layers[-1].output_shape if result.layers else []
+    final_softmax = (softmax_outputs(elab, training=False) or [False])[0]
+    first = next((inst for name, inst in elab.outputs if name not in set(elab.auxiliary)), None)
+    out_shape = list(first.out_shape.dims) if first is not None else []
     if cls is not None or (len(out_shape) == 1 and (out_shape[0] or 0) >= 2 and x.dim() == 4):
         if x.dim() != 4:
             raise ArchError("--occlusion: the network's input is not an image")
