@@ -13,7 +13,8 @@ What is measured where (the `measured` column):
   `torch.tanh(x)`), with no module of its own. A torch function mode sees every call made directly in
   the forward() of the block's module (not inside a layer's module); the calls are matched in order
   with the block's function-call layers of the same kind, and the call's result is measured.
-- `-`: neither (a layer the generated code writes as plain indexing, e.g. crop): not measured.
+  Crops and channel slices are indexing (`x[..., a:b, c:d]`, Tensor.__getitem__), matched the same way.
+- `-`: neither (a layer forward() writes no code for: identity, dropblock at rate 0): not measured.
 
 The definitions (x: every element of the layer's output over the batch, N samples):
 - mean, std (population, over all elements), min, max;
@@ -59,7 +60,8 @@ CALLS = {
     "relu": ("relu", "relu_"), "relu6": ("relu6",), "tanh": ("tanh", "tanh_"), "sigmoid": ("sigmoid", "sigmoid_"),
     "silu": ("silu",), "swish": ("silu",), "hardswish": ("hardswish",), "hardsigmoid": ("hardsigmoid",),
     "gelu": ("gelu",), "leaky_relu": ("leaky_relu", "leaky_relu_"), "softmax": ("softmax",),
-    "flatten": ("flatten",), "upsample": ("interpolate",), "identity": (),
+    "flatten": ("flatten",), "upsample": ("interpolate",), "crop": ("__getitem__",),
+    "channel_slice": ("__getitem__",), "identity": (),
 }
 _KIND_OF_CALL = {name: kind for kind, names in CALLS.items() for name in names if kind != "swish"}
 
