@@ -410,8 +410,9 @@ scikit-learn, --plot matplotlib: pip install 'archdsl[inspect]'.
 
 INSPECT_DEFINITIONS = """\
   measured   module: the output of the layer's module (a forward hook); call: the result of the layer's
-             function call in its block's forward() (F.relu(x), torch.flatten(x, 1)), seen by a torch
-             function mode; -: neither (e.g. crop, written as indexing): not measured
+             function call in its block's forward() (F.relu(x), torch.flatten(x, 1), a crop's
+             indexing), seen by a torch function mode; -: neither (identity, dropblock at rate 0:
+             forward() writes nothing for them): not measured
   mean, std  over every element of the output for the whole batch (std: population)
   zeros      the fraction of elements exactly 0
   dead       the fraction of units (channels, or features) that are 0 for every sample and position
