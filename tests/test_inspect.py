@@ -123,11 +123,14 @@ def test_deep_sigmoid_network_without_batch_norm_is_flagged_vanishing(tmp_path, 
 
 def test_resnet_with_batch_norm_is_not_flagged(one_thread):
     elab = api.load(str(ROOT / "specs/resnet_cifar.arch"), {"depth": 20, "resolution": 16})
-    result, *_ = inspection.inspect(elab, batch=8)
+    result, model, *_ = inspection.inspect(elab, batch=8)
     assert sum(s.layer == "conv" for s in result.layers) == 19
     assert result.findings == []
     assert not any(s.flags for s in result.layers)
     assert all(s.measured != "-" for s in result.layers)
+    # the train-mode batch moved the batch norms' running statistics; inspect put them back
+    fresh = dict(inspection.build(elab).named_buffers())
+    assert all(torch.equal(b, fresh[name]) for name, b in model.named_buffers())
 
 
 def test_formats_parse_and_agree(tmp_path, capsys, one_thread):

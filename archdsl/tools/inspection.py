@@ -152,8 +152,9 @@ def build(elab: Elaborated, weights: str | None = None, seed: int = 0):
     import torch
 
     module = generated_module(elab)
-    torch.manual_seed(seed)
-    model = module.build_model()
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        model = module.build_model()
     if weights is not None:
         load_weights(model, elab, weights)
     return model
@@ -618,9 +619,14 @@ def inspect(elab: Elaborated, *, spec: str | None = None, weights: str | None = 
     mode = mode or ("eval" if weights else "train")
     if mode not in MODES:
         raise ArchError(f"unknown mode '{mode}' (modes: {', '.join(MODES)})")
-    with torch.random.fork_rng():
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         table, loss = measure(model, elab, x, labels, mode, seed)
+    with torch.no_grad():  # train mode moved the batch norms' running statistics: put them back
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    model.zero_grad(set_to_none=True)
     findings = flag(table, trained=weights is not None)
     result = Inspection(elab.program.network.name, spec, what, int(x.shape[0]), mode, weights, loss, table, findings)
     return result, model, x, labels

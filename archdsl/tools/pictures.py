@@ -18,7 +18,9 @@ inspection's statistics along the depth (`archdsl inspect --plot FILE`).
   which shows where the network looks even when no patch moves the probability much (the range is
   printed with the file's name).
 
-Tiles are separated and framed by 2 pixels of gray (128). Drawn with Pillow and numpy only; the plot
+The model runs in eval mode for the pictures, with the weights it was inspected with (the running
+statistics of its batch norms as they were before the inspection's batch). Tiles are separated and
+framed by 2 pixels of gray (128). Drawn with Pillow and numpy only; the plot
 needs matplotlib. torch is imported only when a function here runs.
 """
 
