@@ -229,6 +229,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--image", dest="images", action="append", default=[], metavar="FILE",
                    help="an image file as the batch (may be given many times): resized to the input's size, "
                         "RGB or gray as its channels ask")
+    p.add_argument("--size", type=_size, metavar="HEIGHTxWIDTH",
+                   help="the input's height and width where the spec leaves them open (`input [3, ?, ?]`)")
     p.add_argument("--batch", type=int, default=16, metavar="N", help="the batch size of random or digits "
                    "inputs (default 16)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="the seed of the initialisation, the random "
@@ -432,6 +434,17 @@ INSPECT_DEFINITIONS = """\
 """
 
 
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes HEIGHTxWIDTH, e.g. 224x224, got '{text}'") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"--size must be positive, got '{text}'")
+    return height, width
+
+
 def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
     fmt = _choice(args.format, FORMATS, "format")
     if args.mode is not None:
@@ -452,7 +465,8 @@ def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
     from .tools import inspection, pictures
 
     result, model, x, _ = inspection.inspect(elab, spec=args.spec, weights=args.weights, inputs=args.inputs,
-                                              images=args.images, batch=args.batch, seed=args.seed, mode=args.mode)
+                                              images=args.images, batch=args.batch, seed=args.seed, mode=args.mode,
+                                              size=args.size)
     text = inspection.render(result, fmt)
     if args.output is None or args.output == "-":
         _out(text)

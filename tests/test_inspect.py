@@ -183,6 +183,15 @@ def test_weights_from_a_state_dict_change_the_numbers(tmp_path, capsys, one_thre
     assert "does not fit network Tiny: missing 1 tensor: fc1.bias" in err and "Traceback" not in err
 
 
+def test_an_open_input_size_is_given_with_size(tmp_path, capsys, one_thread):
+    spec = _spec(tmp_path, TINY.replace("input [2, 6, 6]", "input [2, ?, ?]").replace("flatten", "avgpool(global) flatten"))
+    assert main(["inspect", spec, "--batch", "2"]) == 1
+    assert "its input size is open ([2, ?, ?]); inspect needs one: give it with --size" in capsys.readouterr().err
+    assert main(["inspect", spec, "--batch", "2", "--size", "7x9", "-f", "json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert layers[0]["output_shape"] == [4, 5, 7] and layers[1]["output_shape"] == [4, 5, 7]
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     spec = _spec(tmp_path, TINY)
     for args, message in (
@@ -191,6 +200,7 @@ def test_errors_are_one_line(tmp_path, capsys):
         (["--input", "cifar"], "unknown input 'cifar'"),
         (["--weights", str(tmp_path / "none.pt")], "--weights: no file"),
         (["--occlusion", "1"], "--occlusion chooses what --pictures DIR draws"),
+        (["--size", "8x8"], "--size is for a spec that leaves its input's height and width open"),
         (["--pictures", str(tmp_path / "p"), "--occlusion", "3"], "class 3 is not among the network's 3 outputs"),
     ):
         assert main(["inspect", spec, "--batch", "2", *args]) == 1, args

@@ -223,12 +223,19 @@ def _load_keras_weights(model, elab: Elaborated, path: str) -> None:
 
 # Inputs -----------------------------------------------------------------------------------------
 
-def input_shape(elab: Elaborated) -> tuple[int, ...]:
+def input_shape(elab: Elaborated, size: tuple[int, int] | None = None) -> tuple[int, ...]:
+    """The network's input shape; `size` (height, width) fills in a height and width the spec leaves open."""
     shape = elab.root.in_shape
     dims = tuple(shape.dims)
-    if not dims or any(d is None for d in dims):
+    open_dims = [i for i, d in enumerate(dims) if d is None]
+    if size is not None:
+        if len(dims) != 3 or not open_dims or 0 in open_dims:
+            raise ArchError(f"--size is for a spec that leaves its input's height and width open; network "
+                            f"{elab.program.network.name}'s input is {shape}")
+        dims = (dims[0], *(s if d is None else d for d, s in zip(dims[1:], size)))
+    elif open_dims:
         raise ArchError(f"network {elab.program.network.name}: its input size is open ({shape}); inspect needs "
-                        "one: set the parameter that gives it with --set")
+                        "one: give it with --size HEIGHTxWIDTH")
     return dims
 
 
@@ -320,6 +327,8 @@ def _record(stats: LayerStats, value, how: str, kept: dict | None = None) -> Non
         kept[stats.path] = value.detach().clone()
     for key, v in tensor_stats(value, stats.layer).items():
         setattr(stats, key, v)
+    if None in stats.output_shape and len(stats.output_shape) == value.dim() - 1:
+        stats.output_shape = list(value.shape[1:])  # a size the spec leaves open, as this batch has it
     stats.measured = how
 
 
@@ -595,7 +604,8 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
 
 
 def inspect(elab: Elaborated, *, spec: str | None = None, weights: str | None = None, inputs: str = "random",
-            images: Sequence[str] = (), batch: int = 16, seed: int = 0, mode: str | None = None):
+            images: Sequence[str] = (), batch: int = 16, seed: int = 0, mode: str | None = None,
+            size: tuple[int, int] | None = None):
     """Build, load, run and measure: the Inspection, and the model and batch it ran (for pictures)."""
     import torch
 
@@ -603,7 +613,7 @@ def inspect(elab: Elaborated, *, spec: str | None = None, weights: str | None = 
         raise ArchError(f"--batch must be at least 1, got {batch}")
     if inputs not in INPUTS:
         raise ArchError(f"unknown input '{inputs}' (inputs: {', '.join(INPUTS)}, or --image FILE)")
-    shape = input_shape(elab)
+    shape = input_shape(elab, size)
     model = build(elab, weights, seed)
     scale = 255.0 if raw_pixels(elab) else 1.0
     labels = None
@@ -650,7 +660,8 @@ def _frac(v: float | None) -> str:
 
 def _cells(s: LayerStats) -> list[str]:
     grad = "frozen" if s.frozen else _num(s.grad_norm)
-    return [s.path, s.layer, str(s.output_shape).replace(" ", "").replace(",", ", "), s.measured, _num(s.mean),
+    shape = "[" + ", ".join("?" if d is None else str(d) for d in s.output_shape) + "]"
+    return [s.path, s.layer, shape, s.measured, _num(s.mean),
             _num(s.std), _num(s.min), _num(s.max), _frac(s.zeros), _frac(s.dead), _frac(s.saturated),
             _num(s.signal), grad, ", ".join(s.flags)]
 
