@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -127,6 +128,10 @@ def test_resnet_with_batch_norm_is_not_flagged(one_thread):
     assert sum(s.layer == "conv" for s in result.layers) == 19
     assert result.findings == []
     assert not any(s.flags for s in result.layers)
+    # README.md: "grad norm / weight norm of its 20 weighted layers stays within a factor of ten (0.35 to 2.5
+    # at 16x16, batch 8)"
+    relative = [s.relative_grad for s in result.layers if s.weighted]
+    assert len(relative) == 20 and (round(min(relative), 2), round(max(relative), 1)) == (0.35, 2.5)
     assert all(s.measured != "-" for s in result.layers)
     # the train-mode batch moved the batch norms' running statistics; inspect put them back
     fresh = dict(inspection.build(elab).named_buffers())
@@ -302,3 +307,37 @@ def test_keras_weights_give_the_numbers_of_the_same_weights_in_pytorch(tmp_path,
         reports.append([{k: v for k, v in layer.items()} for layer in data["layers"]])
     assert reports[0] == reports[1] == reports[2]
     assert reports[0][0]["grad_norm"] > 0
+
+
+def test_the_readme_example_is_what_inspect_prints(tmp_path, capsys, one_thread, monkeypatch):
+    """README.md, "Looking inside a network": the spec and every line shown of the report (`...` stands
+    for lines left out), and the numbers its prose quotes."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Looking inside a network"):]
+    blocks = section.split("```")
+    spec_text, shown = blocks[1].strip("\n") + "\n", blocks[3].strip("\n").splitlines()
+    assert spec_text == DEEP_SIGMOID
+    command = shown[0].removeprefix("$ ").split()
+    assert command[:3] == ["archdsl", "inspect", "deep_sigmoid.arch"]
+    (tmp_path / "deep_sigmoid.arch").write_text(spec_text)
+    monkeypatch.chdir(tmp_path)
+    assert main(command[1:]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    at = 0
+    for line in shown[1:]:
+        if line == "...":
+            continue
+        assert line in printed[at:], line
+        at = printed.index(line, at) + 1
+    assert (tmp_path / "deep_sigmoid.png").read_bytes()[:4] == b"\x89PNG"
+    # the prose: "The std of every layer stays between 0.04 and 0.54", "shrinks about 7.5x a layer",
+    # "10^17 times weaker"
+    assert "stays between 0.04 and 0.54" in section and "shrinks about 7.5x a layer" in section
+    result, *_ = inspection.inspect(api.load("deep_sigmoid.arch"))
+    stds = [s.std for s in result.layers]
+    assert (round(min(stds), 2), round(max(stds), 2)) == (0.04, 0.54)
+    convs = [s for s in result.layers if s.layer == "conv"]
+    steps = [a.signal / b.signal for a, b in itertools.pairwise(convs[:8])]
+    assert 7 < float(np.median(steps)) < 8
+    assert "10^17 times weaker" in section
+    assert 1e17 < convs[-1].relative_grad / convs[0].relative_grad < 1e18
