@@ -573,7 +573,18 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
                 f"{start:.3g} (the median of the first three convolution/dense layers) to {worst.signal:.3g} at "
                 f"{worst.path}, "
                 f"{weighted.index(worst) + 1} such layers deep ({cause})")
-    graded = [s for s in table if s.weighted and s.relative_grad is not None]
+    # a layer whose gradient is exactly 0 got none this pass (a branch that stochastic depth dropped, a path
+    # of dead units): it says nothing of how the gradient scales along the depth, and is reported apart
+    graded = [s for s in table if s.weighted and s.relative_grad]
+    none = [s for s in table if s.weighted and s.relative_grad == 0]
+    if none:
+        for s in none:
+            s.flags.append("no gradient")
+        findings.append(
+            f"{len(none)} convolution/dense layer{'s' * (len(none) != 1)} got no gradient at all in this pass "
+            f"({', '.join(s.path for s in none[:3])}{', ...' if len(none) > 3 else ''}): a branch dropped in "
+            "train mode (stochastic depth, dropout), units dead on the way back, or a gradient below float32's "
+            "smallest number")
     if len(graded) >= 2:
         start, end = _ends([s.relative_grad for s in graded])
         limit = FACTOR ** 1.5
