@@ -430,7 +430,8 @@ INSPECT_DEFINITIONS = """\
              (above) the first three's divided (multiplied) by 100; vanishing/exploding gradient: the
              median grad norm / weight norm of the first three such layers is below (above) the last
              three's divided (multiplied) by 1000; dead: a ReLU with half its units dead; saturated: an
-             activation with half its outputs saturated
+             activation with half its outputs saturated; no gradient: a convolution or dense layer
+             whose gradient is exactly 0 in this pass (left out of the gradient reading)
 """
 
 

@@ -537,8 +537,9 @@ def flag(table: list[LayerStats], trained: bool) -> list[str]:
     vanish when the median relative gradient (grad norm / weight norm) of the first three is below that of
     the last three divided by FACTOR**1.5 (explode: above it times FACTOR**1.5), and then every weighted
     layer that far from the end's is flagged. A dip in between that the end recovers from (a gating
-    branch, say) is no finding. Each ReLU whose units are at least half dead, and each activation at least
-    half saturated, is flagged too."""
+    branch, say) is no finding. Layers whose gradient is exactly 0 are left out of that reading and flagged
+    `no gradient`. Each ReLU whose units are at least half dead, and each activation at least half
+    saturated, is flagged too."""
     findings: list[str] = []
     kinds = sorted({s.layer for s in table if LAYERS.get(s.layer) and LAYERS[s.layer].category == "activation"})
     norms = [s for s in table if LAYERS.get(s.layer) and LAYERS[s.layer].category == "norm"]
