@@ -197,6 +197,33 @@ def test_an_open_input_size_is_given_with_size(tmp_path, capsys, one_thread):
     assert layers[0]["output_shape"] == [4, 5, 7] and layers[1]["output_shape"] == [4, 5, 7]
 
 
+AUX = """\
+network Aux {
+    input [2, 8, 8]
+    conv1: conv(4, 3) relu
+    auxiliary output aux = avgpool(global) flatten head: dense(3)
+    conv2: conv(4, 3) relu
+    flatten
+    output logits = dense(3)
+}
+"""
+
+
+def test_an_auxiliary_head_is_measured_in_train_mode_only(tmp_path, one_thread):
+    """Train mode runs the auxiliary head (its loss is added); eval mode neither runs nor measures it, and
+    does not flag its layers `no gradient`."""
+    elab = api.load(_spec(tmp_path, AUX))
+    train, *_ = inspection.inspect(elab, batch=4, mode="train")
+    evaluated, *_ = inspection.inspect(elab, batch=4, mode="eval")
+    head = {r.path: r for r in train.layers}["aux.head"]
+    assert head.measured == "module" and head.grad_norm > 0
+    head = {r.path: r for r in evaluated.layers}["aux.head"]
+    assert head.measured == "-" and head.grad_norm is None and head.flags == []
+    assert evaluated.findings == [] and {r.path: r for r in evaluated.layers}["conv1"].grad_norm > 0
+    # the loss: the sum of the cross-entropies of both heads in train mode, of the main one in eval mode
+    assert train.loss > evaluated.loss > 0
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     spec = _spec(tmp_path, TINY)
     for args, message in (

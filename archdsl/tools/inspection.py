@@ -478,7 +478,7 @@ def measure(model, elab: Elaborated, x, labels=None, mode: str = "train",
                 s.frozen = True
             elif grads:
                 s.grad_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
-            else:
+            elif s.measured != "-":  # it ran, and no gradient came back to it
                 s.grad_norm = 0.0
     return table, float(loss.detach())
 
