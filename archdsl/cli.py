@@ -462,7 +462,8 @@ def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ArchError("inspect runs the PyTorch model: pip install 'archdsl[torch]'") from None
+        raise ArchError("inspect runs the PyTorch model: pip install 'archdsl[inspect]' (torch, and Pillow, "
+                        "scikit-learn and matplotlib for images, digits, pictures and plots)") from None
     from .tools import inspection, pictures
 
     result, model, x, _ = inspection.inspect(elab, spec=args.spec, weights=args.weights, inputs=args.inputs,
