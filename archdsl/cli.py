@@ -1,7 +1,8 @@
-"""The command line: `archdsl compile | check | summary | sweep | graph | zoo | fmt | lsp`.
+"""The command line: `archdsl compile | check | summary | sweep | graph | inspect | zoo | fmt | lsp`.
 
 Every error, whether in the spec or in the use of the command, is one clear message on stderr and
-exit status 1; no traceback. Nothing here imports torch or tensorflow.
+exit status 1; no traceback. Nothing here imports torch or tensorflow (`inspect` runs a model: its
+module, archdsl.tools.inspection, imports torch when the command runs).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ examples:
   archdsl sweep specs/efficientnet.arch phi=0..7
   archdsl graph specs/resnet50.arch --depth 1 -o resnet50.svg
   archdsl compile specs/googlenet.arch --target torch -o generated/torch/googlenet.py
+  archdsl inspect specs/lenet5.arch --input digits --plot lenet5.png
 
 exit status: 0 on success, 1 on any error (in the spec or in the command), 130 when interrupted.
 Run `archdsl COMMAND --help` for the options of a command.
@@ -221,6 +223,55 @@ def build_parser() -> ArgumentParser:
                         "node. Default: every level expanded")
 
     p = sub.add_parser(
+        "inspect", help="run the PyTorch model on a batch: per-layer activation and gradient statistics, flags",
+        formatter_class=_Formatter,
+        description=_para(INSPECT_DESCRIPTION),
+        epilog="what is measured:\n" + INSPECT_DEFINITIONS + "\nexamples:\n"
+               "  archdsl inspect specs/resnet_cifar.arch --set depth=20\n"
+               "  archdsl inspect specs/lenet5.arch --weights lenet5.pt --input digits --plot lenet5.svg\n"
+               "  archdsl inspect specs/lenet5.arch --weights lenet5.pt --image seven.png --pictures pictures/\n"
+               "  archdsl inspect specs/zfnet.arch --image cat.jpg --pictures out/ --feature-maps conv1,conv5 "
+               "--occlusion 281\n")
+    _add_spec(p)
+    p.add_argument("--weights", metavar="FILE",
+                   help="load the weights of FILE: a PyTorch state_dict (.pt, .pth) of the generated model, or a "
+                        "Keras weights file (.keras, .weights.h5) of the generated Keras model (needs Keras; "
+                        "copied into the PyTorch model). Default: the default initialisation, seeded by --seed")
+    p.add_argument("--input", dest="inputs", default="random", metavar="{random,digits}",
+                   help="the batch: random (standard normal, seeded by --seed; the default) or digits "
+                        "(scikit-learn's 8x8 digits, resized to the input, gray repeated over its channels; "
+                        "the loss then uses their labels)")
+    p.add_argument("--image", dest="images", action="append", default=[], metavar="FILE",
+                   help="an image file as the batch (may be given many times): resized to the input's size, "
+                        "RGB or gray as its channels ask")
+    p.add_argument("--size", type=_size, metavar="HEIGHTxWIDTH",
+                   help="the input's height and width where the spec leaves them open (`input [3, ?, ?]`)")
+    p.add_argument("--batch", type=int, default=16, metavar="N", help="the batch size of random or digits "
+                   "inputs (default 16)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="the seed of the initialisation, the random "
+                   "inputs and the random labels (default 0)")
+    p.add_argument("--mode", metavar="{train,eval}",
+                   help="the model's mode: train (batch norms normalize with the batch's statistics, dropout "
+                        "drops; the default without --weights) or eval (the running statistics; the default "
+                        "with --weights)")
+    p.add_argument("-f", "--format", default="table", metavar="{" + ",".join(FORMATS) + "}",
+                   help="table (default), json, csv or markdown")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--plot", metavar="FILE", help="also plot the statistics along the depth to FILE (.png or "
+                   ".svg; needs matplotlib)")
+    p.add_argument("--pictures", metavar="DIR",
+                   help="also write PNG pictures to DIR (created if missing): filters.png (the first "
+                        "convolution's filters), features-PATH.png (feature maps of the first input), "
+                        "occlusion-CLASS.png (occlusion sensitivity, for a classifier); needs Pillow")
+    p.add_argument("--feature-maps", metavar="PATH,...",
+                   help="the layers whose feature maps --pictures draws (summary paths); default: the first, a "
+                        "middle and the last convolution (after its activation)")
+    p.add_argument("--occlusion", type=int, metavar="CLASS",
+                   help="the class of the occlusion map (default: the class the network predicts)")
+    p.add_argument("--patch", type=int, metavar="N",
+                   help="the side of the occlusion patch in input pixels (default: a quarter of the input's side)")
+
+    p = sub.add_parser(
         "fmt", help="format specs in the canonical layout (comments kept, meaning unchanged)",
         formatter_class=_Formatter,
         description=_para("Rewrite each SPEC in the canonical layout: indentation, spacing, blank lines and "
@@ -366,6 +417,94 @@ def cmd_summary(args: argparse.Namespace, session: _Session) -> int:
     return EXIT_OK
 
 
+INSPECT_DESCRIPTION = """\
+Build the spec's generated PyTorch model, optionally load weights, run one batch forward and one backward,
+and print one row per layer (the paths of `archdsl summary`): the statistics of its output (mean, std, min,
+max, fraction of zeros, dead units, saturated outputs, and the signal: the spread across the batch) and the
+gradient norm of its parameters. Then the statistics are read along the depth: layers where the signal or
+the gradient vanishes or explodes (by more than 100x), dead ReLUs and saturated activations are flagged,
+each finding with a sentence why. Needs torch; --image and --pictures need Pillow, --input digits
+scikit-learn, --plot matplotlib: pip install 'archdsl[inspect]'.
+"""
+
+INSPECT_DEFINITIONS = """\
+  measured   module: the output of the layer's module (a forward hook); call: the result of the layer's
+             function call in its block's forward() (F.relu(x), torch.flatten(x, 1), a crop's
+             indexing), seen by a torch function mode; -: neither (identity, dropblock at rate 0:
+             forward() writes nothing for them): not measured
+  mean, std  over every element of the output for the whole batch (std: population)
+  zeros      the fraction of elements exactly 0
+  dead       the fraction of units (channels, or features) that are 0 for every sample and position
+             (blank where a unit has fewer than 16 values in the batch)
+  saturated  sigmoid: x < 0.01 or x > 0.99; tanh: |x| > 0.99; hardsigmoid: x = 0 or 1; relu6: x = 6
+  signal     sqrt(mean over units and positions of the variance across the batch): how much the
+             output depends on the input
+  grad norm  the L2 norm of the gradient of the layer's parameters after one backward pass of the loss:
+             the cross-entropy against random labels (digits: their labels) for an output of 2 or more
+             classes (a final softmax's output taken as probabilities), the mean square error against
+             standard normal targets for any other output, summed over the outputs
+  flags      vanishing/exploding: the median signal of the last three convolution/dense layers is below
+             (above) the first three's divided (multiplied) by 100; vanishing/exploding gradient: the
+             median grad norm / weight norm of the first three such layers is below (above) the last
+             three's divided (multiplied) by 1000; dead: a ReLU with half its units dead; saturated: an
+             activation with half its outputs saturated; no gradient: a convolution or dense layer
+             whose gradient is exactly 0 in this pass (left out of the gradient reading)
+"""
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes HEIGHTxWIDTH, e.g. 224x224, got '{text}'") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"--size must be positive, got '{text}'")
+    return height, width
+
+
+def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
+    fmt = _choice(args.format, FORMATS, "format")
+    if args.mode is not None:
+        _choice(args.mode, ("train", "eval"), "mode")
+    if args.pictures is None:
+        extra = [flag for flag, value in (("--feature-maps", args.feature_maps), ("--occlusion", args.occlusion),
+                                          ("--patch", args.patch)) if value is not None]
+        if extra:
+            raise ArchError(f"{extra[0]} chooses what --pictures DIR draws: give --pictures DIR too")
+    for path in (args.output, args.plot):
+        if path is not None and path != "-":
+            _check_writable(path)
+    elab = session.load_sets(args.spec, args.sets)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ArchError("inspect runs the PyTorch model: pip install 'archdsl[inspect]' (torch, and Pillow, "
+                        "scikit-learn and matplotlib for images, digits, pictures and plots)") from None
+    from .tools import inspection, pictures
+
+    result, model, x, _ = inspection.inspect(elab, spec=args.spec, weights=args.weights, inputs=args.inputs,
+                                              images=args.images, batch=args.batch, seed=args.seed, mode=args.mode,
+                                              size=args.size)
+    text = inspection.render(result, fmt)
+    if args.output is None or args.output == "-":
+        _out(text)
+    else:
+        try:
+            write_atomically(args.output, text)
+        except OSError as e:
+            raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
+    if args.plot:
+        pictures.plot(result, args.plot)
+        _error(f"wrote {args.plot}")
+    if args.pictures:
+        layers = None if args.feature_maps is None else [p.strip() for p in args.feature_maps.split(",") if p.strip()]
+        for name, what in pictures.write_pictures(result, model, elab, x, args.pictures, layers, args.occlusion,
+                                                  args.patch):
+            _error(f"wrote {name}: {what}")
+    return EXIT_OK
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -467,7 +606,7 @@ def cmd_lsp(args: argparse.Namespace, session: _Session) -> int:
 
 
 COMMANDS = {"compile": cmd_compile, "check": cmd_check, "summary": cmd_summary, "sweep": cmd_sweep, "zoo": cmd_zoo,
-            "graph": cmd_graph, "fmt": cmd_fmt, "lsp": cmd_lsp}
+            "graph": cmd_graph, "inspect": cmd_inspect, "fmt": cmd_fmt, "lsp": cmd_lsp}
 
 
 def _error(text: str) -> None:
