@@ -290,12 +290,12 @@ def test_pictures_of_a_lenet5_trained_on_digits(tmp_path, capsys, one_thread):
     assert "occlusion" in captured.err and "1 input, image" in captured.out
 
     # the sizes the pictures' layout gives (pictures.py): tiles of 6 filters 5x5 at 12 px a weight in a
-    # 3x2 grid; 6 maps 28x28 at 2 px a value (3x2); 16 maps 10x10 at 6 px (4x4); the occlusion: the image
-    # and two maps, 32x32 at 4 px a pixel, side by side; 2 px of gray between and around the tiles
+    # 3x2 grid; 6 maps 28x28 at 2 px a value (3x2); 16 maps 10x10 at 6 px (4x4); 2 px of gray between and
+    # around the tiles
     assert _png_size(out / "filters.png") == (3 * (60 + 2) + 2, 2 * (60 + 2) + 2)
     assert _png_size(out / "features-c1.png") == (3 * (56 + 2) + 2, 2 * (56 + 2) + 2)
     assert _png_size(out / "features-tanh2.png") == (4 * (60 + 2) + 2, 4 * (60 + 2) + 2)
-    assert _png_size(out / f"occlusion-{label}.png") == (3 * (128 + 2) + 2, 128 + 4)
+    assert _png_size(out / f"occlusion-{label}.png") == pictures.OCCLUSION_SIZE  # matplotlib's figure
 
     # the trained filters are not the initial ones: the picture of the initial filters differs
     trained = np.asarray(Image.open(out / "filters.png"))

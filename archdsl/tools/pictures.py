@@ -12,11 +12,11 @@ inspection's statistics along the depth (`archdsl inspect --plot FILE`).
   of the image's mean colour slides over the first input (side `patch`, stride patch // 2); the heat
   map gives, at each pixel, the class's probability (softmax of the output, or the output of a final
   softmax) averaged over the patch positions that cover the pixel: low (blue) where hiding the pixels
-  lowers the class's probability, high (red) where it does not. The picture has three panels, each
-  pixel a square of max(1, 128 // max(H, W)) pixels: the input; the map in absolute probabilities (0 blue,
-  1 red: ZFNet's figure); and the same map stretched to its own range (its minimum blue, its maximum red),
-  which shows where the network looks even when no patch moves the probability much (the range is
-  printed with the file's name).
+  lowers the class's probability, high (red) where it does not. The picture (matplotlib, OCCLUSION_SIZE
+  pixels) has three panels: the input with the class's probability; the map in absolute probabilities
+  (0 blue, 1 red, with its colour scale: ZFNet's figure); and the same map stretched to its own range
+  (its minimum blue, its maximum red), which shows where the network looks even when no patch moves the
+  probability much (the range is in its title and printed with the file's name).
 
 The model runs in eval mode for the pictures, with the weights it was inspected with (the running
 statistics of its batch norms as they were before the inspection's batch). Tiles are separated and
@@ -37,7 +37,7 @@ GAP = 2
 BACKGROUND = 128
 MAX_MAPS = 64
 # The heat map's colours: probability 0, 0.25, 0.5, 0.75, 1 (blue, cyan, green-yellow, orange, red).
-HEAT = np.array([[0, 0, 160], [0, 170, 255], [170, 230, 60], [255, 160, 0], [200, 0, 0]], dtype=np.float64)
+OCCLUSION_SIZE = (960, 330)  # pixels of the occlusion picture
 
 
 def _pil():
@@ -87,14 +87,6 @@ def feature_picture(maps: np.ndarray) -> np.ndarray:
     if maps.ndim != 3:
         raise ArchError(f"feature maps are [channels, height, width]; this output is {list(maps.shape)}")
     return grid([_unit(m) for m in maps[:MAX_MAPS]], max(1, 64 // max(maps.shape[1:])))
-
-
-def heat(values: np.ndarray) -> np.ndarray:
-    """Values 0..1 as colours (HEAT, linearly between): H x W x 3, 0..1."""
-    v = np.clip(values, 0, 1) * (len(HEAT) - 1)
-    lo = np.floor(v).astype(int).clip(0, len(HEAT) - 2)
-    t = (v - lo)[..., None]
-    return (HEAT[lo] * (1 - t) + HEAT[lo + 1] * t) / 255.0
 
 
 def probabilities(model, x, final_softmax: bool):
@@ -147,14 +139,44 @@ def occlusion(model, image, cls: int, patch: int, final_softmax: bool, chunk: in
     return total / count, base
 
 
-def occlusion_picture(image: np.ndarray, sensitivity: np.ndarray) -> np.ndarray:
-    """The image (C, H, W; gray or RGB, scaled by its own range) beside its occlusion map (H, W, 0..1) in
-    absolute probabilities and stretched to its own range."""
+def occlusion_picture(image: np.ndarray, sensitivity: np.ndarray, cls: int, base: float, patch: int,
+                      path: str) -> None:
+    """ZFNet's figure, as a PNG at path: the image (C, H, W; gray or RGB, scaled by its own range), the
+    class's probability with the patch centred over each pixel (0 to 1, with a colour scale), and the
+    same map stretched to its own range, where a confident network's small drops show."""
+    plt = _pyplot("occlusion pictures")
     picture = _unit(image.transpose(1, 2, 0)) if image.shape[0] == 3 else _unit(image.mean(axis=0))
-    h, w = sensitivity.shape
-    scale = max(1, 128 // max(h, w))
-    panels = [grid([p], scale) for p in (picture, heat(sensitivity), heat(_unit(sensitivity)))]
-    return np.concatenate([panels[0], *(p[:, GAP:] for p in panels[1:])], axis=1)
+    fig, axes = plt.subplots(1, 3, figsize=(OCCLUSION_SIZE[0] / 100, OCCLUSION_SIZE[1] / 100))
+    axes[0].imshow(picture, cmap=None if picture.ndim == 3 else "gray")
+    axes[0].set_title(f"input: P(class {cls}) = {base:.3f}", fontsize=9)
+    shown = axes[1].imshow(sensitivity, cmap="jet", vmin=0.0, vmax=1.0)
+    axes[1].set_title(f"P(class {cls}), the {patch}x{patch} patch there", fontsize=9)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    stretched = axes[2].imshow(sensitivity, cmap="jet")
+    axes[2].set_title(f"the same, {sensitivity.min():.3f} to {sensitivity.max():.3f}", fontsize=9)
+    fig.colorbar(stretched, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise ArchError(f"cannot write '{path}': {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+
+
+def _pyplot(what: str):
+    """matplotlib's pyplot on its file-only backend, or an error saying what to install."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ArchError(f"{what} need matplotlib: pip install 'archdsl[inspect]'") from None
+    return plt
 
 
 def save_png(pixels: np.ndarray, path: str) -> None:
@@ -179,13 +201,7 @@ def plot(result, path: str) -> None:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in (".png", ".svg"):
         raise ArchError(f"--plot: write a .png or .svg file, not '{path}'")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ArchError("--plot needs matplotlib: pip install 'archdsl[inspect]'") from None
+    plt = _pyplot("--plot")
     layers = result.layers
     idx = np.arange(len(layers))
 
@@ -308,7 +324,7 @@ def write_pictures(result, model, elab, x, directory: str, layers: list[str] | N
         side = patch or max(1, round(min(image.shape[1:]) / 4))
         sensitivity, base = occlusion(model, image, cls, side, final_softmax)
         name = os.path.join(directory, f"occlusion-{cls}.png")
-        save_png(occlusion_picture(image.numpy(), sensitivity), name)
+        occlusion_picture(image.numpy(), sensitivity, cls, base, side, name)
         written.append((name, (f"class {cls}: probability {base:.3g} unoccluded, {sensitivity.min():.3g} to "
-                              f"{sensitivity.max():.3g} with a {side}x{side} patch over it")))
+                              f"{sensitivity.max():.3g} with the {side}x{side} patch over it")))
     return written
