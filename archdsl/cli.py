@@ -327,6 +327,17 @@ def _out(text: str) -> None:
         sys.stdout.flush()
 
 
+def _emit(text: str, output: str | None) -> None:
+    """Text to stdout (no output, or `-`), or into the file output, replaced whole or not at all."""
+    if output is None or output == "-":
+        _out(text)
+        return
+    try:
+        write_atomically(output, text)
+    except OSError as e:
+        raise ArchError(f"cannot write '{output}': {e.strerror or e}") from None
+
+
 def cmd_compile(args: argparse.Namespace, session: _Session) -> int:
     target = _choice(args.target, TARGETS, "target")
     if args.output is not None and args.output != "-":
@@ -335,13 +346,7 @@ def cmd_compile(args: argparse.Namespace, session: _Session) -> int:
     code = generate(elab, target, args.optimize)
     if not code.endswith("\n"):
         code += "\n"
-    if args.output is None or args.output == "-":
-        _out(code)
-    else:
-        try:
-            write_atomically(args.output, code)
-        except OSError as e:
-            raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
+    _emit(code, args.output)
     return EXIT_OK
 
 
@@ -487,13 +492,7 @@ def cmd_inspect(args: argparse.Namespace, session: _Session) -> int:
                                               images=args.images, batch=args.batch, seed=args.seed, mode=args.mode,
                                               size=args.size)
     text = inspection.render(result, fmt)
-    if args.output is None or args.output == "-":
-        _out(text)
-    else:
-        try:
-            write_atomically(args.output, text)
-        except OSError as e:
-            raise ArchError(f"cannot write '{args.output}': {e.strerror or e}") from None
+    _emit(text, args.output)
     if args.plot:
         pictures.plot(result, args.plot)
         _error(f"wrote {args.plot}")

@@ -601,7 +601,12 @@ def jsonable(v):
 def format_json(table: list[Row], t: Totals, elab: Elaborated | None = None, network: str | None = None,
                 spec: str | None = None) -> str:
     """JSON, one layer per line so that diffs of two reports stay readable."""
-    data = to_dict(table, t, elab, network, spec)
+    return json_text(to_dict(table, t, elab, network, spec))
+
+
+def json_text(data: dict) -> str:
+    """A report's data as JSON with one entry of its "layers" per line, so that diffs of two reports
+    stay readable."""
     parts = []
     for key, value in data.items():
         if key == "layers" and value:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -53,7 +52,7 @@ from ..api import generate
 from ..core.graph import Elaborated
 from ..core.layers import LAYERS
 from ..language.errors import ArchError
-from ..reports.summary import aligned, markdown, rows
+from ..reports.summary import aligned, json_text, markdown, rows
 
 # A layer kind and the function names that compute it in a generated forward() (Tensor methods too).
 CALLS = {
@@ -697,15 +696,7 @@ def _foot(r: Inspection) -> list[str]:
 
 def render(r: Inspection, fmt: str = "table") -> str:
     if fmt == "json":
-        data = r.to_dict()
-        parts = []
-        for key, value in data.items():
-            if key == "layers" and value:
-                inner = ",\n".join(f"    {json.dumps(layer)}" for layer in value)
-                parts.append(f'  "layers": [\n{inner}\n  ]')
-            else:
-                parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
-        return "{\n" + ",\n".join(parts) + "\n}\n"
+        return json_text(r.to_dict())
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
