@@ -31,15 +31,9 @@ def cats_dogs_vgg16_keras(input_shape, fine_tune=False):
     Sequential model with flatten, Dense(256, relu), Dense(1, sigmoid); `conv_base.trainable = False`
     (5.3.1), and for fine-tuning (5.3.2) the book's loop, trainable from block5_conv1 on. The
     ImageDataGenerator's rescale=1./255 is the model's first layer here."""
-    import keras
-    from keras import layers, models
+    from keras import layers
 
-    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=input_shape)
-    model = models.Sequential()
-    model.add(keras.Input(shape=input_shape))
-    model.add(layers.Rescaling(1.0 / 255))
-    model.add(conv_base)
-    model.add(layers.Flatten())
+    model, conv_base = _vgg16_sequential_keras(input_shape)
     model.add(layers.Dense(256, activation="relu"))
     model.add(layers.Dense(1, activation="sigmoid"))
     conv_base.trainable = False
@@ -58,15 +52,9 @@ def cifar10_vgg16_keras(input_shape, classes=10, units=64, fine_tune=False):
     32x32 in a Sequential model with flatten, Dense(units, relu), Dropout(0.5), Dense(10, softmax);
     for fine-tuning all but the base's last 4 layers (block5's convolutions and pool) frozen, as the
     notebook does; the first phase freezes the whole base. Its x / 255 is the first layer here."""
-    import keras
-    from keras import layers, models
+    from keras import layers
 
-    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=input_shape)
-    model = models.Sequential()
-    model.add(keras.Input(shape=input_shape))
-    model.add(layers.Rescaling(1.0 / 255))
-    model.add(conv_base)
-    model.add(layers.Flatten())
+    model, conv_base = _vgg16_sequential_keras(input_shape)
     model.add(layers.Dense(units, activation="relu"))
     model.add(layers.Dropout(0.5))
     model.add(layers.Dense(classes, activation="softmax"))
@@ -76,6 +64,21 @@ def cifar10_vgg16_keras(input_shape, classes=10, units=64, fine_tune=False):
     else:
         conv_base.trainable = False
     return model
+
+
+def _vgg16_sequential_keras(input_shape):
+    """The books' Sequential model up to its head: the pixels divided by 255, keras.applications' VGG16
+    without its top (weights=None), flatten; and that base, which the caller freezes its way."""
+    import keras
+    from keras import layers, models
+
+    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=input_shape)
+    model = models.Sequential()
+    model.add(keras.Input(shape=input_shape))
+    model.add(layers.Rescaling(1.0 / 255))
+    model.add(conv_base)
+    model.add(layers.Flatten())
+    return model, conv_base
 
 
 def _vgg16_head_torch(head, fine_tune):
