@@ -151,6 +151,9 @@ ERRORS = [
     ("base: ConvBN(4) through stage2", "`through` cuts a network used as a base; ConvBN is a block, called whole"),
     ("base: Tine() through stage2", "'Tine' is not a network of an imported file; did you mean 'Tiny'?"),
     ("base: Tiny() through stage1, stage2", "a base with several feature maps names each"),
+    ("base: Tiny(8, 4, 16, 2) through stage2", "network Tiny takes 3 arguments (classes, width, resolution), got 4"),
+    ("base: Tiny(width = 2, 3) through stage2", "a positional argument cannot follow a keyword argument"),
+    ("a, b = in split(2) through stage1", "`through` cuts a network used as a base; 'split' is not a network"),
     ("a, b = base: Tiny() through stage2, stage1", ("the labels of `through` come in the order of network "
                                                    "Tiny's body, each after the one before: 'stage1' is not "
                                                    "after 'stage2'")),

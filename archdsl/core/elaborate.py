@@ -539,6 +539,9 @@ class _Elaborator:
         one name each; the last is also the main tensor for the next line."""
         call = stmt.items[-1]
         assert isinstance(call, S.Call) and call.through is not None
+        if call.name not in self.bases:
+            raise ArchError(f"`through` cuts a network used as a base; '{call.name}' is not a network of an "
+                            f"imported file{suggestion(call.name, self.loader.networks)}", call.through[0][1])
         if len(stmt.items) > 1:
             raise ArchError("a base's feature maps are named by a line of their own: "
                             f"`{', '.join(stmt.names)} = {call.name}(...) through ...`", stmt.items[0].span)
@@ -715,15 +718,21 @@ class _Elaborator:
         names = [p.name for p in net.params]
         kept = {p.name for p in block.params}
         args = []
+        extra = [arg for i, arg in enumerate(call.args) if arg.name is None and i >= len(names)]
+        if extra:
+            raise ArchError(f"network {call.name} takes {len(names)} argument{'s' * (len(names) != 1)} "
+                            f"({', '.join(names) or 'none'}), got {len(call.args)}", extra[0].span)
         for i, arg in enumerate(call.args):
-            name = arg.name if arg.name is not None else names[i] if i < len(names) else None
+            if arg.name is None and any(a.name is not None for a in call.args[:i]):
+                raise ArchError("a positional argument cannot follow a keyword argument", arg.span)
+            name = arg.name if arg.name is not None else names[i]
             if name in names and name not in kept:
                 cut = f" {_cut_words(self.bases[call.name][0])}" if call.through else ""
                 raise ArchError(f"network {call.name}{cut} does not use its parameter '{name}' (it takes: "
                                 f"{', '.join(p.name for p in block.params) or 'no arguments'})", arg.span,
                                 notes=["a base takes the height and width of the tensor it is given"]
                                 if _input_reads(net, name) else [])
-            args.append(S.Arg(name, arg.value, arg.span) if name is not None else arg)
+            args.append(S.Arg(name, arg.value, arg.span))
         return S.Call(call.span, call.name, args, call.name_span, through=call.through, label=call.label,
                       label_span=call.label_span)
 
