@@ -152,6 +152,7 @@ ERRORS = [
     ("base: Tine() through stage2", "'Tine' is not a network of an imported file; did you mean 'Tiny'?"),
     ("base: Tiny() through stage1, stage2", "a base with several feature maps names each"),
     ("base: Tiny(8, 4, 16, 2) through stage2", "network Tiny takes 3 arguments (classes, width, resolution), got 4"),
+    ("base: Tiny() through flatten1", "an automatic name like 'flatten1' is not one"),
     ("base: Tiny(width = 2, 3) through stage2", "a positional argument cannot follow a keyword argument"),
     ("a, b = in split(2) through stage1", "`through` cuts a network used as a base; 'split' is not a network"),
     ("a, b = base: Tiny() through stage2, stage1", ("the labels of `through` come in the order of network "

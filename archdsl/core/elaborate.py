@@ -938,9 +938,12 @@ def _cut(net: S.NetworkDef, stmts: list[S.Stmt], through: list[tuple[str, Span]]
     cuts: list[tuple[int, int]] = []
     for label, span in through:
         if label not in places:
+            notes = [f"its labels: {name_listing(list(places))}"] if places else []
+            if re.fullmatch(r"[a-z_]+\d+", label):
+                notes.append(f"a cut needs a label (`name: item` in network {net.name}); an automatic name like "
+                             f"'{label}' is not one")
             raise ArchError(f"network {net.name} has no label '{label}' at the top level of its body"
-                            f"{suggestion(label, places)}", span,
-                            notes=[f"its labels: {name_listing(list(places))}"] if places else [])
+                            f"{suggestion(label, places)}", span, notes=notes)
         if cuts and places[label] <= cuts[-1]:
             raise ArchError(f"the labels of `through` come in the order of network {net.name}'s body, each after "
                             f"the one before: '{label}' is not after '{through[len(cuts) - 1][0]}'", span)
