@@ -15,6 +15,7 @@ from ..core import graph as G
 from ..core.elaborate import safe_attr
 from ..core.graph import Shape
 from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, SplitPart, Sum
+from ..core.shapes import all_nodes
 from ..language.errors import ArchError
 from . import torch_emitters  # registers the PyTorch emitters (and writes a split's parts)
 from .common import (
@@ -306,8 +307,11 @@ class _Class(CodeUnit):
             for written, _ in item.paths:
                 attr = ".".join(safe_attr(n) for n in written.split("."))
                 suite.line(Br("set_trainable", [f"self.{attr}", str(item.trainable)]))
-        if not any(isinstance(i.node, G.Layer) and i.node.type.statistics for i in self.m.elab.root.walk()):
-            return ""  # no batch norm (no running statistics): nn.Module's train() is right
+        program = self.m.elab.program
+        if not any(isinstance(n, G.Layer) and n.type.statistics
+                   for body in (program.network.body, *(b.body for b in program.blocks.values()))
+                   for n in all_nodes(body)):
+            return ""  # no batch norm in any setting (no running statistics): nn.Module's train() is right
         return templates().get_template("torch_train.py.j2").render(name=py_name(self.owner.name))
 
     # top-level items: attributes of the class, forward written inline
