@@ -213,3 +213,19 @@ def test_feature_maps_in_the_drawing(tmp_path):
         edges = {(e.tail, e.head, e.label) for e in draw(elab, depth).edges}
         assert (source, "add1", "8x8x8") in edges, edges
         assert ("backbone" if depth == 0 else "backbone_stage2_relu1", "conv1", "16x4x4") in edges
+
+
+def test_frozen_batch_norms_of_any_setting_stay_in_eval_mode(tmp_path):
+    """A batch norm that only another setting builds (`if batch_norm`) is kept in eval mode too when the
+    module compiled at the setting without it builds it: train() is written wherever a bn may be."""
+    _, tm, _, paths = build(tmp_path, """
+        network N(batch_norm = false) {
+            input [3, 8, 8]
+            body: { conv(4, 3, pad = 1) if batch_norm { bn } relu }
+            avgpool(global) flatten dense(2)
+            freeze body
+        }
+        """)
+    assert "def train(" in paths["torch"].read_text()
+    model = tm.build_model(batch_norm=True).train()
+    assert [m.training for m in model.modules() if type(m).__name__ == "BatchNorm2d"] == [False]
