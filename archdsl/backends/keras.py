@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..core import graph as G
-from ..core.elaborate import safe_attr
 from . import keras_emitters  # noqa: F401 - registers the Keras emitters
 from .common import (
     CodeUnit,
@@ -202,9 +201,8 @@ class _Function(CodeUnit):
                 self.out.assign("model", model)
                 for item in freezes:
                     suite = self.out if item.cond is None else self.out.if_(self.expr(item.cond)).body
-                    for written, _ in item.paths:
-                        name = "-".join(safe_attr(n) for n in written.split("."))
-                        suite.line(Br("set_trainable", ["model", quote(name), str(item.trainable)]))
+                    for _, path, _ in item.paths:  # the layers' names: the module path with "-" for "."
+                        suite.line(Br("set_trainable", ["model", quote(path.replace(".", "-")), str(item.trainable)]))
                 model = "model"
             self.out.line(model, "return ")
             signature = lay(Br("def build_model", params), 0, "", " -> keras.Model:")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 from ..core import graph as G
-from ..core.elaborate import safe_attr
 from ..core.graph import Shape
 from ..core.layers import Arg, ArgError, Chan, InChannels, InSize, SplitPart, Sum
 from ..core.shapes import all_nodes
@@ -304,9 +303,8 @@ class _Class(CodeUnit):
         self.m.need("set_trainable")
         for item in freezes:
             suite = self.init if item.cond is None else self.init.if_(self.expr(item.cond)).body
-            for written, _ in item.paths:
-                attr = ".".join(safe_attr(n) for n in written.split("."))
-                suite.line(Br("set_trainable", [f"self.{attr}", str(item.trainable)]))
+            for _, path, _ in item.paths:
+                suite.line(Br("set_trainable", [f"self.{path}", str(item.trainable)]))
         program = self.m.elab.program
         if not any(isinstance(n, G.Layer) and n.type.statistics
                    for body in (program.network.body, *(b.body for b in program.blocks.values()))

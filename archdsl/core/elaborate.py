@@ -224,7 +224,7 @@ class _Elaborator:
         dims = [None if isinstance(d, S.Unknown) else self._expr(d, scope) for d in inp.dims]
         if dims[0] is None:
             raise ArchError("the number of input channels must be given", inp.dims[0].span)
-        self._prepare_bases([net.body])
+        self._prepare_bases(net.body)
         self._callees(net.body)
         body = self._seq(S.Body(stmts[1:], net.body.span), scope, network=True)
         outputs = [n for n in body.items if isinstance(n, G.Output)]
@@ -250,7 +250,7 @@ class _Elaborator:
     def library(self, module: S.Module) -> G.Library:
         """Elaborate every block loaded (a library's own and those it imports), callees first."""
         self.uses_in = set()
-        self._prepare_bases([b.body for b in self.loader.blocks.values()])
+        self._prepare_bases()
         for name, src in self.loader.blocks.items():
             self._callees(src.body)
             self._block(name, src.name_span)
@@ -260,11 +260,11 @@ class _Elaborator:
 
     # networks used as bases
 
-    def _prepare_bases(self, bodies: list[S.Body]) -> None:
+    def _prepare_bases(self, network: S.Body | None = None) -> None:
         """Makes a block of each imported network that a body calls (`base: VGG16() through block5`), and
         of those that its body calls in turn: the network's statements up to its label, with the
         parameters they use. From then on a base is called, checked and generated as a block is."""
-        todo = list(bodies) + [b.body for b in self.loader.blocks.values()]
+        todo = ([network] if network is not None else []) + [b.body for b in self.loader.blocks.values()]
         while todo:
             body = todo.pop()
             for call in _block_calls(body, self.loader.networks):  # type: ignore[arg-type]
@@ -406,7 +406,9 @@ class _Elaborator:
                     raise ArchError(f"`{word}` is a statement of the network, at the top level of its body (it "
                                     "names the parts by their paths from there)", stmt.span)
                 cond = self._expr(stmt.cond, scope) if stmt.cond is not None else None
-                items.append(G.Freeze(stmt.span, list(stmt.paths), stmt.trainable, cond))
+                paths = [(written, ".".join(safe_attr(n) for n in written.split(".")), span)
+                         for written, span in stmt.paths]
+                items.append(G.Freeze(stmt.span, paths, stmt.trainable, cond))
             elif isinstance(stmt, S.Output):
                 if not (network and top):
                     raise ArchError("`output` is allowed only at the top level of a network", stmt.span)

@@ -180,7 +180,9 @@ class Freeze:
     expansion marks the instances (Inst.frozen), the backends write it after the model is built."""
 
     span: Span
-    paths: list[tuple[str, Span]]  # dotted paths of labels, as written
+    # the dotted paths of labels as written, the module paths they name (labels escaped as names are,
+    # `global` is `global_`), and where they are written
+    paths: list[tuple[str, str, Span]]
     trainable: bool
     cond: Expr | None
 

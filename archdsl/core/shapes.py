@@ -15,7 +15,7 @@ from fractions import Fraction
 from ..language.errors import ArchError
 from ..language.limits import MAX_INSTANCES, MAX_INT, located, power_too_large
 from . import graph as G
-from .elaborate import safe_attr, suggestion
+from .elaborate import suggestion
 from .graph import Inst, Shape, Symbol, Value
 from .layers import ArgError, call_function, describe
 
@@ -532,8 +532,7 @@ def _freeze(root: Inst, freezes: list[tuple[G.Freeze, bool]]) -> None:
             parts.setdefault(inst.path, inst)
     for item, holds in freezes:
         word = "unfreeze" if item.trainable else "freeze"
-        for written, span in item.paths:
-            path = ".".join(safe_attr(name) for name in written.split("."))
+        for written, path, span in item.paths:
             inst = parts.get(path)
             if inst is None:
                 parent, _, last = path.rpartition(".")
